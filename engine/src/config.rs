@@ -1,0 +1,82 @@
+//! [`EngineConfig`]: who the engine syncs for and how.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DeviceId, UserId};
+
+/// What to pull after connecting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncPolicy {
+    /// The newest `per_conversation` messages of every conversation with news, most recently
+    /// active first. The hole left between old and new stays an explicit gap, filled by
+    /// `load_history` or (when `background_fill` is set) after the sync finishes.
+    NewestFirst {
+        /// Messages to pull per conversation.
+        per_conversation: u32,
+        /// Fill the remaining gaps after the newest messages are in.
+        background_fill: bool,
+    },
+    /// Pull every missing seq of every conversation.
+    Full,
+}
+
+/// Engine settings. Durations are in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// The signed-in user.
+    pub user: UserId,
+    /// This device.
+    pub device: DeviceId,
+    /// Seeds client message ids (an app passes fresh randomness; tests pass a constant).
+    pub seed: u64,
+    /// What to pull after connecting.
+    pub policy: SyncPolicy,
+    /// Conversations per max-seq page.
+    pub max_seqs_page: u32,
+    /// Most messages one pull request asks for.
+    pub pull_max_messages: u32,
+    /// Most conversations one pull request covers.
+    pub pull_max_conversations: u32,
+    /// Most pull requests in flight at once.
+    pub pulls_in_flight: u32,
+    /// Ping interval while connected.
+    pub heartbeat_interval_ms: u64,
+    /// A request unanswered this long means the connection is dead.
+    pub request_timeout_ms: u64,
+    /// First reconnect delay; doubles per failure up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    /// Largest reconnect delay.
+    pub reconnect_max_ms: u64,
+    /// First delay before resending after a transient send error; doubles per attempt.
+    pub send_retry_min_ms: u64,
+    /// A send that failed transiently this many times fails for good.
+    pub send_max_attempts: u32,
+    /// Connect as soon as the engine starts.
+    pub connect_on_start: bool,
+}
+
+impl EngineConfig {
+    /// Defaults for `user` on `device`: newest 20 first without background fill.
+    pub fn new(user: UserId, device: DeviceId) -> Self {
+        Self {
+            user,
+            device,
+            seed: 0,
+            policy: SyncPolicy::NewestFirst {
+                per_conversation: 20,
+                background_fill: false,
+            },
+            max_seqs_page: 1000,
+            pull_max_messages: 2000,
+            pull_max_conversations: 200,
+            pulls_in_flight: 4,
+            heartbeat_interval_ms: 25_000,
+            request_timeout_ms: 15_000,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            send_retry_min_ms: 1_000,
+            send_max_attempts: 5,
+            connect_on_start: true,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! What the engine asks its driver to do ([`Output`]) and tells the app ([`Event`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ClientMsgId, ConversationId, Message, Seq, Timestamp};
+use crate::protocol::{Request, ServerError};
+use crate::storage::{BatchId, WriteBatch};
+
+/// One thing for the driver to do, drained with [`crate::Engine::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Open a connection to the server, then call `handle_connected` (or `handle_disconnected`
+    /// when it fails).
+    Connect,
+    /// Close the connection (heartbeat lost, request timed out, kicked). The driver calls
+    /// `handle_disconnected` once it is closed.
+    Disconnect {
+        /// Why, for logs.
+        reason: String,
+    },
+    /// Put this request on the wire; feed its response to `handle_response` with the same id.
+    Request(crate::protocol::RequestId, Request),
+    /// Apply this batch atomically, in order after every earlier batch, then call
+    /// `handle_batch_committed` or `handle_batch_failed` with the same id.
+    Write(BatchId, WriteBatch),
+    /// Deliver to the app. Every event follows the commit of the data it speaks of.
+    Event(Event),
+    /// Nothing more to do now: call `handle_timeout` at this time (or earlier on any input).
+    Timeout(Timestamp),
+}
+
+/// Whether the engine is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnectionState {
+    /// Not connected; a reconnect is scheduled (or the engine is stopped).
+    Disconnected,
+    /// A connect was requested and not answered yet.
+    Connecting,
+    /// Connected.
+    Connected,
+}
+
+/// What the app is told. Serializable so test suites can snapshot event logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// New messages of one conversation, ascending by seq. Each message is announced as new at
+    /// most once per process, and never one that was stored before.
+    MessagesReceived {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The messages.
+        messages: Vec<Message>,
+    },
+    /// A stored message changed (edited or revoked).
+    MessageUpdated {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The changed message's seq.
+        seq: Seq,
+        /// What happened.
+        change: MessageChange,
+    },
+    /// A send was acked (or its echo arrived first).
+    MessageSent {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message's client id.
+        client_msg_id: ClientMsgId,
+        /// Its seq.
+        seq: Seq,
+    },
+    /// A send failed for good.
+    SendFailed {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The message's client id.
+        client_msg_id: ClientMsgId,
+        /// The server's (or engine's) reason.
+        error: ServerError,
+    },
+    /// These conversations' list entries changed (latest message, unread, activity, new).
+    ConversationsChanged {
+        /// The ids, ascending.
+        conversations: Vec<ConversationId>,
+    },
+    /// The sum of unread counts changed.
+    TotalUnreadChanged {
+        /// The new total.
+        total: u64,
+    },
+    /// A sync (after connect) began.
+    SyncStarted,
+    /// Sync progress in conversations.
+    SyncProgress {
+        /// Conversations fully pulled.
+        done: u64,
+        /// Conversations to pull.
+        total: u64,
+    },
+    /// Everything the policy wants is held.
+    SyncFinished,
+    /// The connection state changed.
+    ConnectionChanged {
+        /// New state.
+        state: ConnectionState,
+    },
+    /// A `load_history` finished.
+    HistoryLoaded {
+        /// The id `load_history` returned.
+        id: u64,
+        /// The conversation.
+        conversation: ConversationId,
+        /// Whether everything asked for (down to the floor) is now held; false if the
+        /// connection dropped first.
+        complete: bool,
+    },
+    /// The server ended this session.
+    Kicked {
+        /// Why.
+        reason: String,
+    },
+    /// A batch failed to commit. The engine stopped; the driver restarts it from a fresh
+    /// snapshot (the store is at the last commit boundary).
+    StorageFailed {
+        /// The error, as text.
+        error: String,
+    },
+}
+
+/// How a message changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageChange {
+    /// Content replaced.
+    Edited {
+        /// New content.
+        content: Vec<u8>,
+    },
+    /// Content withdrawn.
+    Revoked,
+}

@@ -1,0 +1,191 @@
+//! The abstract protocol the engine speaks. A [`crate::Transport`] carries these; the
+//! `tidemark-transport` crate gives them a wire form. Requests get exactly one response, matched by
+//! [`RequestId`]; pushes arrive unasked.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, Seq, ServerMessage, Timestamp,
+    UserId,
+};
+use crate::seq_ranges::SeqRanges;
+
+/// Matches a response to its request. Unique per engine instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+/// What the engine asks of the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// One page of the user's conversations with their max seqs, ordered by conversation id.
+    GetMaxSeqs {
+        /// Start after this conversation id; `None` for the first page.
+        after: Option<ConversationId>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Messages of many conversations in one request.
+    Pull {
+        /// One inclusive range per conversation.
+        ranges: Vec<PullRange>,
+    },
+    /// Send a message; idempotent by (sender, client message id).
+    Send {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The sender's id for it.
+        client_msg_id: ClientMsgId,
+        /// What it is.
+        kind: ContentKind,
+        /// Payload.
+        content: Vec<u8>,
+        /// The sender's clock at creation.
+        created_at: Timestamp,
+    },
+    /// Set this user's read seq (the server keeps the maximum).
+    MarkRead {
+        /// The conversation.
+        conversation: ConversationId,
+        /// New read seq.
+        seq: Seq,
+    },
+    /// Keep-alive.
+    Ping,
+}
+
+/// An inclusive seq range of one conversation to pull.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRange {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// First seq wanted.
+    pub from: Seq,
+    /// Last seq wanted (inclusive).
+    pub to: Seq,
+}
+
+/// One conversation's entry in a max-seq page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxSeqEntry {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Highest seq assigned.
+    pub max_seq: Seq,
+    /// History floor (seqs below are gone).
+    pub min_seq: Seq,
+    /// This user's read seq on the server.
+    pub read_seq: Seq,
+    /// Server time of the newest message (orders what to pull first).
+    pub last_activity: Timestamp,
+}
+
+/// What the server returned for one [`PullRange`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulledRange {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// First seq covered.
+    pub from: Seq,
+    /// Last seq covered. May be below the requested end when the server capped the reply;
+    /// the rest stays a gap and is asked again.
+    pub to: Seq,
+    /// The messages that exist in `from..=to`, ascending.
+    pub messages: Vec<ServerMessage>,
+    /// Seqs in `from..=to` that no longer exist (deleted, expired, below the floor).
+    pub missing: SeqRanges,
+    /// The conversation's current history floor.
+    pub min_seq: Seq,
+    /// The conversation's current max seq.
+    pub max_seq: Seq,
+}
+
+/// Why the server refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerError {
+    /// Machine-readable code, e.g. `not_member`, `rate_limited`, `too_large`.
+    pub code: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// Permanent errors fail a send for good; others are retried with backoff.
+    pub permanent: bool,
+}
+
+/// The server's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::GetMaxSeqs`].
+    MaxSeqs {
+        /// This page.
+        entries: Vec<MaxSeqEntry>,
+        /// Whether more pages follow.
+        has_more: bool,
+    },
+    /// Answer to [`Request::Pull`]: one entry per requested range the user may read.
+    Pulled {
+        /// The ranges.
+        ranges: Vec<PulledRange>,
+    },
+    /// Answer to [`Request::Send`].
+    SendAck {
+        /// The message's id.
+        client_msg_id: ClientMsgId,
+        /// Its seq.
+        seq: Seq,
+        /// The server's time of acceptance.
+        server_time: Timestamp,
+    },
+    /// Answer to [`Request::MarkRead`].
+    ReadAck {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The server's read seq after the update.
+        seq: Seq,
+    },
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The server's clock.
+        server_time: Timestamp,
+    },
+    /// The request was refused.
+    Error(ServerError),
+}
+
+/// What the server sends unasked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Push {
+    /// A new message in a conversation the user is a member of (their own included).
+    Message(ServerMessage),
+    /// The user's read seq moved, on another device or this one.
+    ReadSeq {
+        /// The conversation.
+        conversation: ConversationId,
+        /// New read seq.
+        seq: Seq,
+    },
+    /// Seqs were deleted on the server, or the history floor rose.
+    Deleted {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Seqs that no longer exist.
+        seqs: SeqRanges,
+        /// The new floor.
+        min_seq: Seq,
+    },
+    /// This device's session was ended by the server (logged in elsewhere, token revoked).
+    Kicked {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Who is asking: the identity a transport authenticates with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The user.
+    pub user: UserId,
+    /// This device.
+    pub device: crate::model::DeviceId,
+}

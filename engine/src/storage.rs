@@ -1,0 +1,254 @@
+//! The [`Storage`] trait: what the engine writes through and what apps read through.
+//!
+//! The engine describes every durable change as a [`WriteBatch`]; a backend applies a batch
+//! atomically (all of it or none of it). The engine loads its whole working state once, at
+//! start, with [`Storage::load_snapshot`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    ClientMsgId, Conversation, ConversationId, Message, OutboxEntry, PendingChange, Seq, Timestamp,
+};
+use crate::seq_ranges::SeqRanges;
+
+/// Identifies a write batch; the engine learns its fate by this id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BatchId(pub u64);
+
+/// One durable change. Applied in order within a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Insert or replace the conversation's record (sync state and list entry).
+    PutConversation(Conversation),
+    /// Insert or merge messages. A message is the same row when its conversation and client
+    /// message id match (a pending send and its echo), or its conversation and seq match.
+    /// Re-applying the same message changes nothing.
+    PutMessages(Vec<Message>),
+    /// Replace the content of the message at `target` and mark it edited.
+    EditMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The edited message's seq.
+        target: Seq,
+        /// The new content.
+        content: Vec<u8>,
+    },
+    /// Clear the content of the message at `target` and mark it revoked.
+    RevokeMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The revoked message's seq.
+        target: Seq,
+    },
+    /// Record seqs that no longer exist on the server, deleting any stored message there.
+    PutTombstones {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The seqs.
+        seqs: SeqRanges,
+    },
+    /// Delete the message with this client id if it has no seq (a cancelled pending send).
+    DeletePendingMessage {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its client id.
+        client_msg_id: ClientMsgId,
+    },
+    /// Insert or replace an outbox entry (keyed by client message id).
+    PutOutbox(OutboxEntry),
+    /// Remove an outbox entry.
+    RemoveOutbox(ClientMsgId),
+    /// Keep an edit/revoke whose target is not held yet (keyed by conversation and seq).
+    PutPendingChange(PendingChange),
+    /// Forget a pending change once applied.
+    RemovePendingChange {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Seq of the change message.
+        seq: Seq,
+    },
+}
+
+/// A set of changes applied atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBatch {
+    /// The changes, in order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// Whether the batch holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Everything the engine needs to resume, loaded in one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSnapshot {
+    /// Every conversation's record.
+    pub conversations: Vec<Conversation>,
+    /// Unacked sends, oldest first.
+    pub outbox: Vec<OutboxEntry>,
+    /// Changes waiting for their targets.
+    pub pending_changes: Vec<PendingChange>,
+}
+
+/// Where a conversation-list page starts: after this (last activity, id) in newest-first order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationCursor {
+    /// Last activity of the last conversation of the previous page.
+    pub last_activity: Timestamp,
+    /// Its id (breaks ties).
+    pub id: ConversationId,
+}
+
+impl ConversationCursor {
+    /// The cursor that continues after `conv`.
+    pub fn after(conv: &Conversation) -> Self {
+        Self {
+            last_activity: conv.last_activity,
+            id: conv.id.clone(),
+        }
+    }
+}
+
+/// Which way a message page goes from its anchor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Seqs below the anchor, returned ascending (the newest `limit` of them).
+    Before,
+    /// Seqs above the anchor, returned ascending (the oldest `limit` of them).
+    After,
+}
+
+/// A storage failure. Backends keep their own error as the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The store's data is damaged or not a store at all.
+    #[error("store is corrupt: {detail}")]
+    Corrupt {
+        /// What was wrong.
+        detail: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// No space left.
+    #[error("store is full")]
+    Full {
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Written by a newer (or unknown) schema version.
+    #[error("store schema version {found} is not supported (this build knows up to {supported})")]
+    UnsupportedVersion {
+        /// Version found in the store.
+        found: u64,
+        /// Highest version this build knows.
+        supported: u64,
+    },
+    /// The store cannot be written (read-only file, permissions).
+    #[error("store is read-only")]
+    ReadOnly {
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// A batch broke a constraint (for example two messages at one seq); nothing was applied.
+    #[error("write rejected: {0}")]
+    Rejected(String),
+    /// Any other backend failure.
+    #[error("storage backend error: {detail}")]
+    Backend {
+        /// What failed.
+        detail: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// `Send` on native targets, nothing on wasm32 (browser futures are not `Send`).
+#[cfg(not(target_family = "wasm"))]
+pub trait SendOutsideWasm: Send {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Send> SendOutsideWasm for T {}
+/// `Send` on native targets, nothing on wasm32 (browser futures are not `Send`).
+#[cfg(target_family = "wasm")]
+pub trait SendOutsideWasm {}
+#[cfg(target_family = "wasm")]
+impl<T> SendOutsideWasm for T {}
+
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(not(target_family = "wasm"))]
+pub trait SyncOutsideWasm: Sync {}
+#[cfg(not(target_family = "wasm"))]
+impl<T: Sync> SyncOutsideWasm for T {}
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(target_family = "wasm")]
+pub trait SyncOutsideWasm {}
+#[cfg(target_family = "wasm")]
+impl<T> SyncOutsideWasm for T {}
+
+/// A durable store of conversations, messages and sync state.
+///
+/// Contract every backend keeps (the conformance suite checks it):
+/// - `apply` is atomic: on error nothing of the batch is visible, and the store is as before.
+/// - Applying the same batch twice leaves the same state as applying it once.
+/// - Reads see every batch whose `apply` returned `Ok`.
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
+    /// Loads everything the engine needs to resume. Called once at start.
+    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError>;
+
+    /// Applies a batch atomically.
+    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError>;
+
+    /// One conversation's record.
+    async fn conversation(&self, id: &ConversationId)
+        -> Result<Option<Conversation>, StorageError>;
+
+    /// A page of the conversation list, newest activity first (ties by id ascending).
+    async fn conversations_page(
+        &self,
+        after: Option<ConversationCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StorageError>;
+
+    /// A page of a conversation's messages with seqs, ascending by seq. With
+    /// `Direction::Before` and `anchor: None` it is the newest `limit` messages.
+    async fn messages_page(
+        &self,
+        conversation: &ConversationId,
+        anchor: Option<Seq>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError>;
+
+    /// A message by its client id (pending, sent or failed).
+    async fn message_by_client_id(
+        &self,
+        conversation: &ConversationId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StorageError>;
+
+    /// Messages without a seq (pending or failed), oldest first.
+    async fn unsent_messages(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Vec<Message>, StorageError>;
+
+    /// Sum of every conversation's unread count.
+    async fn total_unread(&self) -> Result<u64, StorageError>;
+
+    /// The outbox, oldest first.
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError>;
+
+    /// Seqs recorded as no longer existing on the server.
+    async fn tombstones(&self, conversation: &ConversationId) -> Result<SeqRanges, StorageError>;
+}
