@@ -60,6 +60,14 @@ pub enum Event {
         /// What happened.
         change: MessageChange,
     },
+    /// Seqs of a conversation no longer exist on the server (deleted, expired, below a risen
+    /// history floor); any stored message there was removed.
+    MessagesDeleted {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The seqs.
+        seqs: crate::seq_ranges::SeqRanges,
+    },
     /// A send was acked (or its echo arrived first).
     MessageSent {
         /// The conversation.

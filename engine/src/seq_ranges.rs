@@ -216,6 +216,31 @@ impl SeqRanges {
         }
     }
 
+    /// The last seq of the held run that contains `seq`, if `seq` is held.
+    pub fn run_end(&self, seq: Seq) -> Option<Seq> {
+        let idx = self.ranges.partition_point(|r| r.end < seq);
+        self.ranges
+            .get(idx)
+            .filter(|r| r.start <= seq)
+            .map(|r| r.end)
+    }
+
+    /// The held seqs that lie in `start..=end`.
+    pub fn intersect(&self, start: Seq, end: Seq) -> SeqRanges {
+        let mut out = SeqRanges::new();
+        if start > end {
+            return out;
+        }
+        let idx = self.ranges.partition_point(|r| r.end < start);
+        for r in self.ranges[idx..].iter().take_while(|r| r.start <= end) {
+            out.ranges.push(SeqRange {
+                start: r.start.max(start),
+                end: r.end.min(end),
+            });
+        }
+        out
+    }
+
     /// How many held seqs lie in `start..=end`.
     pub fn count_in(&self, start: Seq, end: Seq) -> u64 {
         if start > end {
