@@ -317,10 +317,14 @@ impl Engine {
         self.sync.is_some()
     }
 
-    /// Whether nothing is in flight: no request, queued pull, uncommitted batch or output.
-    /// Unsent outbox entries do not count while disconnected.
+    /// Whether nothing is in flight: no request, queued pull, uncommitted batch or output,
+    /// and, while connected, no send waiting (for instance for a retry after a transient
+    /// error). Unsent outbox entries do not count while disconnected.
     pub fn is_idle(&self) -> bool {
-        self.requests.is_empty()
+        let sends_waiting =
+            self.connection == ConnectionState::Connected && !self.outbox.is_empty();
+        !sends_waiting
+            && self.requests.is_empty()
             && self.pull_queue.is_empty()
             && self.uncommitted.is_empty()
             && self.outputs.is_empty()
@@ -933,7 +937,21 @@ impl Engine {
             };
             if entry.read_seq > local_read {
                 self.set_read(&id, entry.read_seq);
-            } else if local_read > entry.read_seq {
+            }
+            if let Some(conv) = self.conversations.get_mut(&id) {
+                // The server's word for seqs above the read seq that never count as unread,
+                // covering what this device has not pulled. Only seqs not held are taken: for
+                // held ones the device already knows.
+                let hint = entry
+                    .not_unread
+                    .intersect(conv.read_seq.next(), conv.server_max_seq);
+                for r in hint.ranges() {
+                    for gap in conv.held.gaps_in(r.start, r.end) {
+                        conv.not_unread.insert_range(gap.start, gap.end);
+                    }
+                }
+            }
+            if local_read > entry.read_seq {
                 // Read locally while offline (or the ack was lost): tell the server again.
                 self.reads_to_send.entry(id.clone()).or_insert(local_read);
             }
@@ -1401,8 +1419,7 @@ impl Engine {
             conversation: id.clone(),
             seqs: below.clone(),
         });
-        self.pending_changes
-            .retain(|(c, target), _| c != id || *target >= min_seq);
+        self.forget_changes_targeting(id, &below);
         if let Some(d) = self.dispatch.get_mut(id) {
             d.waiting.retain(|s, _| *s >= min_seq);
         }
@@ -1412,6 +1429,24 @@ impl Engine {
         });
         self.recompute_unread(id);
         self.release(id);
+    }
+
+    /// Changes whose target no longer exists will never apply: forget them.
+    fn forget_changes_targeting(&mut self, id: &ConversationId, gone: &SeqRanges) {
+        let dropped: Vec<(ConversationId, Seq)> = self
+            .pending_changes
+            .keys()
+            .filter(|(c, target)| c == id && gone.contains(*target))
+            .cloned()
+            .collect();
+        for key in dropped {
+            for change in self.pending_changes.remove(&key).unwrap_or_default() {
+                self.ops.push(WriteOp::RemovePendingChange {
+                    conversation: change.conversation,
+                    seq: change.seq,
+                });
+            }
+        }
     }
 
     /// Applies messages and known-missing seqs of one conversation: the idempotent heart of
@@ -1429,7 +1464,8 @@ impl Engine {
         messages.dedup_by_key(|m| m.seq);
         let me = self.config.user.clone();
         let mut to_store = Vec::new();
-        let mut change_ops = Vec::new();
+        // Edits and revokes go after the rows they change, in seq order.
+        let mut later_ops = Vec::new();
         for msg in messages {
             let seq = msg.seq;
             let Some(conv) = self.conversations.get_mut(id) else {
@@ -1450,31 +1486,38 @@ impl Engine {
                     .get(&msg.client_msg_id)
                     .is_some_and(|o| &o.entry.conversation == id);
             let mut message = msg.into_message();
+            // The row as it arrived; pending changes are ops applied after it.
+            let stored = message.clone();
             if let Some(target) = message.kind.change_target() {
                 self.mark_not_unread(id, seq);
-                change_ops.push(self.apply_or_keep_change(id, &message, target));
+                later_ops.extend(self.apply_or_keep_change(id, &message, target));
             } else {
                 if own {
                     self.mark_not_unread(id, seq);
                 }
-                // Changes that arrived before this message apply before anyone sees it.
-                if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
-                    for change in changes {
-                        match change.kind {
-                            ContentKind::Revoke { .. } => {
-                                message.revoked = true;
-                                message.content.clear();
-                            }
-                            _ if !message.revoked => {
-                                message.edited = true;
-                                message.content = change.content.clone();
-                            }
-                            _ => {}
+                // Changes that arrived before this message: stored as ops after the row (so
+                // the store keeps their seqs), and applied to the copy the app is told about.
+                if !self.pending_changes.is_empty() {
+                    if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
+                        for change in changes {
+                            apply_change_to(
+                                &mut message,
+                                &change.kind,
+                                change.seq,
+                                &change.content,
+                            );
+                            later_ops.push(change_op(
+                                id,
+                                seq,
+                                &change.kind,
+                                change.seq,
+                                change.content,
+                            ));
+                            later_ops.push(WriteOp::RemovePendingChange {
+                                conversation: id.clone(),
+                                seq: change.seq,
+                            });
                         }
-                        self.ops.push(WriteOp::RemovePendingChange {
-                            conversation: id.clone(),
-                            seq: change.seq,
-                        });
                     }
                 }
                 self.set_latest(id, &message);
@@ -1498,14 +1541,12 @@ impl Engine {
             } else {
                 self.enqueue_dispatch(id, seq, None);
             }
-            to_store.push(message);
+            to_store.push(stored);
         }
         if !to_store.is_empty() {
             self.ops.push(WriteOp::PutMessages(to_store));
         }
-        for op in change_ops.into_iter().flatten() {
-            self.ops.push(op);
-        }
+        self.ops.extend(later_ops);
         self.ingest_missing(id, missing);
         self.recompute_unread(id);
         self.release(id);
@@ -1560,6 +1601,7 @@ impl Engine {
                 }
             }
         }
+        self.forget_changes_targeting(id, &all);
         self.ops.push(WriteOp::PutTombstones {
             conversation: id.clone(),
             seqs: all.clone(),
@@ -1588,24 +1630,13 @@ impl Engine {
             return None;
         }
         if conv.held.contains(target) {
-            let (op, update) = match change.kind {
-                ContentKind::Revoke { .. } => (
-                    WriteOp::RevokeMessage {
-                        conversation: id.clone(),
-                        target,
-                    },
-                    MessageChange::Revoked,
-                ),
-                _ => (
-                    WriteOp::EditMessage {
-                        conversation: id.clone(),
-                        target,
-                        content: change.content.clone(),
-                    },
-                    MessageChange::Edited {
-                        content: change.content.clone(),
-                    },
-                ),
+            let op = change_op(id, target, &change.kind, seq, change.content.clone());
+            let update = match change.kind {
+                ContentKind::Revoke { .. } => MessageChange::Revoked,
+                _ => MessageChange::Edited {
+                    edit_seq: seq,
+                    content: change.content.clone(),
+                },
             };
             self.events.push(Event::MessageUpdated {
                 conversation: id.clone(),
@@ -1753,7 +1784,7 @@ impl Engine {
             created_at: entry.created_at,
             server_time: None,
             status: MessageStatus::Pending,
-            edited: false,
+            edit_seq: None,
             revoked: false,
         }
     }
@@ -1960,6 +1991,47 @@ impl Engine {
         } else {
             self.outputs.extend(ordered.into_iter().map(Output::Event));
         }
+    }
+}
+
+/// The storage op for an edit or revoke at `change_seq` of the message at `target`.
+fn change_op(
+    conversation: &ConversationId,
+    target: Seq,
+    kind: &ContentKind,
+    change_seq: Seq,
+    content: Vec<u8>,
+) -> WriteOp {
+    match kind {
+        ContentKind::Revoke { .. } => WriteOp::RevokeMessage {
+            conversation: conversation.clone(),
+            target,
+        },
+        _ => WriteOp::EditMessage {
+            conversation: conversation.clone(),
+            target,
+            edit_seq: change_seq,
+            content,
+        },
+    }
+}
+
+/// Applies an edit or revoke to an in-memory copy by the store's rules: edits in seq order,
+/// revoke wins.
+fn apply_change_to(message: &mut Message, kind: &ContentKind, change_seq: Seq, content: &[u8]) {
+    if message.revoked {
+        return;
+    }
+    match kind {
+        ContentKind::Revoke { .. } => {
+            message.revoked = true;
+            message.content.clear();
+        }
+        _ if message.edit_seq.is_none_or(|e| e < change_seq) => {
+            message.edit_seq = Some(change_seq);
+            message.content = content.to_vec();
+        }
+        _ => {}
     }
 }
 

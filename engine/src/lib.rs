@@ -22,17 +22,22 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod engine;
+pub mod memory;
 pub mod model;
 pub mod output;
 pub mod protocol;
+pub mod runtime;
 pub mod seq_ranges;
 pub mod storage;
 pub mod transport;
 
+pub use client::{Client, ClientError, ClientHandle, EventListener, EventStream};
 pub use config::{EngineConfig, SyncPolicy};
 pub use engine::{CommandError, Engine};
+pub use memory::MemoryStorage;
 pub use model::{
     ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, DeviceId,
     LatestMessage, Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage,
@@ -42,6 +47,9 @@ pub use output::{ConnectionState, Event, MessageChange, Output};
 pub use protocol::{
     Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, ServerError,
 };
+#[cfg(feature = "tokio")]
+pub use runtime::TokioRuntime;
+pub use runtime::{ManualRuntime, Runtime};
 pub use seq_ranges::{SeqRange, SeqRanges};
 pub use storage::{
     BatchId, ConversationCursor, Direction, Storage, StorageError, SyncSnapshot, WriteBatch,

@@ -170,8 +170,9 @@ pub struct Message {
     pub server_time: Option<Timestamp>,
     /// Pending, sent or failed.
     pub status: MessageStatus,
-    /// Set when an edit replaced the content.
-    pub edited: bool,
+    /// Seq of the edit whose content this is (`None`: never edited). Edits apply in seq
+    /// order whatever order they arrive in: an edit with a lower seq than this one is stale.
+    pub edit_seq: Option<Seq>,
     /// Set when a revoke withdrew it (content cleared).
     pub revoked: bool,
 }
@@ -217,7 +218,7 @@ impl ServerMessage {
             created_at: self.created_at,
             server_time: Some(self.server_time),
             status: MessageStatus::Sent,
-            edited: false,
+            edit_seq: None,
             revoked: false,
         }
     }

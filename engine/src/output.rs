@@ -138,8 +138,12 @@ pub enum Event {
 /// How a message changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageChange {
-    /// Content replaced.
+    /// Content replaced. The stored row keeps the edit with the highest seq: an edit that
+    /// arrives after a newer one (out of order) is announced but not applied, so re-read the
+    /// row when exactness matters.
     Edited {
+        /// Seq of the edit message.
+        edit_seq: Seq,
         /// New content.
         content: Vec<u8>,
     },

@@ -80,6 +80,11 @@ pub struct MaxSeqEntry {
     pub read_seq: Seq,
     /// Server time of the newest message (orders what to pull first).
     pub last_activity: Timestamp,
+    /// Seqs in `(read_seq, max_seq]` that never count as unread for this user: their own
+    /// messages, edits/revokes, deleted seqs. With it the device's unread count is exact even
+    /// for seqs it has not pulled (newest-first leaves holes).
+    #[serde(default)]
+    pub not_unread: SeqRanges,
 }
 
 /// What the server returned for one [`PullRange`].

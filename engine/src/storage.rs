@@ -23,14 +23,26 @@ pub enum WriteOp {
     PutConversation(Conversation),
     /// Insert or merge messages. A message is the same row when its conversation and client
     /// message id match (a pending send and its echo), or its conversation and seq match.
-    /// Re-applying the same message changes nothing.
+    /// Re-applying the same message changes nothing. Merge rules every backend keeps:
+    /// - a message at a tombstoned seq is not stored (the tombstone wins);
+    /// - a seq held by a row with another client id, or a client id stored at another seq,
+    ///   rejects the batch ([`StorageError::Rejected`]);
+    /// - a row without a seq (pending or failed) is replaced by the incoming message, so a
+    ///   pending send becomes the sent row when its ack or echo arrives;
+    /// - a row with a seq is never downgraded by a message without one, and keeps its fields
+    ///   when put again, except that a revoke or a newer `edit_seq` carried by the incoming
+    ///   copy is applied (revoke wins).
     PutMessages(Vec<Message>),
-    /// Replace the content of the message at `target` and mark it edited.
+    /// Replace the content of the message at `target` with this edit's, unless the message is
+    /// revoked or already carries an edit with a higher `edit_seq` (edits apply in seq order,
+    /// and a revoke wins over every edit). A missing target is a no-op.
     EditMessage {
         /// The conversation.
         conversation: ConversationId,
         /// The edited message's seq.
         target: Seq,
+        /// Seq of the edit message.
+        edit_seq: Seq,
         /// The new content.
         content: Vec<u8>,
     },

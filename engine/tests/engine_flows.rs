@@ -65,6 +65,7 @@ fn entry(conv: &str, max: u64) -> MaxSeqEntry {
         min_seq: Seq(0),
         read_seq: Seq(0),
         last_activity: Timestamp(max),
+        not_unread: SeqRanges::new(),
     }
 }
 

@@ -1,0 +1,29 @@
+//! The inbox server's rules as a sans-IO core over a synchronous store.
+//!
+//! [`ServerCore`] holds the rules (membership, limits, idempotent send, fan-out, read seqs,
+//! pull paging); [`ServerStore`] holds the data. The simulated server of this crate runs the
+//! core over [`MemoryServerStore`]; the reference server runs the same core over an SQLite
+//! store behind real sockets, so tests and the real server cannot drift apart.
+//!
+//! Rules, in short:
+//! - `GetMaxSeqs` pages the user's conversations by id after a cursor.
+//! - `Pull` answers each range of a conversation the user is a member of (any other range
+//!   refuses the whole request with a permanent `not_member`), clamps ranges to the max seq,
+//!   reports deleted and below-floor seqs as `missing`, and caps the messages per response.
+//! - `Send` checks membership and size, is idempotent by (sender, client message id), assigns
+//!   the next seq, marks the conversation read for the sender, and pushes the message to every
+//!   other online connection of every member.
+//! - `MarkRead` keeps the maximum and tells the user's other connections.
+
+mod error;
+mod inbox;
+mod memory;
+mod store;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{AdminError, ServerStoreError};
+pub use inbox::{ConnId, ServerConfig, ServerCore, ServerOutput, Session};
+pub use memory::MemoryServerStore;
+pub use store::{AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore};

@@ -1,0 +1,628 @@
+//! Unit tests of the server rules over the memory store.
+
+use tidemark_engine::{
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, MaxSeqEntry, PullRange, Push,
+    Request, RequestId, Response, Seq, SeqRanges, ServerError, Timestamp, UserId,
+};
+
+use super::*;
+
+const T0: Timestamp = Timestamp(1_000);
+
+fn uid(s: &str) -> UserId {
+    UserId::from(s)
+}
+
+fn cid(s: &str) -> ConversationId {
+    ConversationId::from(s)
+}
+
+/// alice and bob share group "g"; alice and carol share direct "d"; dave is alone.
+/// Connections: alice 1 and 2, bob 3, carol 4.
+fn server(config: ServerConfig) -> ServerCore<MemoryServerStore> {
+    let mut server = ServerCore::new(MemoryServerStore::new(), config);
+    for u in ["alice", "bob", "carol", "dave"] {
+        server.create_user(&uid(u)).unwrap();
+    }
+    server
+        .create_conversation(
+            &cid("g"),
+            ConversationKind::Group,
+            &[uid("alice"), uid("bob")],
+        )
+        .unwrap();
+    server
+        .create_conversation(
+            &cid("d"),
+            ConversationKind::Direct,
+            &[uid("alice"), uid("carol")],
+        )
+        .unwrap();
+    for (conn, user, device) in [
+        (1, "alice", "phone"),
+        (2, "alice", "laptop"),
+        (3, "bob", "phone"),
+        (4, "carol", "phone"),
+    ] {
+        server
+            .connect(ConnId(conn), uid(user), device.into())
+            .unwrap();
+    }
+    server
+}
+
+fn drain(server: &mut ServerCore<MemoryServerStore>) -> Vec<ServerOutput> {
+    std::iter::from_fn(|| server.poll_output()).collect()
+}
+
+fn send_req(conv: &str, cmid: &str, text: &str) -> Request {
+    Request::Send {
+        conversation: cid(conv),
+        client_msg_id: ClientMsgId::from(cmid),
+        kind: ContentKind::Text,
+        content: text.as_bytes().to_vec(),
+        created_at: Timestamp(7),
+    }
+}
+
+/// Sends on `conn` and returns the response, dropping every other output.
+fn request(
+    server: &mut ServerCore<MemoryServerStore>,
+    now: Timestamp,
+    conn: u64,
+    req: Request,
+) -> Response {
+    server.handle_request(now, ConnId(conn), RequestId(99), req);
+    let outputs = drain(server);
+    match outputs.into_iter().next() {
+        Some(ServerOutput::Respond {
+            conn: c,
+            id,
+            response,
+        }) => {
+            assert_eq!((c, id), (ConnId(conn), RequestId(99)));
+            response
+        }
+        other => panic!("expected a response first, got {other:?}"),
+    }
+}
+
+fn error_code(response: &Response) -> Option<(&str, bool)> {
+    match response {
+        Response::Error(e) => Some((e.code.as_str(), e.permanent)),
+        _ => None,
+    }
+}
+
+fn pull(
+    server: &mut ServerCore<MemoryServerStore>,
+    conn: u64,
+    ranges: &[(&str, u64, u64)],
+) -> Response {
+    let ranges = ranges
+        .iter()
+        .map(|(c, from, to)| PullRange {
+            conversation: cid(c),
+            from: Seq(*from),
+            to: Seq(*to),
+        })
+        .collect();
+    request(server, T0, conn, Request::Pull { ranges })
+}
+
+fn fill(server: &mut ServerCore<MemoryServerStore>, conv: &str, user: &str, n: u64) {
+    for i in 0..n {
+        server
+            .append_as(
+                T0.plus_millis(i),
+                &uid(user),
+                &cid(conv),
+                ContentKind::Text,
+                vec![i as u8],
+            )
+            .unwrap();
+    }
+    drain(server);
+}
+
+#[test]
+fn sends_get_consecutive_seqs_and_server_time() {
+    let mut s = server(ServerConfig::default());
+    for (i, cmid) in ["a", "b", "c"].into_iter().enumerate() {
+        let now = T0.plus_millis(i as u64 * 10);
+        let r = request(&mut s, now, 1, send_req("g", cmid, "hi"));
+        assert_eq!(
+            r,
+            Response::SendAck {
+                client_msg_id: cmid.into(),
+                seq: Seq(i as u64 + 1),
+                server_time: now,
+            }
+        );
+    }
+    let m = s
+        .append_as(
+            T0.plus_millis(100),
+            &uid("bob"),
+            &cid("g"),
+            ContentKind::Text,
+            b"yo".to_vec(),
+        )
+        .unwrap();
+    assert_eq!(m.seq, Seq(4));
+    assert_eq!(m.client_msg_id, ClientMsgId::from("admin-1"));
+    let info = s.store().conversation(&cid("g")).unwrap().unwrap();
+    assert_eq!(info.max_seq, Seq(4));
+    assert_eq!(info.last_activity, T0.plus_millis(100));
+    // Sending marks read for the sender.
+    assert_eq!(
+        s.store().read_seq(&uid("alice"), &cid("g")).unwrap(),
+        Seq(3)
+    );
+    assert_eq!(s.store().read_seq(&uid("bob"), &cid("g")).unwrap(), Seq(4));
+}
+
+#[test]
+fn resend_is_idempotent_and_does_not_fan_out_again() {
+    let mut s = server(ServerConfig::default());
+    let first = request(&mut s, T0, 1, send_req("g", "m1", "hello"));
+    // The same client id later, from the user's other device, even with other content.
+    s.handle_request(
+        T0.plus_millis(500),
+        ConnId(2),
+        RequestId(5),
+        send_req("g", "m1", "other"),
+    );
+    let outputs = drain(&mut s);
+    assert_eq!(
+        outputs,
+        vec![ServerOutput::Respond {
+            conn: ConnId(2),
+            id: RequestId(5),
+            response: first.clone(),
+        }]
+    );
+    let all = s
+        .store()
+        .messages(&cid("g"), Seq(1), Seq(100), usize::MAX)
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].content, b"hello");
+    // Another sender may use the same client id: the key is (sender, client id).
+    let bob = request(&mut s, T0, 3, send_req("g", "m1", "bob's"));
+    assert!(matches!(bob, Response::SendAck { seq: Seq(2), .. }));
+}
+
+#[test]
+fn send_fans_out_to_every_other_connection_of_every_member() {
+    let mut s = server(ServerConfig::default());
+    s.handle_request(T0, ConnId(1), RequestId(1), send_req("g", "m1", "hi"));
+    let outputs = drain(&mut s);
+    assert!(matches!(
+        &outputs[0],
+        ServerOutput::Respond {
+            conn: ConnId(1),
+            response: Response::SendAck { seq: Seq(1), .. },
+            ..
+        }
+    ));
+    let mut targets: Vec<(u64, &str)> = outputs[1..]
+        .iter()
+        .map(|o| match o {
+            ServerOutput::Push {
+                conn,
+                push: Push::Message(m),
+            } => {
+                assert_eq!(m.seq, Seq(1));
+                (conn.0, "message")
+            }
+            ServerOutput::Push {
+                conn,
+                push: Push::ReadSeq { seq, .. },
+            } => {
+                assert_eq!(*seq, Seq(1));
+                (conn.0, "read")
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    targets.sort();
+    // alice's laptop gets the message and the read seq, bob the message; the sending
+    // connection and carol (not a member) nothing.
+    assert_eq!(targets, vec![(2, "message"), (2, "read"), (3, "message")]);
+
+    // An admin append reaches every connection of every member, the sender's included.
+    s.append_as(T0, &uid("bob"), &cid("g"), ContentKind::Text, vec![])
+        .unwrap();
+    let mut conns: Vec<(u64, bool)> = drain(&mut s)
+        .into_iter()
+        .map(|o| match o {
+            ServerOutput::Push { conn, push } => (conn.0, matches!(push, Push::Message(_))),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    conns.sort();
+    assert_eq!(conns, vec![(1, true), (2, true), (3, false), (3, true)]);
+
+    // Disconnected connections get nothing.
+    s.disconnect(ConnId(2));
+    s.disconnect(ConnId(3));
+    s.handle_request(T0, ConnId(1), RequestId(2), send_req("g", "m2", "hi"));
+    assert_eq!(drain(&mut s).len(), 1);
+}
+
+#[test]
+fn non_members_are_refused() {
+    let mut s = server(ServerConfig::default());
+    let r = request(&mut s, T0, 3, send_req("d", "x", "hi"));
+    assert_eq!(error_code(&r), Some(("not_member", true)));
+    let r = request(&mut s, T0, 3, send_req("nope", "x", "hi"));
+    assert_eq!(error_code(&r), Some(("not_member", true)));
+    let r = request(
+        &mut s,
+        T0,
+        3,
+        Request::MarkRead {
+            conversation: cid("d"),
+            seq: Seq(1),
+        },
+    );
+    assert_eq!(error_code(&r), Some(("not_member", true)));
+    // One unreadable range refuses the whole pull.
+    fill(&mut s, "g", "alice", 2);
+    let r = pull(&mut s, 3, &[("g", 1, 2), ("d", 1, 5)]);
+    assert_eq!(error_code(&r), Some(("not_member", true)));
+    assert_eq!(
+        s.store().conversation(&cid("d")).unwrap().unwrap().max_seq,
+        Seq(0)
+    );
+    assert!(matches!(
+        s.append_as(T0, &uid("bob"), &cid("d"), ContentKind::Text, vec![]),
+        Err(AdminError::NotMember { .. })
+    ));
+}
+
+#[test]
+fn oversized_content_is_refused_for_good() {
+    let mut s = server(ServerConfig {
+        max_content_bytes: 4,
+        ..ServerConfig::default()
+    });
+    let r = request(&mut s, T0, 1, send_req("g", "x", "12345"));
+    assert_eq!(error_code(&r), Some(("too_large", true)));
+    let r = request(&mut s, T0, 1, send_req("g", "y", "1234"));
+    assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }));
+}
+
+#[test]
+fn injected_send_faults_store_nothing() {
+    let mut s = server(ServerConfig::default());
+    let fault = ServerError {
+        code: "unavailable".into(),
+        message: "try later".into(),
+        permanent: false,
+    };
+    s.fail_next_sends(2, fault.clone());
+    assert_eq!(
+        request(&mut s, T0, 1, send_req("g", "m", "x")),
+        Response::Error(fault.clone())
+    );
+    assert_eq!(
+        request(&mut s, T0, 1, send_req("g", "m", "x")),
+        Response::Error(fault)
+    );
+    assert!(matches!(
+        request(&mut s, T0, 1, send_req("g", "m", "x")),
+        Response::SendAck { seq: Seq(1), .. }
+    ));
+}
+
+#[test]
+fn pull_reports_deleted_and_below_floor_seqs_as_missing() {
+    let mut s = server(ServerConfig::default());
+    fill(&mut s, "g", "bob", 10);
+    s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(5), Seq(6)]))
+        .unwrap();
+    assert_eq!(s.set_min_seq(&cid("g"), Seq(3)).unwrap(), Seq(3));
+    drain(&mut s);
+    let Response::Pulled { ranges } = pull(&mut s, 1, &[("g", 0, 50), ("g", 11, 20), ("g", 4, 4)])
+    else {
+        panic!("expected Pulled");
+    };
+    // The range beyond the max seq is left out; the first is clamped to 1..=10.
+    assert_eq!(ranges.len(), 2);
+    let r = &ranges[0];
+    assert_eq!(
+        (r.from, r.to, r.min_seq, r.max_seq),
+        (Seq(1), Seq(10), Seq(3), Seq(10))
+    );
+    let seqs: Vec<u64> = r.messages.iter().map(|m| m.seq.0).collect();
+    assert_eq!(seqs, vec![3, 4, 7, 8, 9, 10]);
+    let mut missing = SeqRanges::from_range(Seq(1), Seq(2));
+    missing.insert_range(Seq(5), Seq(6));
+    assert_eq!(r.missing, missing);
+    assert_eq!(
+        (ranges[1].from, ranges[1].to, ranges[1].messages.len()),
+        (Seq(4), Seq(4), 1)
+    );
+    assert!(ranges[1].missing.is_empty());
+    // A floor past everything: the whole history is missing.
+    assert_eq!(s.set_min_seq(&cid("g"), Seq(100)).unwrap(), Seq(11));
+    drain(&mut s);
+    let Response::Pulled { ranges } = pull(&mut s, 1, &[("g", 1, 10)]) else {
+        panic!("expected Pulled");
+    };
+    assert!(ranges[0].messages.is_empty());
+    assert_eq!(ranges[0].missing, SeqRanges::from_range(Seq(1), Seq(10)));
+}
+
+#[test]
+fn pull_caps_messages_per_response() {
+    let mut s = server(ServerConfig {
+        max_pull_messages: 3,
+        ..ServerConfig::default()
+    });
+    fill(&mut s, "g", "bob", 10);
+    fill(&mut s, "d", "carol", 2);
+    s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(2)]))
+        .unwrap();
+    drain(&mut s);
+    // Cut inside the first range; the second is left out.
+    let Response::Pulled { ranges } = pull(&mut s, 1, &[("g", 1, 10), ("d", 1, 2)]) else {
+        panic!("expected Pulled");
+    };
+    assert_eq!(ranges.len(), 1);
+    assert_eq!((ranges[0].from, ranges[0].to), (Seq(1), Seq(4)));
+    assert_eq!(ranges[0].messages.len(), 3);
+    assert_eq!(ranges[0].missing, SeqRanges::from_iter([Seq(2)]));
+    // Exactly at the cap: the range is whole (the deleted tail included), the next left out.
+    let Response::Pulled { ranges } = pull(&mut s, 1, &[("g", 8, 10), ("d", 1, 2)]) else {
+        panic!("expected Pulled");
+    };
+    assert_eq!(ranges.len(), 1);
+    assert_eq!((ranges[0].from, ranges[0].to), (Seq(8), Seq(10)));
+    // Under the cap: both, and an empty (all deleted) range costs nothing.
+    let Response::Pulled { ranges } = pull(&mut s, 1, &[("g", 2, 2), ("g", 9, 10), ("d", 2, 2)])
+    else {
+        panic!("expected Pulled");
+    };
+    let shape: Vec<(u64, u64, usize)> = ranges
+        .iter()
+        .map(|r| (r.from.0, r.to.0, r.messages.len()))
+        .collect();
+    assert_eq!(shape, vec![(2, 2, 0), (9, 10, 2), (2, 2, 1)]);
+}
+
+#[test]
+fn max_seqs_are_paged_by_conversation_id() {
+    let mut s = server(ServerConfig {
+        max_seqs_page: 2,
+        ..ServerConfig::default()
+    });
+    for id in ["c1", "c2", "c3"] {
+        s.create_conversation(
+            &cid(id),
+            ConversationKind::Group,
+            &[uid("alice"), uid("bob")],
+        )
+        .unwrap();
+    }
+    fill(&mut s, "c2", "bob", 3);
+    assert!(matches!(
+        request(
+            &mut s,
+            T0,
+            1,
+            Request::MarkRead {
+                conversation: cid("c2"),
+                seq: Seq(2)
+            }
+        ),
+        Response::ReadAck { seq: Seq(2), .. }
+    ));
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        // A limit above the server's page size is cut to it.
+        let r = request(
+            &mut s,
+            T0,
+            1,
+            Request::GetMaxSeqs {
+                after: after.clone(),
+                limit: 100,
+            },
+        );
+        let Response::MaxSeqs { entries, has_more } = r else {
+            panic!("expected MaxSeqs");
+        };
+        pages += 1;
+        assert!(entries.len() <= 2);
+        after = entries.last().map(|e| e.conversation.clone());
+        seen.extend(entries);
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let ids: Vec<&str> = seen.iter().map(|e| e.conversation.as_str()).collect();
+    assert_eq!(ids, vec!["c1", "c2", "c3", "d", "g"]);
+    assert_eq!(
+        seen[1],
+        MaxSeqEntry {
+            conversation: cid("c2"),
+            kind: ConversationKind::Group,
+            max_seq: Seq(3),
+            min_seq: Seq(0),
+            read_seq: Seq(2),
+            last_activity: T0.plus_millis(2),
+            not_unread: SeqRanges::new(),
+        }
+    );
+    assert_eq!(seen[3].kind, ConversationKind::Direct);
+    // dave has no conversation.
+    s.connect(ConnId(9), uid("dave"), "pc".into()).unwrap();
+    assert_eq!(
+        request(
+            &mut s,
+            T0,
+            9,
+            Request::GetMaxSeqs {
+                after: None,
+                limit: 10
+            }
+        ),
+        Response::MaxSeqs {
+            entries: vec![],
+            has_more: false
+        }
+    );
+}
+
+#[test]
+fn read_seq_keeps_the_maximum_and_tells_other_devices() {
+    let mut s = server(ServerConfig::default());
+    fill(&mut s, "g", "bob", 5);
+    s.handle_request(
+        T0,
+        ConnId(1),
+        RequestId(1),
+        Request::MarkRead {
+            conversation: cid("g"),
+            seq: Seq(4),
+        },
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            ServerOutput::Respond {
+                conn: ConnId(1),
+                id: RequestId(1),
+                response: Response::ReadAck {
+                    conversation: cid("g"),
+                    seq: Seq(4)
+                },
+            },
+            ServerOutput::Push {
+                conn: ConnId(2),
+                push: Push::ReadSeq {
+                    conversation: cid("g"),
+                    seq: Seq(4)
+                },
+            },
+        ]
+    );
+    // Lower: the answer carries the kept maximum and nobody is told.
+    s.handle_request(
+        T0,
+        ConnId(2),
+        RequestId(2),
+        Request::MarkRead {
+            conversation: cid("g"),
+            seq: Seq(2),
+        },
+    );
+    assert_eq!(
+        drain(&mut s),
+        vec![ServerOutput::Respond {
+            conn: ConnId(2),
+            id: RequestId(2),
+            response: Response::ReadAck {
+                conversation: cid("g"),
+                seq: Seq(4)
+            },
+        }]
+    );
+    // Beyond the max seq: clamped.
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        Request::MarkRead {
+            conversation: cid("g"),
+            seq: Seq(50),
+        },
+    );
+    assert_eq!(
+        r,
+        Response::ReadAck {
+            conversation: cid("g"),
+            seq: Seq(5)
+        }
+    );
+}
+
+#[test]
+fn deletions_and_floors_are_pushed_to_online_members() {
+    let mut s = server(ServerConfig::default());
+    fill(&mut s, "g", "bob", 5);
+    let newly = s
+        .delete_seqs(&cid("g"), &SeqRanges::from_range(Seq(2), Seq(9)))
+        .unwrap();
+    assert_eq!(newly, SeqRanges::from_range(Seq(2), Seq(5)));
+    let outputs = drain(&mut s);
+    let conns: Vec<u64> = outputs
+        .iter()
+        .map(|o| match o {
+            ServerOutput::Push {
+                conn,
+                push: Push::Deleted { seqs, min_seq, .. },
+            } => {
+                assert_eq!((seqs, *min_seq), (&newly, Seq(0)));
+                conn.0
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(conns, vec![1, 2, 3]);
+    // Deleting again changes nothing and pushes nothing.
+    assert!(s.delete_seqs(&cid("g"), &newly).unwrap().is_empty());
+    assert!(drain(&mut s).is_empty());
+    s.set_min_seq(&cid("g"), Seq(2)).unwrap();
+    assert_eq!(drain(&mut s).len(), 3);
+    // A lower floor is ignored.
+    assert_eq!(s.set_min_seq(&cid("g"), Seq(1)).unwrap(), Seq(2));
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn kick_pushes_then_closes_and_forgets_the_connection() {
+    let mut s = server(ServerConfig::default());
+    assert!(s.kick(ConnId(2), "elsewhere"));
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            ServerOutput::Push {
+                conn: ConnId(2),
+                push: Push::Kicked {
+                    reason: "elsewhere".into()
+                },
+            },
+            ServerOutput::Close { conn: ConnId(2) },
+        ]
+    );
+    assert!(!s.is_connected(ConnId(2)));
+    assert_eq!(s.connections_of(&uid("alice")), vec![ConnId(1)]);
+    s.handle_request(T0, ConnId(2), RequestId(1), Request::Ping);
+    assert!(drain(&mut s).is_empty());
+    assert!(!s.kick(ConnId(2), "again"));
+    assert_eq!(
+        request(&mut s, T0, 1, Request::Ping),
+        Response::Pong { server_time: T0 }
+    );
+}
+
+#[test]
+fn unknown_users_cannot_connect() {
+    let mut s = server(ServerConfig::default());
+    assert!(matches!(
+        s.connect(ConnId(8), uid("mallory"), "x".into()),
+        Err(ServerStoreError::UnknownUser(_))
+    ));
+    assert!(!s.is_connected(ConnId(8)));
+    assert_eq!(
+        s.store().devices(&uid("alice")).unwrap(),
+        vec!["laptop".into(), "phone".into()]
+    );
+}

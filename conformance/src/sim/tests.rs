@@ -1,0 +1,271 @@
+//! Unit tests of the harness pieces that do not need a working engine.
+
+use tidemark_engine::{
+    ClientMsgId, Conversation, ConversationCursor, ConversationId, ConversationKind, Direction,
+    Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, Timestamp,
+    WriteBatch,
+};
+
+use super::*;
+
+#[test]
+fn rng_is_seeded_and_bounded() {
+    let a: Vec<u64> = {
+        let mut r = SimRng::new(42);
+        (0..8).map(|_| r.next_u64()).collect()
+    };
+    let b: Vec<u64> = {
+        let mut r = SimRng::new(42);
+        (0..8).map(|_| r.next_u64()).collect()
+    };
+    assert_eq!(a, b);
+    assert_ne!(a, {
+        let mut r = SimRng::new(43);
+        (0..8).map(|_| r.next_u64()).collect::<Vec<_>>()
+    });
+    let mut r = SimRng::new(1);
+    assert!((0..10_000).all(|_| r.below(7) < 7));
+    assert_eq!(r.below(0), 0);
+    // Certain outcomes draw nothing.
+    let before = r.clone();
+    assert!(!r.chance(0.0));
+    assert!(r.chance(1.0));
+    assert_eq!(r, before);
+    let hits = (0..10_000).filter(|_| r.chance(0.25)).count();
+    assert!((2_200..2_800).contains(&hits), "{hits}");
+}
+
+/// Sends 1..=n over `link` one millisecond apart and returns the delivery order and times.
+fn run_net(seed: u64, link: LinkConfig, n: u64) -> Vec<(Timestamp, u64)> {
+    let mut rng = SimRng::new(seed);
+    let mut net = Netem::new();
+    for i in 1..=n {
+        net.send(Timestamp(i), &mut rng, &link, i);
+    }
+    std::iter::from_fn(|| net.pop_next()).collect()
+}
+
+#[test]
+fn netem_is_deterministic_for_a_seed() {
+    let link = LinkConfig::new(20)
+        .with_jitter(50)
+        .with_loss(0.2)
+        .with_duplicate(0.1);
+    let a = run_net(9, link, 500);
+    assert_eq!(a, run_net(9, link, 500));
+    assert_ne!(a, run_net(10, link, 500));
+    // Delivery times never go backwards, and every frame took latency..=latency+jitter.
+    assert!(a.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert!(a.iter().all(|(t, i)| (20..=70).contains(&(t.0 - i))));
+}
+
+#[test]
+fn netem_faults_have_their_rates() {
+    let n = 10_000;
+    let lossy = run_net(1, LinkConfig::new(5).with_loss(0.3), n);
+    let lost = n as usize - lossy.len();
+    assert!((2_700..3_300).contains(&lost), "{lost}");
+
+    let dup = run_net(2, LinkConfig::new(5).with_duplicate(0.1), n);
+    let extra = dup.len() - n as usize;
+    assert!((800..1_200).contains(&extra), "{extra}");
+
+    // No jitter: in order, exactly one latency later.
+    let plain = run_net(3, LinkConfig::new(5), 100);
+    assert!(plain.iter().all(|(t, i)| t.0 == i + 5));
+    assert!(plain.windows(2).all(|w| w[0].1 < w[1].1));
+
+    // Jitter reorders.
+    let jittery = run_net(4, LinkConfig::new(5).with_jitter(30), 100);
+    assert!(jittery.windows(2).any(|w| w[0].1 > w[1].1));
+    let mut ids: Vec<u64> = jittery.iter().map(|(_, i)| *i).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+}
+
+#[test]
+fn netem_schedule_and_pop_due() {
+    let mut net = Netem::new();
+    net.schedule(Timestamp(10), "b");
+    net.schedule(Timestamp(5), "a");
+    net.schedule(Timestamp(10), "c");
+    assert_eq!(net.next_time(), Some(Timestamp(5)));
+    assert_eq!(net.pop_due(Timestamp(4)), None);
+    assert_eq!(net.pop_due(Timestamp(5)), Some((Timestamp(5), "a")));
+    net.retain(|s| *s != "b");
+    assert_eq!(net.len(), 1);
+    assert_eq!(net.pop_due(Timestamp(100)), Some((Timestamp(10), "c")));
+    assert!(net.is_empty());
+}
+
+/// A store that keeps nothing: enough to start an engine from an empty snapshot.
+#[derive(Clone, Debug, Default)]
+struct EmptyStore {
+    /// Counts applied batches, shared between clones like a real shared store.
+    applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+impl Storage for EmptyStore {
+    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
+        Ok(SyncSnapshot::default())
+    }
+    async fn apply(&self, _batch: WriteBatch) -> Result<(), StorageError> {
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    async fn conversation(
+        &self,
+        _id: &ConversationId,
+    ) -> Result<Option<Conversation>, StorageError> {
+        Ok(None)
+    }
+    async fn conversations_page(
+        &self,
+        _after: Option<ConversationCursor>,
+        _limit: usize,
+    ) -> Result<Vec<Conversation>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn messages_page(
+        &self,
+        _conversation: &ConversationId,
+        _anchor: Option<Seq>,
+        _direction: Direction,
+        _limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn message_by_client_id(
+        &self,
+        _conversation: &ConversationId,
+        _client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StorageError> {
+        Ok(None)
+    }
+    async fn unsent_messages(
+        &self,
+        _conversation: &ConversationId,
+    ) -> Result<Vec<Message>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn total_unread(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn tombstones(&self, _conversation: &ConversationId) -> Result<SeqRanges, StorageError> {
+        Ok(SeqRanges::new())
+    }
+}
+
+#[tokio::test]
+async fn shared_factory_reopens_the_same_store() {
+    let factory = SharedStoreFactory::<EmptyStore>::new();
+    let a = factory.open(0).await.unwrap();
+    let b = factory.open(0).await.unwrap();
+    let other = factory.open(1).await.unwrap();
+    a.apply(WriteBatch::default()).await.unwrap();
+    let count = |s: &EmptyStore| s.applied.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((count(&a), count(&b), count(&other)), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn harness_sets_up_devices_and_reports_state() {
+    let mut sim = Sim::new(SharedStoreFactory::<EmptyStore>::new(), 5);
+    sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])
+        .unwrap();
+    let alice = sim.add_device("alice", "phone", |_| {}).await.unwrap();
+    let bob = sim
+        .add_device("bob", "laptop", |c| c.connect_on_start = false)
+        .await
+        .unwrap();
+    assert_eq!((alice, bob, sim.device_count()), (0, 1, 2));
+    assert_eq!(sim.device_user(bob).as_str(), "bob");
+    // Distinct engine seeds per device, whatever the engine does with them.
+    let seeds: Vec<u64> = (0..2)
+        .map(|d| sim.engine(d).unwrap().config().seed)
+        .collect();
+    assert_ne!(seeds[0], seeds[1]);
+    assert!(!sim.engine(bob).unwrap().config().connect_on_start);
+    // Server-side admin actions work without any engine.
+    let m = sim.append_text("bob", "g", "hi").unwrap();
+    assert_eq!(m.seq, Seq(1));
+    assert_eq!(
+        crate::invariants::expected_unread(sim.server().store(), &"alice".into(), &"g".into())
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        crate::invariants::expected_unread(sim.server().store(), &"bob".into(), &"g".into())
+            .unwrap(),
+        0
+    );
+    sim.partition(bob);
+    assert!(sim.is_partitioned(bob));
+    sim.heal(bob);
+    // A crash restarts the device as a new process.
+    sim.crash(bob).await.unwrap();
+    assert_eq!(sim.process(bob), 1);
+    assert_ne!(sim.engine(bob).unwrap().config().seed, seeds[1]);
+    sim.drive_for(1_000).await.unwrap();
+    assert!(sim.now() >= SimConfig::default().start.plus_millis(1_000));
+}
+
+#[test]
+fn expected_unread_follows_the_servers_truth() {
+    use crate::server::{MemoryServerStore, ServerConfig, ServerCore, ServerStore};
+    use tidemark_engine::ContentKind;
+    let mut server = ServerCore::new(MemoryServerStore::new(), ServerConfig::default());
+    for u in ["alice", "bob"] {
+        server.create_user(&u.into()).unwrap();
+    }
+    let g: ConversationId = "g".into();
+    server
+        .create_conversation(&g, ConversationKind::Group, &["alice".into(), "bob".into()])
+        .unwrap();
+    let t = Timestamp(1);
+    let bob = "bob".into();
+    let alice = "alice".into();
+    for _ in 0..5 {
+        server
+            .append_as(t, &bob, &g, ContentKind::Text, vec![])
+            .unwrap(); // 1..=5
+    }
+    server
+        .append_as(t, &alice, &g, ContentKind::Text, vec![])
+        .unwrap(); // 6, own: read to 6
+    server
+        .append_as(t, &bob, &g, ContentKind::Text, vec![])
+        .unwrap(); // 7
+    server
+        .append_as(t, &bob, &g, ContentKind::Edit { target: Seq(7) }, vec![])
+        .unwrap(); // 8
+    server
+        .append_as(t, &bob, &g, ContentKind::Text, vec![])
+        .unwrap(); // 9
+    server
+        .append_as(t, &alice, &g, ContentKind::Text, vec![])
+        .unwrap(); // 10, read to 10
+    server
+        .append_as(t, &bob, &g, ContentKind::Text, vec![])
+        .unwrap(); // 11
+    server
+        .append_as(t, &bob, &g, ContentKind::Text, vec![])
+        .unwrap(); // 12
+    let unread = |s: &ServerCore<MemoryServerStore>| {
+        crate::invariants::expected_unread(s.store(), &alice, &g).unwrap()
+    };
+    assert_eq!(unread(&server), 2);
+    server.store_mut().set_read_seq(&alice, &g, Seq(0)).unwrap();
+    assert_eq!(unread(&server), 2, "the server keeps the maximum read seq");
+    server
+        .delete_seqs(&g, &SeqRanges::from_iter([Seq(12)]))
+        .unwrap();
+    assert_eq!(unread(&server), 1);
+    server.set_min_seq(&g, Seq(12)).unwrap();
+    assert_eq!(unread(&server), 0);
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every check Tidemark has, in the order CI runs them. Needs the wasm32-unknown-unknown target
+# (`.ci/run` installs it on a fresh machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy (native, all targets, all features)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+echo "== cargo clippy (wasm32: tidemark-engine, tidemark-conformance)"
+cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark-conformance -- -D warnings
+
+echo "== engine has no tokio in its normal dependencies"
+if cargo tree -p tidemark-engine -e normal --prefix none | grep -E '^tokio ' ; then
+    echo "tokio is a normal dependency of tidemark-engine" >&2
+    exit 1
+fi
+
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+
+echo "== cargo test"
+cargo test --workspace --all-features
