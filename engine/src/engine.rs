@@ -23,7 +23,8 @@ use crate::model::{
 };
 use crate::output::{ConnectionState, Event, MessageChange, Output};
 use crate::protocol::{
-    MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, ServerError,
+    DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response,
+    ServerError,
 };
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{BatchId, StorageError, SyncSnapshot, WriteBatch, WriteOp};
@@ -75,6 +76,7 @@ enum InFlight {
     Pull(Vec<PullChunk>),
     Send(ClientMsgId),
     MarkRead(ConversationId, Seq),
+    Deletions,
     Ping,
 }
 
@@ -441,7 +443,9 @@ impl Engine {
                     self.reads_to_send.remove(&conversation);
                 }
             }
-            (InFlight::Ping, _) => {}
+            (InFlight::Deletions, Response::Deletions { entries }) => self.on_deletions(entries),
+            // Not fatal: the counts still differ, so the next listing asks again.
+            (InFlight::Deletions, _) | (InFlight::Ping, _) => {}
         }
         self.after_input(now);
     }
@@ -912,6 +916,7 @@ impl Engine {
 
     fn on_max_seqs(&mut self, now: Timestamp, entries: Vec<MaxSeqEntry>, has_more: bool) {
         let last = entries.last().map(|e| e.conversation.clone());
+        let mut deletions_missed = Vec::new();
         for entry in entries {
             let id = entry.conversation.clone();
             self.ensure_conversation(&id, Some(entry.kind));
@@ -951,6 +956,13 @@ impl Engine {
                     }
                 }
             }
+            if self
+                .conversations
+                .get(&id)
+                .is_some_and(|c| c.server_deleted_count != entry.deleted_count)
+            {
+                deletions_missed.push(id.clone());
+            }
             if local_read > entry.read_seq {
                 // Read locally while offline (or the ack was lost): tell the server again.
                 self.reads_to_send.entry(id.clone()).or_insert(local_read);
@@ -966,6 +978,7 @@ impl Engine {
                 }
             }
         }
+        self.request_deletions(now, &deletions_missed);
         let reads: Vec<(ConversationId, Seq)> = self
             .reads_to_send
             .iter()
@@ -1002,6 +1015,34 @@ impl Engine {
             }
         }
         self.plan_sync();
+    }
+
+    /// Asks for the deletion lists of conversations whose deletion count changed.
+    fn request_deletions(&mut self, now: Timestamp, conversations: &[ConversationId]) {
+        let per_request = self.config.pull_max_conversations.max(1) as usize;
+        for chunk in conversations.chunks(per_request) {
+            self.request(
+                now,
+                InFlight::Deletions,
+                Request::GetDeletions {
+                    conversations: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn on_deletions(&mut self, entries: Vec<DeletionsEntry>) {
+        for entry in entries {
+            let id = entry.conversation;
+            let Some(conv) = self.conversations.get_mut(&id) else {
+                continue;
+            };
+            conv.server_deleted_count = entry.deleted_count;
+            self.changed.insert(id.clone());
+            // Seqs beyond what is known to exist cannot be deleted; ignore such claims.
+            let seqs = entry.seqs.intersect(Seq(1), conv.server_max_seq);
+            self.ingest(&id, Vec::new(), &seqs);
+        }
     }
 
     /// The range the sync policy wants pulled for `conv`, if any is missing.

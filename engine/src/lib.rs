@@ -45,7 +45,8 @@ pub use model::{
 };
 pub use output::{ConnectionState, Event, MessageChange, Output};
 pub use protocol::{
-    Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, ServerError,
+    DeletionsEntry, Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId,
+    Response, ServerError,
 };
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;

@@ -289,6 +289,10 @@ pub struct Conversation {
     pub latest: Option<LatestMessage>,
     /// Orders the conversation list, newest first.
     pub last_activity: Timestamp,
+    /// The server's count of seqs deleted one by one that this device has applied; a
+    /// different count in a max-seq listing means deletions were missed.
+    #[serde(default)]
+    pub server_deleted_count: u64,
 }
 
 impl Conversation {
@@ -305,6 +309,7 @@ impl Conversation {
             unread: 0,
             latest: None,
             last_activity: Timestamp(0),
+            server_deleted_count: 0,
         }
     }
 

@@ -43,6 +43,13 @@ pub enum Request {
         /// The sender's clock at creation.
         created_at: Timestamp,
     },
+    /// Every seq deleted one by one (not below the floor) in these conversations. Asked when
+    /// a max-seq entry's `deleted_count` differs from the one the device last saw, so a
+    /// deletion whose push was missed (offline) is still learned.
+    GetDeletions {
+        /// The conversations.
+        conversations: Vec<ConversationId>,
+    },
     /// Set this user's read seq (the server keeps the maximum).
     MarkRead {
         /// The conversation.
@@ -85,6 +92,21 @@ pub struct MaxSeqEntry {
     /// for seqs it has not pulled (newest-first leaves holes).
     #[serde(default)]
     pub not_unread: SeqRanges,
+    /// How many seqs above the floor were deleted one by one. It changes with every
+    /// deletion; a device that saw another count asks [`Request::GetDeletions`].
+    #[serde(default)]
+    pub deleted_count: u64,
+}
+
+/// One conversation's answer to [`Request::GetDeletions`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionsEntry {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// Every seq deleted one by one above the floor.
+    pub seqs: SeqRanges,
+    /// The count these seqs make (as in [`MaxSeqEntry::deleted_count`]).
+    pub deleted_count: u64,
 }
 
 /// What the server returned for one [`PullRange`].
@@ -141,6 +163,11 @@ pub enum Response {
         seq: Seq,
         /// The server's time of acceptance.
         server_time: Timestamp,
+    },
+    /// Answer to [`Request::GetDeletions`], for the conversations the user is a member of.
+    Deletions {
+        /// One entry per conversation.
+        entries: Vec<DeletionsEntry>,
     },
     /// Answer to [`Request::MarkRead`].
     ReadAck {

@@ -66,6 +66,7 @@ fn entry(conv: &str, max: u64) -> MaxSeqEntry {
         read_seq: Seq(0),
         last_activity: Timestamp(max),
         not_unread: SeqRanges::new(),
+        deleted_count: 0,
     }
 }
 

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tidemark_engine::{
-    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, MaxSeqEntry, PullRange,
-    PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges, ServerError, ServerMessage,
-    Timestamp, UserId,
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry, DeviceId,
+    MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges,
+    ServerError, ServerMessage, Timestamp, UserId,
 };
 
 use super::{AdminError, AppendOutcome, NewMessage, ServerStore, ServerStoreError};
@@ -290,6 +290,22 @@ impl<St: ServerStore> ServerCore<St> {
                     seq: after,
                 })
             }
+            Request::GetDeletions { conversations } => {
+                let mut entries = Vec::with_capacity(conversations.len());
+                for conversation in conversations {
+                    // Refused ones are simply left out: nothing about them leaks.
+                    if !self.store.is_member(&conversation, &session.user)? {
+                        continue;
+                    }
+                    let seqs = self.deleted_seqs(&conversation)?;
+                    entries.push(DeletionsEntry {
+                        deleted_count: seqs.count(),
+                        conversation,
+                        seqs,
+                    });
+                }
+                Ok(Response::Deletions { entries })
+            }
             Request::Ping => Ok(Response::Pong { server_time: now }),
         }
     }
@@ -315,9 +331,11 @@ impl<St: ServerStore> ServerCore<St> {
                 .ok_or_else(|| ServerStoreError::UnknownConversation(id.clone()))?;
             let read_seq = self.store.read_seq(user, &id)?;
             let not_unread = self.not_unread(user, &id, read_seq, info.max_seq)?;
+            let deleted_count = self.deleted_seqs(&id)?.count();
             entries.push(MaxSeqEntry {
                 read_seq,
                 not_unread,
+                deleted_count,
                 conversation: id,
                 kind: info.kind,
                 max_seq: info.max_seq,
@@ -326,6 +344,14 @@ impl<St: ServerStore> ServerCore<St> {
             });
         }
         Ok(Response::MaxSeqs { entries, has_more })
+    }
+
+    /// Every seq of the conversation deleted one by one, above the floor.
+    fn deleted_seqs(&self, conversation: &ConversationId) -> Result<SeqRanges, ServerStoreError> {
+        let Some(info) = self.store.conversation(conversation)? else {
+            return Ok(SeqRanges::new());
+        };
+        self.store.deleted(conversation, Seq(1), info.max_seq)
     }
 
     /// Seqs in `(read_seq, max_seq]` that do not count as unread for `user`: everything there

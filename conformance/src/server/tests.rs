@@ -458,6 +458,7 @@ fn max_seqs_are_paged_by_conversation_id() {
             read_seq: Seq(2),
             last_activity: T0.plus_millis(2),
             not_unread: SeqRanges::new(),
+            deleted_count: 0,
         }
     );
     assert_eq!(seen[3].kind, ConversationKind::Direct);

@@ -31,6 +31,8 @@ pub enum RequestKind {
     Send,
     /// [`Request::MarkRead`].
     MarkRead,
+    /// [`Request::GetDeletions`].
+    GetDeletions,
     /// [`Request::Ping`].
     Ping,
 }
@@ -43,6 +45,7 @@ impl RequestKind {
             Request::Pull { .. } => Self::Pull,
             Request::Send { .. } => Self::Send,
             Request::MarkRead { .. } => Self::MarkRead,
+            Request::GetDeletions { .. } => Self::GetDeletions,
             Request::Ping => Self::Ping,
         }
     }
