@@ -1,0 +1,407 @@
+//! Ingest: applying messages, missing seqs, edits and revokes, read state and unread.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn ensure_conversation(
+        &mut self,
+        id: &ConversationId,
+        kind: Option<ConversationKind>,
+    ) {
+        if let Some(conv) = self.conversations.get_mut(id) {
+            if let Some(kind) = kind {
+                if conv.kind != kind {
+                    conv.kind = kind;
+                    self.changed.insert(id.clone());
+                }
+            }
+            return;
+        }
+        self.conversations.insert(
+            id.clone(),
+            Conversation::new(id.clone(), kind.unwrap_or_default()),
+        );
+        self.dispatch.insert(id.clone(), Dispatch::default());
+        self.changed.insert(id.clone());
+    }
+
+    /// The floor rose to `min_seq`: everything below is gone on the server.
+    pub(super) fn raise_floor(&mut self, id: &ConversationId, min_seq: Seq) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        if min_seq <= conv.server_min_seq {
+            return;
+        }
+        conv.server_min_seq = min_seq;
+        self.changed.insert(id.clone());
+        if min_seq.0 <= 1 {
+            return;
+        }
+        let below = SeqRanges::from_range(Seq(1), min_seq.prev());
+        conv.held.union_with(&below);
+        if conv
+            .latest
+            .as_ref()
+            .and_then(|l| l.seq)
+            .is_some_and(|s| s < min_seq)
+        {
+            conv.latest = None;
+        }
+        self.ops.push(WriteOp::PutTombstones {
+            conversation: id.clone(),
+            seqs: below.clone(),
+        });
+        self.forget_changes_targeting(id, &below);
+        if let Some(d) = self.dispatch.get_mut(id) {
+            d.waiting.retain(|s, _| *s >= min_seq);
+        }
+        self.events.push(Event::MessagesDeleted {
+            conversation: id.clone(),
+            seqs: below,
+        });
+        self.recompute_unread(id);
+        self.release(id);
+    }
+
+    /// Changes whose target no longer exists will never apply: forget them.
+    pub(super) fn forget_changes_targeting(&mut self, id: &ConversationId, gone: &SeqRanges) {
+        let dropped: Vec<(ConversationId, Seq)> = self
+            .pending_changes
+            .keys()
+            .filter(|(c, target)| c == id && gone.contains(*target))
+            .cloned()
+            .collect();
+        for key in dropped {
+            for change in self.pending_changes.remove(&key).unwrap_or_default() {
+                self.ops.push(WriteOp::RemovePendingChange {
+                    conversation: change.conversation,
+                    seq: change.seq,
+                });
+            }
+        }
+    }
+
+    /// Applies messages and known-missing seqs of one conversation: the idempotent heart of
+    /// sync. Seqs already held change nothing.
+    pub(super) fn ingest(
+        &mut self,
+        id: &ConversationId,
+        mut messages: Vec<ServerMessage>,
+        missing: &SeqRanges,
+    ) {
+        if !self.conversations.contains_key(id) {
+            return;
+        }
+        messages.sort_by_key(|m| m.seq);
+        messages.dedup_by_key(|m| m.seq);
+        let me = self.config.user.clone();
+        let mut to_store = Vec::new();
+        // Edits and revokes go after the rows they change, in seq order.
+        let mut later_ops = Vec::new();
+        for msg in messages {
+            let seq = msg.seq;
+            let Some(conv) = self.conversations.get_mut(id) else {
+                return;
+            };
+            if seq.0 == 0 || conv.held.contains(seq) || seq < conv.server_min_seq {
+                continue;
+            }
+            conv.held.insert(seq);
+            if conv.server_max_seq < seq {
+                conv.server_max_seq = seq;
+            }
+            self.changed.insert(id.clone());
+            let own = msg.sender == me;
+            let echo_of_send = own
+                && self
+                    .outbox
+                    .get(&msg.client_msg_id)
+                    .is_some_and(|o| &o.entry.conversation == id);
+            let mut message = msg.into_message();
+            // The row as it arrived; pending changes are ops applied after it.
+            let stored = message.clone();
+            if let Some(target) = message.kind.change_target() {
+                self.mark_not_unread(id, seq);
+                later_ops.extend(self.apply_or_keep_change(id, &message, target));
+            } else {
+                if own {
+                    self.mark_not_unread(id, seq);
+                }
+                // Changes that arrived before this message: stored as ops after the row (so
+                // the store keeps their seqs), and applied to the copy the app is told about.
+                if !self.pending_changes.is_empty() {
+                    if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
+                        for change in changes {
+                            apply_change_to(
+                                &mut message,
+                                &change.kind,
+                                change.seq,
+                                &change.content,
+                            );
+                            later_ops.push(change_op(
+                                id,
+                                seq,
+                                &change.kind,
+                                change.seq,
+                                change.content,
+                            ));
+                            later_ops.push(WriteOp::RemovePendingChange {
+                                conversation: id.clone(),
+                                seq: change.seq,
+                            });
+                        }
+                    }
+                }
+                self.set_latest(id, &message);
+            }
+            if own {
+                // The server marks a conversation read up to every message its user sends.
+                self.set_read(id, seq);
+            }
+            if echo_of_send {
+                self.outbox.remove(&message.client_msg_id);
+                self.ops
+                    .push(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
+                self.events.push(Event::MessageSent {
+                    conversation: id.clone(),
+                    client_msg_id: message.client_msg_id.clone(),
+                    seq,
+                });
+                self.enqueue_dispatch(id, seq, None);
+            } else if !message.is_change() {
+                self.enqueue_dispatch(id, seq, Some(message.clone()));
+            } else {
+                self.enqueue_dispatch(id, seq, None);
+            }
+            to_store.push(stored);
+        }
+        if !to_store.is_empty() {
+            self.ops.push(WriteOp::PutMessages(to_store));
+        }
+        self.ops.extend(later_ops);
+        self.ingest_missing(id, missing);
+        self.recompute_unread(id);
+        self.release(id);
+    }
+
+    pub(super) fn ingest_missing(&mut self, id: &ConversationId, missing: &SeqRanges) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        let mut new = SeqRanges::new();
+        for r in missing.ranges() {
+            for gap in conv.held.gaps_in(r.start.max(Seq(1)), r.end) {
+                new.insert_range(gap.start, gap.end);
+            }
+        }
+        // A deletion of a held message: the row goes, the seq stays held as a tombstone.
+        let mut deleted_held = SeqRanges::new();
+        for r in missing.ranges() {
+            for h in conv.held.intersect(r.start, r.end).ranges() {
+                deleted_held.insert_range(h.start, h.end);
+            }
+        }
+        if new.is_empty() && deleted_held.is_empty() {
+            return;
+        }
+        conv.held.union_with(&new);
+        if let Some(top) = new.max() {
+            if conv.server_max_seq < top {
+                conv.server_max_seq = top;
+            }
+        }
+        let mut all = new.clone();
+        all.union_with(&deleted_held);
+        if conv
+            .latest
+            .as_ref()
+            .and_then(|l| l.seq)
+            .is_some_and(|s| all.contains(s))
+        {
+            conv.latest = None;
+        }
+        self.changed.insert(id.clone());
+        let read = conv.read_seq;
+        let top = conv.server_max_seq;
+        let above_read = all.intersect(read.next(), top);
+        conv.not_unread.union_with(&above_read);
+        for s in all.ranges() {
+            if let Some(d) = self.dispatch.get_mut(id) {
+                let gone: Vec<Seq> = d.waiting.range(s.start..=s.end).map(|(k, _)| *k).collect();
+                for k in gone {
+                    d.waiting.remove(&k);
+                }
+            }
+        }
+        self.forget_changes_targeting(id, &all);
+        self.ops.push(WriteOp::PutTombstones {
+            conversation: id.clone(),
+            seqs: all.clone(),
+        });
+        if !deleted_held.is_empty() {
+            self.events.push(Event::MessagesDeleted {
+                conversation: id.clone(),
+                seqs: deleted_held,
+            });
+        }
+    }
+
+    /// An edit or revoke at `change.seq` targeting `target`: applied now if the target is
+    /// held, else kept until it lands. Returns the op to append after the messages.
+    pub(super) fn apply_or_keep_change(
+        &mut self,
+        id: &ConversationId,
+        change: &Message,
+        target: Seq,
+    ) -> Option<WriteOp> {
+        let seq = change.seq?;
+        let conv = self.conversations.get(id)?;
+        if target < conv.server_min_seq || target >= seq {
+            // The target is gone, or the change is malformed (a change can only follow its
+            // target): nothing to apply.
+            return None;
+        }
+        if conv.held.contains(target) {
+            let op = change_op(id, target, &change.kind, seq, change.content.clone());
+            let update = match change.kind {
+                ContentKind::Revoke { .. } => MessageChange::Revoked,
+                _ => MessageChange::Edited {
+                    edit_seq: seq,
+                    content: change.content.clone(),
+                },
+            };
+            self.events.push(Event::MessageUpdated {
+                conversation: id.clone(),
+                seq: target,
+                change: update,
+            });
+            if conv.latest.as_ref().and_then(|l| l.seq) == Some(target) {
+                if let Some(conv) = self.conversations.get_mut(id) {
+                    if let Some(latest) = conv.latest.as_mut() {
+                        match change.kind {
+                            ContentKind::Revoke { .. } => latest.preview.clear(),
+                            _ => {
+                                let cut = change.content.len().min(LatestMessage::PREVIEW_BYTES);
+                                latest.preview = change.content[..cut].to_vec();
+                            }
+                        }
+                    }
+                }
+            }
+            return Some(op);
+        }
+        let pending = PendingChange {
+            conversation: id.clone(),
+            seq,
+            target,
+            kind: change.kind.clone(),
+            content: change.content.clone(),
+        };
+        let list = self
+            .pending_changes
+            .entry((id.clone(), target))
+            .or_default();
+        list.push(pending.clone());
+        list.sort_by_key(|c| c.seq);
+        Some(WriteOp::PutPendingChange(pending))
+    }
+
+    pub(super) fn mark_not_unread(&mut self, id: &ConversationId, seq: Seq) {
+        if let Some(conv) = self.conversations.get_mut(id) {
+            if seq > conv.read_seq {
+                conv.not_unread.insert(seq);
+            }
+        }
+    }
+
+    pub(super) fn set_latest(&mut self, id: &ConversationId, message: &Message) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        let newer = match (&conv.latest, message.seq) {
+            (None, _) => true,
+            // A pending message of this device is the newest thing until a later seq lands.
+            (Some(_), None) => true,
+            (Some(latest), Some(seq)) => latest.seq.is_none_or(|s| seq >= s),
+        };
+        if newer {
+            conv.latest = Some(LatestMessage::of(message));
+            let time = message.server_time.unwrap_or(message.created_at);
+            conv.last_activity = conv.last_activity.max(time);
+            self.changed.insert(id.clone());
+        }
+    }
+
+    pub(super) fn set_read(&mut self, id: &ConversationId, seq: Seq) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        if seq <= conv.read_seq {
+            return;
+        }
+        conv.read_seq = seq;
+        // Only seqs above the read seq matter for unread; dropping the rest bounds memory.
+        conv.not_unread.remove_below(seq.next());
+        self.changed.insert(id.clone());
+        self.recompute_unread(id);
+    }
+
+    pub(super) fn recompute_unread(&mut self, id: &ConversationId) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        let unread = conv.compute_unread();
+        if unread != conv.unread {
+            self.total_unread = self.total_unread.saturating_sub(conv.unread) + unread;
+            conv.unread = unread;
+            self.changed.insert(id.clone());
+        }
+    }
+}
+
+/// The storage op for an edit or revoke at `change_seq` of the message at `target`.
+pub(super) fn change_op(
+    conversation: &ConversationId,
+    target: Seq,
+    kind: &ContentKind,
+    change_seq: Seq,
+    content: Vec<u8>,
+) -> WriteOp {
+    match kind {
+        ContentKind::Revoke { .. } => WriteOp::RevokeMessage {
+            conversation: conversation.clone(),
+            target,
+        },
+        _ => WriteOp::EditMessage {
+            conversation: conversation.clone(),
+            target,
+            edit_seq: change_seq,
+            content,
+        },
+    }
+}
+
+/// Applies an edit or revoke to an in-memory copy by the store's rules: edits in seq order,
+/// revoke wins.
+pub(super) fn apply_change_to(
+    message: &mut Message,
+    kind: &ContentKind,
+    change_seq: Seq,
+    content: &[u8],
+) {
+    if message.revoked {
+        return;
+    }
+    match kind {
+        ContentKind::Revoke { .. } => {
+            message.revoked = true;
+            message.content.clear();
+        }
+        _ if message.edit_seq.is_none_or(|e| e < change_seq) => {
+            message.edit_seq = Some(change_seq);
+            message.content = content.to_vec();
+        }
+        _ => {}
+    }
+}

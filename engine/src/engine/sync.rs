@@ -1,0 +1,519 @@
+//! Sync runs: the max-seq listing, deletion lists, pull planning and pull replies.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn on_max_seqs(
+        &mut self,
+        now: Timestamp,
+        entries: Vec<MaxSeqEntry>,
+        has_more: bool,
+    ) {
+        let last = entries.last().map(|e| e.conversation.clone());
+        let mut deletions_missed = Vec::new();
+        for entry in entries {
+            let id = entry.conversation.clone();
+            self.ensure_conversation(&id, Some(entry.kind));
+            self.raise_floor(&id, entry.min_seq);
+            let local_read = {
+                let Some(conv) = self.conversations.get_mut(&id) else {
+                    continue;
+                };
+                let mut touched = false;
+                if conv.server_max_seq < entry.max_seq {
+                    conv.server_max_seq = entry.max_seq;
+                    touched = true;
+                }
+                if conv.last_activity < entry.last_activity {
+                    conv.last_activity = entry.last_activity;
+                    touched = true;
+                }
+                let read = conv.read_seq;
+                if touched {
+                    self.changed.insert(id.clone());
+                }
+                read
+            };
+            if entry.read_seq > local_read {
+                self.set_read(&id, entry.read_seq);
+            }
+            if let Some(conv) = self.conversations.get_mut(&id) {
+                // The server's word for seqs above the read seq that never count as unread,
+                // covering what this device has not pulled. Only seqs not held are taken: for
+                // held ones the device already knows.
+                let hint = entry
+                    .not_unread
+                    .intersect(conv.read_seq.next(), conv.server_max_seq);
+                for r in hint.ranges() {
+                    for gap in conv.held.gaps_in(r.start, r.end) {
+                        conv.not_unread.insert_range(gap.start, gap.end);
+                    }
+                }
+            }
+            if self
+                .conversations
+                .get(&id)
+                .is_some_and(|c| c.server_deleted_count != entry.deleted_count)
+            {
+                deletions_missed.push(id.clone());
+            }
+            if local_read > entry.read_seq {
+                // Read locally while offline (or the ack was lost): tell the server again.
+                self.reads_to_send.entry(id.clone()).or_insert(local_read);
+            }
+            self.recompute_unread(&id);
+            let wants_pull = self
+                .conversations
+                .get(&id)
+                .is_some_and(|c| self.policy_window(c).is_some());
+            if wants_pull {
+                if let Some(sync) = self.sync.as_mut() {
+                    sync.candidates.push((entry.last_activity, id));
+                }
+            }
+        }
+        self.request_deletions(now, &deletions_missed);
+        let reads: Vec<(ConversationId, Seq)> = self
+            .reads_to_send
+            .iter()
+            .map(|(c, s)| (c.clone(), *s))
+            .collect();
+        let already: BTreeSet<ConversationId> = self
+            .requests
+            .values()
+            .filter_map(|r| match &r.what {
+                InFlight::MarkRead(c, _) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        for (conversation, seq) in reads {
+            if !already.contains(&conversation) {
+                self.request(
+                    now,
+                    InFlight::MarkRead(conversation.clone(), seq),
+                    Request::MarkRead { conversation, seq },
+                );
+            }
+        }
+        if has_more {
+            if let Some(after) = last {
+                self.request(
+                    now,
+                    InFlight::MaxSeqs,
+                    Request::GetMaxSeqs {
+                        after: Some(after),
+                        limit: self.config.max_seqs_page,
+                    },
+                );
+                return;
+            }
+        }
+        self.plan_sync();
+    }
+
+    /// Asks for the deletion lists of conversations whose deletion count changed.
+    pub(super) fn request_deletions(&mut self, now: Timestamp, conversations: &[ConversationId]) {
+        let per_request = self.config.pull_max_conversations.max(1) as usize;
+        for chunk in conversations.chunks(per_request) {
+            self.request(
+                now,
+                InFlight::Deletions,
+                Request::GetDeletions {
+                    conversations: chunk.to_vec(),
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_deletions(&mut self, entries: Vec<DeletionsEntry>) {
+        for entry in entries {
+            let id = entry.conversation;
+            let Some(conv) = self.conversations.get_mut(&id) else {
+                continue;
+            };
+            conv.server_deleted_count = entry.deleted_count;
+            self.changed.insert(id.clone());
+            // Seqs beyond what is known to exist cannot be deleted; ignore such claims.
+            let seqs = entry.seqs.intersect(Seq(1), conv.server_max_seq);
+            self.ingest(&id, Vec::new(), &seqs);
+        }
+    }
+
+    /// The range the sync policy wants pulled for `conv`, if any is missing.
+    pub(super) fn policy_window(&self, conv: &Conversation) -> Option<(Seq, Seq)> {
+        let floor = conv.server_min_seq.max(Seq(1));
+        let top = conv.server_max_seq;
+        if top < floor {
+            return None;
+        }
+        let from = match self.config.policy {
+            SyncPolicy::Full => floor,
+            SyncPolicy::NewestFirst {
+                per_conversation, ..
+            } => Seq(top.0.saturating_sub(u64::from(per_conversation)) + 1).max(floor),
+        };
+        (!conv.held.contains_range(from, top)).then_some((from, top))
+    }
+
+    pub(super) fn plan_sync(&mut self) {
+        let Some(mut sync) = self.sync.take() else {
+            return;
+        };
+        sync.listing_done = true;
+        let mut candidates = std::mem::take(&mut sync.candidates);
+        // Most recently active first; ties by id so runs are deterministic.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.sync = Some(sync);
+        let mut total = 0;
+        for (_, id) in candidates {
+            let Some(window) = self
+                .conversations
+                .get(&id)
+                .and_then(|c| self.policy_window(c))
+            else {
+                continue;
+            };
+            self.skip_dispatch_below(&id, window.0);
+            let queued = self.queue_pull(&id, window.0, window.1, PullPurpose::Sync, false);
+            if queued > 0 {
+                total += 1;
+                if let Some(sync) = self.sync.as_mut() {
+                    sync.outstanding.insert(id, queued);
+                }
+            }
+        }
+        if let Some(sync) = self.sync.as_mut() {
+            sync.total = total;
+        }
+        self.events.push(Event::SyncProgress { done: 0, total });
+        self.check_sync_finished();
+    }
+
+    /// Messages below `from` are history from now on: they will not be announced as new.
+    pub(super) fn skip_dispatch_below(&mut self, id: &ConversationId, from: Seq) {
+        let d = self.dispatch.entry(id.clone()).or_default();
+        if d.frontier < from.prev() {
+            d.frontier = from.prev();
+            let later = d.waiting.split_off(&from);
+            d.waiting = later;
+        }
+        self.release(id);
+    }
+
+    /// Queues the seqs of `from..=to` that are neither held nor already requested, in chunks.
+    /// Returns how many chunks were queued.
+    pub(super) fn queue_pull(
+        &mut self,
+        id: &ConversationId,
+        from: Seq,
+        to: Seq,
+        purpose: PullPurpose,
+        front: bool,
+    ) -> u32 {
+        let Some(conv) = self.conversations.get(id) else {
+            return 0;
+        };
+        let mut missing = SeqRanges::new();
+        for gap in conv.held.gaps_in(from, to) {
+            missing.insert_range(gap.start, gap.end);
+        }
+        let requested = self.requested.entry(id.clone()).or_default();
+        for r in requested.ranges() {
+            missing.remove_range(r.start, r.end);
+        }
+        let chunk_len = u64::from(self.config.pull_max_messages.max(1));
+        let mut chunks = Vec::new();
+        // Newest first within a conversation: the newest messages matter most.
+        for gap in missing.ranges().iter().rev() {
+            requested.insert_range(gap.start, gap.end);
+            let mut end = gap.end;
+            loop {
+                let start = Seq(end.0.saturating_sub(chunk_len - 1)).max(gap.start);
+                chunks.push(PullChunk {
+                    conversation: id.clone(),
+                    from: start,
+                    to: end,
+                    purpose,
+                });
+                if start == gap.start {
+                    break;
+                }
+                end = start.prev();
+            }
+        }
+        let count = chunks.len() as u32;
+        if front {
+            for chunk in chunks.into_iter().rev() {
+                self.pull_queue.push_front(chunk);
+            }
+        } else {
+            self.pull_queue.extend(chunks);
+        }
+        count
+    }
+
+    /// Sends pull requests while slots are free, packing many conversations per request.
+    pub(super) fn pump_pulls(&mut self, now: Timestamp) {
+        if self.connection != ConnectionState::Connected || self.pull_retry_at.is_some() {
+            return;
+        }
+        let max_messages = u64::from(self.config.pull_max_messages.max(1));
+        let max_convs = self.config.pull_max_conversations.max(1) as usize;
+        while self.pulls_in_flight < self.config.pulls_in_flight.max(1)
+            && !self.pull_queue.is_empty()
+        {
+            let mut chunks = Vec::new();
+            let mut budget = max_messages;
+            while let Some(chunk) = self.pull_queue.front() {
+                let len = chunk.to.0 - chunk.from.0 + 1;
+                if chunks.len() >= max_convs || (len > budget && !chunks.is_empty()) {
+                    break;
+                }
+                let Some(chunk) = self.pull_queue.pop_front() else {
+                    break;
+                };
+                budget = budget.saturating_sub(len);
+                chunks.push(chunk);
+            }
+            let ranges = chunks
+                .iter()
+                .map(|c| PullRange {
+                    conversation: c.conversation.clone(),
+                    from: c.from,
+                    to: c.to,
+                })
+                .collect();
+            self.pulls_in_flight += 1;
+            self.request(now, InFlight::Pull(chunks), Request::Pull { ranges });
+        }
+    }
+
+    pub(super) fn on_pulled(
+        &mut self,
+        now: Timestamp,
+        chunks: Vec<PullChunk>,
+        ranges: Vec<PulledRange>,
+    ) {
+        let mut by_key: HashMap<(ConversationId, Seq), PulledRange> = ranges
+            .into_iter()
+            .map(|r| ((r.conversation.clone(), r.from), r))
+            .collect();
+        let mut sync_progress = false;
+        for chunk in chunks {
+            let id = chunk.conversation.clone();
+            let before = self
+                .conversations
+                .get(&id)
+                .map(|c| c.held.count_in(chunk.from, chunk.to));
+            if let Some(range) = by_key.remove(&(id.clone(), chunk.from)) {
+                self.raise_floor(&id, range.min_seq);
+                if let Some(conv) = self.conversations.get_mut(&id) {
+                    if conv.server_max_seq < range.max_seq {
+                        conv.server_max_seq = range.max_seq;
+                        self.changed.insert(id.clone());
+                    }
+                }
+                // Only what lies inside the chunk counts: a server cannot make us claim more.
+                let to = range.to.min(chunk.to);
+                let messages: Vec<ServerMessage> = range
+                    .messages
+                    .into_iter()
+                    .filter(|m| m.conversation == id && m.seq >= chunk.from && m.seq <= to)
+                    .collect();
+                let missing = range.missing.intersect(chunk.from, to);
+                self.ingest(&id, messages, &missing);
+            }
+            if let Some(r) = self.requested.get_mut(&id) {
+                r.remove_range(chunk.from, chunk.to);
+            }
+            let after = self
+                .conversations
+                .get(&id)
+                .map(|c| c.held.count_in(chunk.from, chunk.to));
+            let complete = self
+                .conversations
+                .get(&id)
+                .is_none_or(|c| c.held.contains_range(chunk.from, chunk.to));
+            // A capped reply leaves a remainder: ask again while the server makes progress.
+            let requeued = if !complete && after > before {
+                self.queue_pull(&id, chunk.from, chunk.to, chunk.purpose, true)
+            } else {
+                0
+            };
+            // The requeued chunks replace this one in the purpose's outstanding count.
+            self.add_outstanding(&chunk, requeued.saturating_sub(1));
+            if requeued == 0 {
+                sync_progress |= self.chunk_done(&chunk);
+            }
+        }
+        if sync_progress {
+            if let Some(sync) = &self.sync {
+                self.events.push(Event::SyncProgress {
+                    done: sync.done,
+                    total: sync.total,
+                });
+            }
+        }
+        let _ = now;
+        self.check_sync_finished();
+    }
+
+    pub(super) fn on_pull_error(
+        &mut self,
+        now: Timestamp,
+        chunks: Vec<PullChunk>,
+        error: &ServerError,
+    ) {
+        if error.permanent {
+            // Refused (e.g. no longer a member): these gaps stay until a later sync.
+            let mut progress = false;
+            for chunk in &chunks {
+                if let Some(r) = self.requested.get_mut(&chunk.conversation) {
+                    r.remove_range(chunk.from, chunk.to);
+                }
+                progress |= self.chunk_done(chunk);
+            }
+            if progress {
+                if let Some(sync) = &self.sync {
+                    self.events.push(Event::SyncProgress {
+                        done: sync.done,
+                        total: sync.total,
+                    });
+                }
+            }
+            self.check_sync_finished();
+        } else {
+            for chunk in chunks.into_iter().rev() {
+                self.pull_queue.push_front(chunk);
+            }
+            self.pull_retry_at = Some(now.plus_millis(self.config.send_retry_min_ms));
+        }
+    }
+
+    pub(super) fn add_outstanding(&mut self, chunk: &PullChunk, extra: u32) {
+        if extra == 0 {
+            return;
+        }
+        match chunk.purpose {
+            PullPurpose::Sync => {
+                if let Some(n) = self
+                    .sync
+                    .as_mut()
+                    .and_then(|s| s.outstanding.get_mut(&chunk.conversation))
+                {
+                    *n += extra;
+                }
+            }
+            PullPurpose::History(id) => {
+                if let Some(h) = self.history.get_mut(&id) {
+                    h.outstanding += extra;
+                }
+            }
+            PullPurpose::Gap | PullPurpose::Fill => {}
+        }
+    }
+
+    /// Bookkeeping when a chunk will not be asked again. Returns whether sync progress moved.
+    pub(super) fn chunk_done(&mut self, chunk: &PullChunk) -> bool {
+        match chunk.purpose {
+            PullPurpose::Sync => {
+                let Some(sync) = self.sync.as_mut() else {
+                    return false;
+                };
+                let Some(left) = sync.outstanding.get_mut(&chunk.conversation) else {
+                    return false;
+                };
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    sync.outstanding.remove(&chunk.conversation);
+                    sync.done += 1;
+                    return true;
+                }
+                false
+            }
+            PullPurpose::History(id) => {
+                if let Some(h) = self.history.get_mut(&id) {
+                    h.outstanding = h.outstanding.saturating_sub(1);
+                    if h.outstanding == 0 {
+                        self.finish_history_if_held(id);
+                    }
+                }
+                false
+            }
+            PullPurpose::Gap | PullPurpose::Fill => false,
+        }
+    }
+
+    pub(super) fn finish_history_if_held(&mut self, id: u64) {
+        let Some(h) = self.history.remove(&id) else {
+            return;
+        };
+        let complete = self
+            .conversations
+            .get(&h.conversation)
+            .is_some_and(|c| c.held.contains_range(h.from, h.to));
+        self.events.push(Event::HistoryLoaded {
+            id,
+            conversation: h.conversation,
+            complete,
+        });
+    }
+
+    pub(super) fn check_sync_finished(&mut self) {
+        let finished = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.listing_done && s.outstanding.is_empty());
+        if !finished {
+            return;
+        }
+        self.sync = None;
+        self.events.push(Event::SyncFinished);
+        if let SyncPolicy::NewestFirst {
+            background_fill: true,
+            ..
+        } = self.config.policy
+        {
+            let mut ids: Vec<(Timestamp, ConversationId)> = self
+                .conversations
+                .values()
+                .filter(|c| !c.gaps().is_empty())
+                .map(|c| (c.last_activity, c.id.clone()))
+                .collect();
+            ids.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, id) in ids {
+                let Some(conv) = self.conversations.get(&id) else {
+                    continue;
+                };
+                let floor = conv.server_min_seq.max(Seq(1));
+                let top = conv.server_max_seq;
+                self.queue_pull(&id, floor, top, PullPurpose::Fill, false);
+            }
+        }
+    }
+
+    /// After a push: pull what is missing between the dispatch frontier and the newest seq,
+    /// but no more than the policy would pull (an old hole stays an explicit gap).
+    pub(super) fn pull_gap_below_top(&mut self, id: &ConversationId) {
+        let Some(conv) = self.conversations.get(id) else {
+            return;
+        };
+        let top = conv.server_max_seq;
+        let floor = conv.server_min_seq.max(Seq(1));
+        let frontier = self.dispatch.get(id).map_or(Seq(0), |d| d.frontier);
+        let mut from = frontier.next().max(floor);
+        if let SyncPolicy::NewestFirst {
+            per_conversation, ..
+        } = self.config.policy
+        {
+            from = from.max(Seq(top.0.saturating_sub(u64::from(per_conversation)) + 1));
+        }
+        if from > top || conv.held.contains_range(from, top) {
+            return;
+        }
+        self.skip_dispatch_below(id, from);
+        if self.connection == ConnectionState::Connected {
+            self.queue_pull(id, from, top, PullPurpose::Gap, true);
+        }
+    }
+}
