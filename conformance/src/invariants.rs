@@ -132,6 +132,11 @@ async fn check_device<F: StoreFactory>(
     let user = sim.device_user(d).clone();
     let online = sim.engine(d).is_some() && !sim.is_partitioned(d) && !sim.is_kicked(d);
 
+    // The store's own consistency check (what `PRAGMA integrity_check` is for SQLite).
+    if let Err(e) = store.check_integrity().await {
+        out.push(format!("integrity check failed: {e}"));
+    }
+
     let locals = all_conversations(store).await?;
     let mut local_by_id: BTreeMap<ConversationId, &Conversation> = BTreeMap::new();
     let mut sum_unread = 0u64;

@@ -647,6 +647,76 @@ impl Storage for MemoryStorage {
             .cloned()
             .unwrap_or_default())
     }
+
+    async fn check_integrity(&self) -> Result<(), StorageError> {
+        self.lock()?
+            .state
+            .check_integrity()
+            .map_err(|detail| StorageError::Corrupt {
+                detail,
+                source: None,
+            })
+    }
+}
+
+impl State {
+    fn check_integrity(&self) -> Result<(), String> {
+        let listed: BTreeSet<(Reverse<Timestamp>, ConversationId)> = self
+            .conversations
+            .values()
+            .map(|c| (Reverse(c.last_activity), c.id.clone()))
+            .collect();
+        if listed != self.list {
+            return Err("conversation list index disagrees with the conversations".to_owned());
+        }
+        for (conv, msgs) in &self.messages {
+            let held = self.conversations.get(conv).map(|c| &c.held);
+            let tombstones = self.tombstones.get(conv);
+            for (seq, id) in &msgs.by_seq {
+                if msgs.rows.get(id).and_then(|m| m.seq) != Some(*seq) {
+                    return Err(format!(
+                        "{conv}: seq index {} points at the wrong row",
+                        seq.0
+                    ));
+                }
+                if held.is_none_or(|h| !h.contains(*seq)) {
+                    return Err(format!(
+                        "{conv}: message at seq {} is not within the held ranges",
+                        seq.0
+                    ));
+                }
+                if tombstones.is_some_and(|t| t.contains(*seq)) {
+                    return Err(format!("{conv}: message at tombstoned seq {}", seq.0));
+                }
+            }
+            for (id, m) in &msgs.rows {
+                if &m.client_msg_id != id || &m.conversation != conv {
+                    return Err(format!("{conv}: row {id} is keyed wrongly"));
+                }
+                if let Some(seq) = m.seq {
+                    if msgs.by_seq.get(&seq) != Some(id) {
+                        return Err(format!(
+                            "{conv}: row {id} at seq {} is missing from the seq index",
+                            seq.0
+                        ));
+                    }
+                }
+            }
+        }
+        for entry in self.outbox.values() {
+            let row = self
+                .messages
+                .get(&entry.conversation)
+                .and_then(|c| c.rows.get(&entry.client_msg_id));
+            if row.is_none_or(|m| m.seq.is_some()) {
+                return Err(format!(
+                    "outbox entry {} has no unsent row",
+                    entry.client_msg_id
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

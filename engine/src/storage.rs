@@ -263,4 +263,11 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
 
     /// Seqs recorded as no longer existing on the server.
     async fn tombstones(&self, conversation: &ConversationId) -> Result<SeqRanges, StorageError>;
+
+    /// Checks the store's own consistency (for SQLite, `PRAGMA integrity_check` plus the
+    /// same cross-checks): every stored message's seq is within its conversation's held
+    /// ranges, no message sits at a tombstoned seq, indexes agree with the rows, every outbox
+    /// entry has its unsent row. Returns [`StorageError::Corrupt`] describing the first
+    /// problem. Meant for tests and diagnostics after a crash; it reads everything.
+    async fn check_integrity(&self) -> Result<(), StorageError>;
 }

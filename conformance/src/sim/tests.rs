@@ -1,10 +1,7 @@
 //! Unit tests of the harness pieces that do not need a working engine.
 
-use tidemark_engine::{
-    ClientMsgId, Conversation, ConversationCursor, ConversationId, ConversationKind, Direction,
-    Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, Timestamp,
-    WriteBatch,
-};
+use tidemark_engine::memory::MemoryStorage;
+use tidemark_engine::{ConversationKind, Seq, Storage, Timestamp, WriteBatch};
 
 use super::*;
 
@@ -98,84 +95,20 @@ fn netem_schedule_and_pop_due() {
     assert!(net.is_empty());
 }
 
-/// A store that keeps nothing: enough to start an engine from an empty snapshot.
-#[derive(Clone, Debug, Default)]
-struct EmptyStore {
-    /// Counts applied batches, shared between clones like a real shared store.
-    applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
-#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
-impl Storage for EmptyStore {
-    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
-        Ok(SyncSnapshot::default())
-    }
-    async fn apply(&self, _batch: WriteBatch) -> Result<(), StorageError> {
-        self.applied
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-    async fn conversation(
-        &self,
-        _id: &ConversationId,
-    ) -> Result<Option<Conversation>, StorageError> {
-        Ok(None)
-    }
-    async fn conversations_page(
-        &self,
-        _after: Option<ConversationCursor>,
-        _limit: usize,
-    ) -> Result<Vec<Conversation>, StorageError> {
-        Ok(Vec::new())
-    }
-    async fn messages_page(
-        &self,
-        _conversation: &ConversationId,
-        _anchor: Option<Seq>,
-        _direction: Direction,
-        _limit: usize,
-    ) -> Result<Vec<Message>, StorageError> {
-        Ok(Vec::new())
-    }
-    async fn message_by_client_id(
-        &self,
-        _conversation: &ConversationId,
-        _client_msg_id: &ClientMsgId,
-    ) -> Result<Option<Message>, StorageError> {
-        Ok(None)
-    }
-    async fn unsent_messages(
-        &self,
-        _conversation: &ConversationId,
-    ) -> Result<Vec<Message>, StorageError> {
-        Ok(Vec::new())
-    }
-    async fn total_unread(&self) -> Result<u64, StorageError> {
-        Ok(0)
-    }
-    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
-        Ok(Vec::new())
-    }
-    async fn tombstones(&self, _conversation: &ConversationId) -> Result<SeqRanges, StorageError> {
-        Ok(SeqRanges::new())
-    }
-}
-
 #[tokio::test]
 async fn shared_factory_reopens_the_same_store() {
-    let factory = SharedStoreFactory::<EmptyStore>::new();
+    let factory = SharedStoreFactory::<MemoryStorage>::new();
     let a = factory.open(0).await.unwrap();
     let b = factory.open(0).await.unwrap();
     let other = factory.open(1).await.unwrap();
     a.apply(WriteBatch::default()).await.unwrap();
-    let count = |s: &EmptyStore| s.applied.load(std::sync::atomic::Ordering::Relaxed);
+    let count = |s: &MemoryStorage| s.applied_batches();
     assert_eq!((count(&a), count(&b), count(&other)), (1, 1, 0));
 }
 
 #[tokio::test]
 async fn harness_sets_up_devices_and_reports_state() {
-    let mut sim = Sim::new(SharedStoreFactory::<EmptyStore>::new(), 5);
+    let mut sim = Sim::new(SharedStoreFactory::<MemoryStorage>::new(), 5);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])
         .unwrap();
     let alice = sim.add_device("alice", "phone", |_| {}).await.unwrap();
