@@ -7,6 +7,12 @@
 //!   over a simulated network with latency, loss, duplication, reordering, partitions and
 //!   crashes, on a fake clock.
 //! - [`invariants`]: the checks every scenario ends with.
+//! - [`scenarios`]: the sync scenario suite, generic over the storage backend, and
+//!   [`sync_scenarios!`], which expands it into one test per scenario for a backend's
+//!   [`sim::StoreFactory`], each comparing its event log with the shared snapshot in
+//!   [`SNAPSHOT_DIR`].
+//! - [`loopback`]: an in-process [`tidemark_engine::Transport`] over a shared server core, for
+//!   driving the async `Client` end to end without sockets.
 //!
 //! Nothing here reads a clock, spawns a task or touches a socket, so the same scenarios run
 //! natively (`#[tokio::test]`) and in a browser (wasm-bindgen-test).
@@ -14,5 +20,15 @@
 #![warn(missing_docs)]
 
 pub mod invariants;
+pub mod loopback;
+pub mod scenarios;
 pub mod server;
 pub mod sim;
+
+/// Where the sync scenarios' insta snapshots live: one directory for every backend, so the
+/// memory, SQLite and browser stores are held to the same event logs.
+pub const SNAPSHOT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots");
+
+/// For [`sync_scenarios!`]: its users reach insta through this crate.
+#[doc(hidden)]
+pub use insta;

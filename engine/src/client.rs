@@ -41,7 +41,8 @@ pub enum ClientError {
     /// The engine refused the command.
     #[error(transparent)]
     Command(#[from] CommandError),
-    /// Reading the store for the command failed.
+    /// The store failed: reading for the command, or committing what the command wrote.
+    /// In the second case the command had no effect (the engine restarts from the store).
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The client shut down (or was dropped) before answering.
@@ -127,8 +128,10 @@ enum Command {
 
 /// Sends commands to a running [`Client`]. Cheap to clone; usable from any task.
 ///
-/// Each method waits for the loop to carry the command out (the engine's part of it, not the
-/// network round trip: a sent message's fate arrives as an [`Event`]). Commands queued before
+/// Each method waits for the loop to carry the command out (the engine's part of it and the
+/// writes it caused, not the network round trip: a sent message's fate arrives as an
+/// [`Event`]). `Ok` means the command's effect is committed; if its write failed the answer is
+/// [`ClientError::Storage`] and the command had no effect. Commands queued before
 /// [`Client::run`] starts are carried out once it does.
 #[derive(Clone)]
 pub struct ClientHandle {
@@ -157,7 +160,8 @@ impl ClientHandle {
     }
 
     /// Sends a message: it is stored as pending with its outbox entry before anything goes on
-    /// the wire. Returns its client id; [`Event::MessageSent`] or [`Event::SendFailed`] follows.
+    /// the wire. Returns its client id once that is stored; [`Event::MessageSent`] or
+    /// [`Event::SendFailed`] follows.
     pub async fn send_message(
         &self,
         conversation: ConversationId,
@@ -187,8 +191,9 @@ impl ClientHandle {
         .await
     }
 
-    /// Asks for up to `limit` messages below `before` (or below the oldest held). Returns the
-    /// id that the matching [`Event::HistoryLoaded`] carries.
+    /// Makes sure the `limit` seqs below `before` are held (with `None`: the newest `limit`
+    /// seqs), pulling what is missing; to page back, pass the oldest seq the app shows.
+    /// Returns the id that the matching [`Event::HistoryLoaded`] carries.
     pub async fn load_history(
         &self,
         conversation: ConversationId,
@@ -311,6 +316,8 @@ pub struct Client<S: Storage, T: Transport, R: Runtime> {
     command_tx: mpsc::UnboundedSender<Command>,
     dispatch: Dispatcher,
     restart: Restart,
+    /// The error of the write that stopped the engine, for the command that caused it.
+    write_failure: Option<StorageError>,
     /// Set from shutdown on: outputs that would reach the network are dropped, and `run`
     /// returns at once.
     closing: bool,
@@ -348,6 +355,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
             command_tx,
             dispatch: Dispatcher::default(),
             restart: Restart::default(),
+            write_failure: None,
             closing: false,
         };
         let events = client.dispatch.subscribe();
@@ -482,7 +490,22 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 self.restart.failures = 0;
                 self.engine.handle_batch_committed(self.runtime.now(), id);
             }
-            Err(e) => self.engine.handle_batch_failed(self.runtime.now(), id, &e),
+            Err(e) => {
+                self.engine.handle_batch_failed(self.runtime.now(), id, &e);
+                self.write_failure = Some(e);
+            }
+        }
+    }
+
+    /// Carries out what a command just produced, so its answer can tell whether the command's
+    /// writes committed. `Err` when one failed: the engine stopped and the command is lost.
+    async fn commit(&mut self) -> Result<(), ClientError> {
+        self.write_failure = None;
+        // `run` drains again before it waits; a drained engine just repeats its timeout.
+        self.drive().await;
+        match self.write_failure.take() {
+            Some(e) if self.engine.is_stopped() => Err(e.into()),
+            _ => Ok(()),
         }
     }
 
@@ -547,6 +570,13 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         }
     }
 
+    /// A command's answer: an accepted command is answered once its writes committed.
+    async fn committed<V>(&mut self, result: Result<V, ClientError>) -> Result<V, ClientError> {
+        let value = result?;
+        self.commit().await?;
+        Ok(value)
+    }
+
     async fn on_command(&mut self, command: Command) {
         let now = self.runtime.now();
         match command {
@@ -560,6 +590,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                     .engine
                     .send_message(now, &conversation, kind, content)
                     .map_err(ClientError::from);
+                let result = self.committed(result).await;
                 let _ = reply.send(result);
             }
             Command::MarkRead {
@@ -568,7 +599,8 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 reply,
             } => {
                 let result = self.engine.mark_read(now, &conversation, seq);
-                let _ = reply.send(result.map_err(ClientError::from));
+                let result = self.committed(result.map_err(ClientError::from)).await;
+                let _ = reply.send(result);
             }
             Command::LoadHistory {
                 conversation,
@@ -577,7 +609,8 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 reply,
             } => {
                 let result = self.engine.load_history(now, &conversation, before, limit);
-                let _ = reply.send(result.map_err(ClientError::from));
+                let result = self.committed(result.map_err(ClientError::from)).await;
+                let _ = reply.send(result);
             }
             Command::Retry {
                 conversation,
@@ -597,6 +630,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                     Ok(None) => Err(CommandError::UnknownMessage(client_msg_id).into()),
                     Err(e) => Err(e.into()),
                 };
+                let result = self.committed(result).await;
                 let _ = reply.send(result);
             }
             Command::Cancel {
@@ -605,7 +639,8 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 reply,
             } => {
                 let result = self.engine.cancel(now, &conversation, &client_msg_id);
-                let _ = reply.send(result.map_err(ClientError::from));
+                let result = self.committed(result.map_err(ClientError::from)).await;
+                let _ = reply.send(result);
             }
             Command::Shutdown { reply } => {
                 // `run` handles shutdown itself; reaching here would be a logic slip, so
@@ -980,9 +1015,13 @@ mod tests {
             handle.send_message(conv.clone(), ContentKind::Text, text.as_bytes().to_vec())
         };
 
-        // The send's batch fails: the engine stops and nothing reaches the store.
+        // The send's batch fails: the engine stops, nothing reaches the store, and the
+        // caller is told (no MessageSent or SendFailed will follow an id it never got).
         storage.fail_next_applies(1);
-        pool.run_until(send("lost")).unwrap();
+        assert!(matches!(
+            pool.run_until(send("lost")),
+            Err(ClientError::Storage(StorageError::Backend { .. }))
+        ));
         pool.run_until_stalled();
         assert!(drain(&mut events)
             .iter()

@@ -289,10 +289,11 @@ pub struct Conversation {
     pub latest: Option<LatestMessage>,
     /// Orders the conversation list, newest first.
     pub last_activity: Timestamp,
-    /// The server's count of seqs deleted one by one that this device has applied; a
-    /// different count in a max-seq listing means deletions were missed.
+    /// Seqs known not to exist on the server: tombstones and everything below the floor.
+    /// Held, never unread, never announced; a subset of `held`. Compared with the server's
+    /// deletion count to learn deletions missed while offline.
     #[serde(default)]
-    pub server_deleted_count: u64,
+    pub deleted: SeqRanges,
 }
 
 impl Conversation {
@@ -309,7 +310,7 @@ impl Conversation {
             unread: 0,
             latest: None,
             last_activity: Timestamp(0),
-            server_deleted_count: 0,
+            deleted: SeqRanges::new(),
         }
     }
 
@@ -326,6 +327,13 @@ impl Conversation {
         }
         let span = self.server_max_seq.0 - start.0 + 1;
         span - self.not_unread.count_in(start, self.server_max_seq)
+    }
+
+    /// How many seqs at or above the floor this device knows as deleted; equal to the
+    /// server's `deleted_count` when nothing was missed.
+    pub fn deleted_above_floor(&self) -> u64 {
+        self.deleted
+            .count_in(self.server_min_seq.max(Seq(1)), self.server_max_seq)
     }
 
     /// Seqs in `[max(min_seq,1), server_max_seq]` not held: the gaps to pull.

@@ -206,6 +206,13 @@ pub enum Push {
         /// The new floor.
         min_seq: Seq,
     },
+    /// The user became a member of a conversation (it was created, or they were added).
+    Conversation {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Direct or group.
+        kind: ConversationKind,
+    },
     /// This device's session was ended by the server (logged in elsewhere, token revoked).
     Kicked {
         /// Why.

@@ -501,24 +501,47 @@ impl<St: ServerStore> ServerCore<St> {
         self.store.create_user(user).map(|_| ())
     }
 
-    /// Creates a conversation with these (existing) members. Online members learn of it with
-    /// its first message or their next max-seq sync.
+    /// Creates a conversation with these (existing) members and pushes
+    /// [`Push::Conversation`] to every online member.
     pub fn create_conversation(
         &mut self,
         id: &ConversationId,
         kind: ConversationKind,
         members: &[UserId],
     ) -> Result<(), ServerStoreError> {
-        self.store.create_conversation(id, kind, members)
+        self.store.create_conversation(id, kind, members)?;
+        self.push_to_members(
+            id,
+            Push::Conversation {
+                conversation: id.clone(),
+                kind,
+            },
+        )
     }
 
-    /// Adds an existing user to a conversation.
+    /// Adds an existing user to a conversation and pushes [`Push::Conversation`] to that
+    /// user's online devices.
     pub fn add_member(
         &mut self,
         conversation: &ConversationId,
         user: &UserId,
     ) -> Result<(), ServerStoreError> {
-        self.store.add_member(conversation, user)
+        self.store.add_member(conversation, user)?;
+        let info = self
+            .store
+            .conversation(conversation)?
+            .ok_or_else(|| ServerStoreError::UnknownConversation(conversation.clone()))?;
+        // Only the new member's devices learn of it; the others already know the conversation.
+        for conn in self.connections_of(user) {
+            self.outputs.push_back(ServerOutput::Push {
+                conn,
+                push: Push::Conversation {
+                    conversation: conversation.clone(),
+                    kind: info.kind,
+                },
+            });
+        }
+        Ok(())
     }
 
     /// Appends a message by `user` at server time `now` as if sent from a device that is not

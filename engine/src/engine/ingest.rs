@@ -39,7 +39,13 @@ impl Engine {
             return;
         }
         let below = SeqRanges::from_range(Seq(1), min_seq.prev());
+        // Only messages this device held are announced as deleted.
+        let mut gone = conv.held.intersect(Seq(1), min_seq.prev());
+        for r in conv.deleted.ranges() {
+            gone.remove_range(r.start, r.end);
+        }
         conv.held.union_with(&below);
+        conv.deleted.union_with(&below);
         if conv
             .latest
             .as_ref()
@@ -56,10 +62,12 @@ impl Engine {
         if let Some(d) = self.dispatch.get_mut(id) {
             d.waiting.retain(|s, _| *s >= min_seq);
         }
-        self.events.push(Event::MessagesDeleted {
-            conversation: id.clone(),
-            seqs: below,
-        });
+        if !gone.is_empty() {
+            self.events.push(Event::MessagesDeleted {
+                conversation: id.clone(),
+                seqs: gone,
+            });
+        }
         self.recompute_unread(id);
         self.release(id);
     }
@@ -195,12 +203,16 @@ impl Engine {
                 new.insert_range(gap.start, gap.end);
             }
         }
-        // A deletion of a held message: the row goes, the seq stays held as a tombstone.
+        // A deletion of a held message: the row goes, the seq stays held as a tombstone. Seqs
+        // already known deleted change nothing (a deletion learned twice is announced once).
         let mut deleted_held = SeqRanges::new();
         for r in missing.ranges() {
             for h in conv.held.intersect(r.start, r.end).ranges() {
                 deleted_held.insert_range(h.start, h.end);
             }
+        }
+        for r in conv.deleted.ranges() {
+            deleted_held.remove_range(r.start, r.end);
         }
         if new.is_empty() && deleted_held.is_empty() {
             return;
@@ -213,6 +225,7 @@ impl Engine {
         }
         let mut all = new.clone();
         all.union_with(&deleted_held);
+        conv.deleted.union_with(&all);
         if conv
             .latest
             .as_ref()

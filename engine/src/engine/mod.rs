@@ -147,6 +147,8 @@ struct PendingCommit {
 pub struct Engine {
     config: EngineConfig,
     rng: u64,
+    /// Client ids made by this engine, part of each id so ids sort in creation order.
+    sends_created: u64,
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: HashMap<ConversationId, Dispatch>,
     total_unread: u64,
@@ -243,6 +245,7 @@ impl Engine {
         let mut engine = Self {
             config,
             rng,
+            sends_created: 0,
             conversations,
             dispatch,
             total_unread,
@@ -492,6 +495,9 @@ impl Engine {
                     self.raise_floor(&conversation, min_seq);
                     self.ingest(&conversation, Vec::new(), &seqs);
                 }
+            }
+            Push::Conversation { conversation, kind } => {
+                self.ensure_conversation(&conversation, Some(kind));
             }
             Push::Kicked { reason } => {
                 self.kicked = true;

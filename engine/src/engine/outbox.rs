@@ -152,8 +152,15 @@ impl Engine {
     }
 
     pub(super) fn new_client_msg_id(&mut self, now: Timestamp) -> ClientMsgId {
+        // Fixed-width time and counter first: ids sort in creation order, so the outbox (ordered
+        // by time, then id) resends same-millisecond messages in the order they were sent.
+        // The random part keeps ids unique across devices and restarts.
+        self.sends_created += 1;
         let r = self.next_random();
-        ClientMsgId(format!("{:x}-{:016x}", now.0, r))
+        ClientMsgId(format!(
+            "{:012x}-{:06x}-{:016x}",
+            now.0, self.sends_created, r
+        ))
     }
 
     /// splitmix64: deterministic per seed, good enough for ids and jitter.

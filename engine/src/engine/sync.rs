@@ -53,7 +53,7 @@ impl Engine {
             if self
                 .conversations
                 .get(&id)
-                .is_some_and(|c| c.server_deleted_count != entry.deleted_count)
+                .is_some_and(|c| c.deleted_above_floor() != entry.deleted_count)
             {
                 deletions_missed.push(id.clone());
             }
@@ -131,8 +131,6 @@ impl Engine {
             let Some(conv) = self.conversations.get_mut(&id) else {
                 continue;
             };
-            conv.server_deleted_count = entry.deleted_count;
-            self.changed.insert(id.clone());
             // Seqs beyond what is known to exist cannot be deleted; ignore such claims.
             let seqs = entry.seqs.intersect(Seq(1), conv.server_max_seq);
             self.ingest(&id, Vec::new(), &seqs);
