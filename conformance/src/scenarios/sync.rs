@@ -260,9 +260,10 @@ pub async fn full_sync_policy_pulls_everything<F: StoreFactory>(factory: F) -> S
     assert_eq!(
         pulled(&sim, alice),
         [
-            ("a".into(), 61, 100),
-            ("a".into(), 21, 60),
-            ("a".into(), 1, 20),
+            // Ascending within a conversation: announced in seq order without buffering.
+            ("a".into(), 1, 40),
+            ("a".into(), 41, 80),
+            ("a".into(), 81, 100),
             ("b".into(), 1, 30),
             ("c".into(), 1, 1),
         ]
@@ -318,7 +319,7 @@ pub async fn capped_pull_replies_are_continued<F: StoreFactory>(factory: F) -> S
 }
 
 /// Newest-5 with background fill: the sync pulls the newest 5 of each chat and finishes, then
-/// the old gaps are filled newest first in chunks; history is never announced as new.
+/// the old gaps are filled in chunks; history is never announced as new.
 pub async fn background_fill_closes_old_gaps<F: StoreFactory>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 107);
     for (id, n) in [("g", 30), ("h", 8)] {
@@ -342,10 +343,10 @@ pub async fn background_fill_closes_old_gaps<F: StoreFactory>(factory: F) -> Sce
             // The sync: newest 5 of each, one request.
             ("g".into(), 26, 30),
             ("h".into(), 4, 8),
-            // The fill, after SyncFinished: newest first, 10 per request.
-            ("g".into(), 16, 25),
-            ("g".into(), 6, 15),
-            ("g".into(), 1, 5),
+            // The fill, after SyncFinished: ascending, 10 per request.
+            ("g".into(), 1, 10),
+            ("g".into(), 11, 20),
+            ("g".into(), 21, 25),
             ("h".into(), 1, 3),
         ]
     );

@@ -221,23 +221,28 @@ impl Engine {
         }
         let chunk_len = u64::from(self.config.pull_max_messages.max(1));
         let mut chunks = Vec::new();
-        // Newest first within a conversation: the newest messages matter most.
-        for gap in missing.ranges().iter().rev() {
+        for gap in missing.ranges() {
             requested.insert_range(gap.start, gap.end);
-            let mut end = gap.end;
+            let mut start = gap.start;
             loop {
-                let start = Seq(end.0.saturating_sub(chunk_len - 1)).max(gap.start);
+                let end = Seq(start.0.saturating_add(chunk_len - 1)).min(gap.end);
                 chunks.push(PullChunk {
                     conversation: id.clone(),
                     from: start,
                     to: end,
                     purpose,
                 });
-                if start == gap.start {
+                if end == gap.end {
                     break;
                 }
-                end = start.prev();
+                start = end.next();
             }
+        }
+        // New messages are announced in seq order, so a conversation pulled newest-first would
+        // hold every later chunk in memory until the oldest arrived: pull ascending. History
+        // is not announced; its newest chunk (next to what the user is looking at) goes first.
+        if matches!(purpose, PullPurpose::History(_)) {
+            chunks.reverse();
         }
         let count = chunks.len() as u32;
         if front {
