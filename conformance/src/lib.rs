@@ -11,6 +11,10 @@
 //!   [`sync_scenarios!`], which expands it into one test per scenario for a backend's
 //!   [`sim::StoreFactory`], each comparing its event log with the shared snapshot in
 //!   [`SNAPSHOT_DIR`].
+//! - [`storage_suite`](mod@storage_suite): the storage conformance suite, generic over the backend's
+//!   [`storage_suite::StorageFactory`] (create a fresh store, close and reopen it), and
+//!   [`storage_suite!`], which expands it into one test per case; [`storage_suite::dump`]
+//!   reads a whole store through the trait, for comparing stores.
 //! - [`loopback`]: an in-process [`tidemark_engine::Transport`] over a shared server core, for
 //!   driving the async `Client` end to end without sockets.
 //!
@@ -24,6 +28,7 @@ pub mod loopback;
 pub mod scenarios;
 pub mod server;
 pub mod sim;
+pub mod storage_suite;
 
 /// Where the sync scenarios' insta snapshots live: one directory for every backend, so the
 /// memory, SQLite and browser stores are held to the same event logs.

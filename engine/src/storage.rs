@@ -96,12 +96,13 @@ impl WriteBatch {
     }
 }
 
-/// Everything the engine needs to resume, loaded in one call.
+/// Everything the engine needs to resume, loaded in one call. The order of `conversations`
+/// and `pending_changes` is unspecified.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncSnapshot {
     /// Every conversation's record.
     pub conversations: Vec<Conversation>,
-    /// Unacked sends, oldest first.
+    /// Unacked sends, oldest first (by `created_at`, ties by client id).
     pub outbox: Vec<OutboxEntry>,
     /// Changes waiting for their targets.
     pub pending_changes: Vec<PendingChange>,
@@ -209,6 +210,8 @@ impl<T> SyncOutsideWasm for T {}
 /// A durable store of conversations, messages and sync state.
 ///
 /// Contract every backend keeps (the conformance suite checks it):
+/// - Numbers (seqs, timestamps, counts) up to `i64::MAX` are stored exactly; cursors and
+///   anchors up to `u64::MAX` are accepted.
 /// - `apply` is atomic: on error nothing of the batch is visible, and the store is as before.
 /// - Applying the same batch twice leaves the same state as applying it once.
 /// - Reads see every batch whose `apply` returned `Ok`.
@@ -233,7 +236,9 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
     ) -> Result<Vec<Conversation>, StorageError>;
 
     /// A page of a conversation's messages with seqs, ascending by seq. With
-    /// `Direction::Before` and `anchor: None` it is the newest `limit` messages.
+    /// `Direction::Before` and `anchor: None` it is the newest `limit` messages; with
+    /// `Direction::After` and `anchor: None`, the oldest. Anchors up to `Seq(u64::MAX)` are
+    /// valid and must not wrap.
     async fn messages_page(
         &self,
         conversation: &ConversationId,
@@ -249,7 +254,8 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError>;
 
-    /// Messages without a seq (pending or failed), oldest first.
+    /// Messages without a seq (pending or failed), oldest first (by `created_at`, ties by
+    /// client id).
     async fn unsent_messages(
         &self,
         conversation: &ConversationId,
@@ -258,7 +264,7 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
     /// Sum of every conversation's unread count.
     async fn total_unread(&self) -> Result<u64, StorageError>;
 
-    /// The outbox, oldest first.
+    /// The outbox, oldest first (by `created_at`, ties by client id).
     async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError>;
 
     /// Seqs recorded as no longer existing on the server.
