@@ -348,7 +348,7 @@ const MANY_BATCH: u64 = 5_000;
 fn many_record(i: u64) -> Conversation {
     let max = i % 1_000 + 1;
     Conversation {
-        kind: if i % 2 == 0 {
+        kind: if i.is_multiple_of(2) {
             ConversationKind::Direct
         } else {
             ConversationKind::Group

@@ -1,0 +1,126 @@
+//! [`tidemark_engine::Storage::check_integrity`]: SQLite's own check, then the memory store's
+//! cross-checks in the memory store's order, so both backends name the same first problem.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tidemark_engine::{ConversationId, Seq, SeqRanges, StorageError};
+
+use super::codec::{
+    decode_conversation, decode_message, decode_outbox, decode_pending_change, decode_tombstones,
+    message_columns,
+};
+use super::error::{corrupt, storage_error};
+use super::migrations::{user_version, SCHEMA_VERSION};
+use super::read::{ALL_CONVERSATIONS, OUTBOX, PENDING_CHANGES};
+
+const ALL_TOMBSTONES: &str = "SELECT conversation, ranges FROM tombstones";
+const ALL_MESSAGES: &str = concat!("SELECT ", message_columns!(), " FROM messages");
+const SEQS: &str =
+    "SELECT conversation, seq FROM messages WHERE seq IS NOT NULL ORDER BY conversation, seq";
+const ORPHAN_OUTBOX: &str = "SELECT o.client_msg_id FROM outbox o \
+     LEFT JOIN messages m ON m.conversation = o.conversation AND m.client_msg_id = o.client_msg_id \
+     WHERE m.id IS NULL OR m.seq IS NOT NULL ORDER BY o.client_msg_id LIMIT 1";
+
+/// Checks the store; the first problem found is a [`StorageError::Corrupt`] describing it.
+/// Reads everything: meant for tests and diagnostics, not for every start.
+pub(crate) fn check(conn: &Connection) -> Result<(), StorageError> {
+    // One read transaction: the cross-checks compare tables with each other.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
+        .map_err(|e| storage_error(e, "starting the integrity check"))?;
+    check_in(&tx)
+}
+
+fn check_in(conn: &Connection) -> Result<(), StorageError> {
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check(20)")
+        .map_err(|e| storage_error(e, "running the integrity check"))?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| storage_error(e, "running the integrity check"))?;
+    if problems != ["ok"] {
+        return Err(corrupt(format!(
+            "integrity check failed: {}",
+            problems.join("; ")
+        )));
+    }
+    let version = user_version(conn)?;
+    if version != SCHEMA_VERSION {
+        return Err(corrupt(format!(
+            "schema version {version}, expected {SCHEMA_VERSION}"
+        )));
+    }
+
+    // Every row decodes: bad values are found here rather than by the app.
+    let mut held: HashMap<ConversationId, SeqRanges> = HashMap::new();
+    each_row(conn, ALL_CONVERSATIONS, |row| {
+        let c = decode_conversation(row)?;
+        held.insert(c.id, c.held);
+        Ok(())
+    })?;
+    let mut tombstones: HashMap<ConversationId, SeqRanges> = HashMap::new();
+    each_row(conn, ALL_TOMBSTONES, |row| {
+        let (conv, ranges) = decode_tombstones(row)?;
+        tombstones.insert(conv, ranges);
+        Ok(())
+    })?;
+    each_row(conn, ALL_MESSAGES, |row| decode_message(row).map(drop))?;
+    each_row(conn, OUTBOX, |row| decode_outbox(row).map(drop))?;
+    each_row(conn, PENDING_CHANGES, |row| {
+        decode_pending_change(row).map(drop)
+    })?;
+
+    // The memory store's cross-checks, in its order: by conversation, then seq.
+    each_row(conn, SEQS, |row| {
+        let conv: String = row.get(0).map_err(|e| storage_error(e, "reading a seq"))?;
+        let seq: i64 = row.get(1).map_err(|e| storage_error(e, "reading a seq"))?;
+        // Negative seqs failed to decode above.
+        let seq = Seq(seq.unsigned_abs());
+        let conv = ConversationId(conv);
+        if held.get(&conv).is_none_or(|h| !h.contains(seq)) {
+            return Err(corrupt(format!(
+                "{conv}: message at seq {} is not within the held ranges",
+                seq.0
+            )));
+        }
+        if tombstones.get(&conv).is_some_and(|t| t.contains(seq)) {
+            return Err(corrupt(format!(
+                "{conv}: message at tombstoned seq {}",
+                seq.0
+            )));
+        }
+        Ok(())
+    })?;
+    let orphan: Option<String> = conn
+        .prepare_cached(ORPHAN_OUTBOX)
+        .and_then(|mut s| {
+            let mut rows = s.query([])?;
+            rows.next()?.map(|r| r.get(0)).transpose()
+        })
+        .map_err(|e| storage_error(e, "checking the outbox"))?;
+    if let Some(id) = orphan {
+        return Err(corrupt(format!("outbox entry {id} has no unsent row")));
+    }
+    Ok(())
+}
+
+fn each_row(
+    conn: &Connection,
+    sql: &str,
+    mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| storage_error(e, "preparing the integrity check"))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| storage_error(e, "running the integrity check"))?;
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| storage_error(e, "reading rows for the integrity check"))?
+    {
+        f(row)?;
+    }
+    Ok(())
+}

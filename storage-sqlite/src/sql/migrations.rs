@@ -1,0 +1,172 @@
+//! The schema: numbered migrations in `migrations/NNN_name.sql`, applied in order.
+//!
+//! The version a store is at lives in `PRAGMA user_version`; migration N takes it from N-1
+//! to N inside one transaction together with its statements, so a crash mid-migration
+//! leaves the store at N-1. A store above [`SCHEMA_VERSION`] was written by a newer build and
+//! is refused before anything is written to it.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tidemark_engine::StorageError;
+
+use super::error::{corrupt, storage_error};
+
+/// One migration: the version it brings the store to and its SQL.
+struct Migration {
+    version: u64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, in order. Append only: a shipped migration never changes.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "001_initial",
+    sql: include_str!("../../migrations/001_initial.sql"),
+}];
+
+/// The schema version this build writes and the highest it can open.
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+/// `PRAGMA application_id` of a Tidemark store ('TDMK'), set by migration 001.
+pub(crate) const APPLICATION_ID: i64 = 0x5444_4D4B;
+
+/// What [`inspect`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StoreVersion {
+    /// The store's schema version (0: empty, nothing created yet).
+    pub found: u64,
+}
+
+impl StoreVersion {
+    /// Whether migrations remain to be applied.
+    pub(crate) fn needs_migration(self) -> bool {
+        self.found < SCHEMA_VERSION
+    }
+}
+
+/// Reads the store's version and checks that it is a Tidemark store this build can open.
+/// Only reads: a store that fails here is left exactly as it was.
+///
+/// Errors: [`StorageError::Corrupt`] for a file that is not a database, or a database that is
+/// not a Tidemark store; [`StorageError::UnsupportedVersion`] for a newer schema.
+pub(crate) fn inspect(conn: &Connection) -> Result<StoreVersion, StorageError> {
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| storage_error(e, "reading the application id"))?;
+    // Reading the schema parses page 1 and the schema table: damage there shows up now,
+    // at open, rather than at the first query.
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| storage_error(e, "reading the schema"))?;
+    if found == 0 {
+        if objects > 0 || app_id != 0 {
+            return Err(corrupt(format!(
+                "not a Tidemark store: the database holds {objects} schema objects and \
+                 application id {app_id:#x} but no Tidemark schema version"
+            )));
+        }
+    } else if app_id != APPLICATION_ID {
+        return Err(corrupt(format!(
+            "not a Tidemark store: application id {app_id:#x}, expected {APPLICATION_ID:#x}"
+        )));
+    }
+    Ok(StoreVersion { found })
+}
+
+/// Brings the store to [`SCHEMA_VERSION`], one transaction per migration. Call after
+/// [`inspect`]; a store already current is not written to (so a read-only one opens).
+pub(crate) fn migrate(conn: &Connection) -> Result<(), StorageError> {
+    if !inspect(conn)?.needs_migration() {
+        return Ok(());
+    }
+    for m in MIGRATIONS {
+        // IMMEDIATE: take the write lock before reading the version, so two processes opening
+        // the same new file cannot both apply the same migration.
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+            .map_err(|e| storage_error(e, "starting a migration"))?;
+        let current = user_version(&tx)?;
+        if current > SCHEMA_VERSION {
+            return Err(StorageError::UnsupportedVersion {
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if current >= m.version {
+            continue;
+        }
+        let doing = format!("applying migration {}", m.name);
+        tx.execute_batch(m.sql)
+            .map_err(|e| storage_error(e, &doing))?;
+        // user_version is a 32-bit header field; versions are small.
+        tx.pragma_update(None, "user_version", m.version as i64)
+            .map_err(|e| storage_error(e, &doing))?;
+        tx.commit().map_err(|e| storage_error(e, &doing))?;
+    }
+    Ok(())
+}
+
+/// `PRAGMA user_version`, which SQLite keeps as a signed 32-bit number in the header.
+pub(crate) fn user_version(conn: &Connection) -> Result<u64, StorageError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| storage_error(e, "reading the schema version"))?;
+    // A negative value is a version number above i32::MAX written by something else: read it
+    // as the unsigned 32-bit number it is, which is certainly unsupported.
+    Ok(u64::try_from(v).unwrap_or_else(|_| u64::from(v as i32 as u32)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as u64 + 1);
+            assert!(
+                m.name.starts_with(&format!("{:03}_", m.version)),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_is_idempotent_and_sets_the_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert_eq!(inspect(&conn).unwrap(), StoreVersion { found: 0 });
+        migrate(&conn).unwrap();
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert!(!inspect(&conn).unwrap().needs_migration());
+    }
+
+    #[test]
+    fn foreign_databases_are_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE other (x)").unwrap();
+        assert!(matches!(inspect(&conn), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(migrate(&conn), Err(StorageError::Corrupt { .. })));
+
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        assert!(matches!(inspect(&conn), Err(StorageError::Corrupt { .. })));
+
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = -1").unwrap();
+        assert!(matches!(
+            inspect(&conn),
+            Err(StorageError::UnsupportedVersion {
+                found: 0xFFFF_FFFF,
+                ..
+            })
+        ));
+    }
+}

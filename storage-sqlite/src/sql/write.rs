@@ -1,0 +1,316 @@
+//! The write side: one [`WriteBatch`] applied op by op inside the caller's transaction.
+//!
+//! The rules are [`tidemark_engine::MemoryStorage`]'s, op for op (see [`WriteOp`]). The merge
+//! of [`WriteOp::PutMessages`] is done in Rust on the decoded row, as the memory store does
+//! it, rather than in SQL: one statement of the rule is easier to keep equal to the reference
+//! (the differential test checks it). Any error leaves the transaction to be rolled back by
+//! the caller.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tidemark_engine::{
+    ClientMsgId, ConversationId, Message, Seq, SeqRanges, StorageError, WriteBatch, WriteOp,
+};
+
+use super::codec::{
+    bound, conversation_columns, decode_message, decode_tombstones, encode_ranges, int,
+    message_columns, outbox_columns, pending_change_columns, ConversationRow, MessageRow,
+    OutboxRow, PendingChangeRow,
+};
+use super::error::batch_error;
+
+const PUT_CONVERSATION: &str = concat!(
+    "INSERT INTO conversations (",
+    conversation_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, \
+     server_max_seq = excluded.server_max_seq, server_min_seq = excluded.server_min_seq, \
+     held = excluded.held, read_seq = excluded.read_seq, not_unread = excluded.not_unread, \
+     unread = excluded.unread, last_activity = excluded.last_activity, \
+     deleted = excluded.deleted, latest_seq = excluded.latest_seq, \
+     latest_client_msg_id = excluded.latest_client_msg_id, \
+     latest_sender = excluded.latest_sender, latest_kind = excluded.latest_kind, \
+     latest_kind_name = excluded.latest_kind_name, \
+     latest_target_seq = excluded.latest_target_seq, \
+     latest_preview = excluded.latest_preview, latest_time = excluded.latest_time"
+);
+const MESSAGE_BY_CLIENT_ID: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE conversation = ?1 AND client_msg_id = ?2"
+);
+const HOLDER_OF_SEQ: &str =
+    "SELECT client_msg_id FROM messages WHERE conversation = ?1 AND seq = ?2";
+// Insert or replace by (conversation, client id): the merged row is written whole, whether it
+// is new or replaces a pending one. The seq's holder was checked before, so the UNIQUE on
+// (conversation, seq) only fires on a bug, and then as a rejection.
+const PUT_MESSAGE: &str = concat!(
+    "INSERT INTO messages (",
+    message_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+     ON CONFLICT (conversation, client_msg_id) DO UPDATE SET seq = excluded.seq, \
+     sender = excluded.sender, kind = excluded.kind, kind_name = excluded.kind_name, \
+     target_seq = excluded.target_seq, content = excluded.content, \
+     created_at = excluded.created_at, server_time = excluded.server_time, \
+     status = excluded.status, failure_reason = excluded.failure_reason, \
+     edit_seq = excluded.edit_seq, revoked = excluded.revoked"
+);
+// The edit rule of `WriteOp::EditMessage` in one statement: not revoked, no newer edit.
+const EDIT_MESSAGE: &str = "UPDATE messages SET content = ?4, edit_seq = ?3 \
+     WHERE conversation = ?1 AND seq = ?2 AND revoked = 0 \
+     AND (edit_seq IS NULL OR edit_seq < ?3)";
+const REVOKE_MESSAGE: &str = "UPDATE messages SET content = X'', revoked = 1 \
+     WHERE conversation = ?1 AND seq = ?2";
+const DELETE_SEQ_RANGE: &str =
+    "DELETE FROM messages WHERE conversation = ?1 AND seq BETWEEN ?2 AND ?3";
+const TOMBSTONES: &str = "SELECT conversation, ranges FROM tombstones WHERE conversation = ?1";
+const PUT_TOMBSTONES: &str = "INSERT INTO tombstones (conversation, ranges) VALUES (?1, ?2) \
+     ON CONFLICT (conversation) DO UPDATE SET ranges = excluded.ranges";
+const DELETE_PENDING: &str =
+    "DELETE FROM messages WHERE conversation = ?1 AND client_msg_id = ?2 AND seq IS NULL";
+const PUT_OUTBOX: &str = concat!(
+    "INSERT OR REPLACE INTO outbox (",
+    outbox_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+);
+const REMOVE_OUTBOX: &str = "DELETE FROM outbox WHERE client_msg_id = ?1";
+const PUT_PENDING_CHANGE: &str = concat!(
+    "INSERT OR REPLACE INTO pending_changes (",
+    pending_change_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+);
+const REMOVE_PENDING_CHANGE: &str =
+    "DELETE FROM pending_changes WHERE conversation = ?1 AND seq = ?2";
+
+/// Applies every op of `batch` in order on `conn`, which must be inside a transaction the
+/// caller commits on `Ok` and rolls back on `Err`.
+pub(crate) fn apply_batch(conn: &Connection, batch: WriteBatch) -> Result<(), StorageError> {
+    for op in batch.ops {
+        apply_op(conn, op)?;
+    }
+    Ok(())
+}
+
+fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
+    match op {
+        WriteOp::PutConversation(conv) => {
+            let row = ConversationRow::new(&conv)?;
+            conn.prepare_cached(PUT_CONVERSATION)
+                .and_then(|mut s| s.execute(&row.params()[..]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutMessages(messages) => {
+            // Tombstones cannot change within one op: read each conversation's once.
+            let mut tombstones = HashMap::new();
+            for m in messages {
+                put_message(conn, m, &mut tombstones)?;
+            }
+        }
+        WriteOp::EditMessage {
+            conversation,
+            target,
+            edit_seq,
+            content,
+        } => {
+            // A target above i64::MAX is not stored: a no-op, like any missing target.
+            let Ok(target) = i64::try_from(target.0) else {
+                return Ok(());
+            };
+            let edit_seq = int(edit_seq.0, "edit seq")?;
+            conn.prepare_cached(EDIT_MESSAGE)
+                .and_then(|mut s| s.execute(params![conversation.0, target, edit_seq, content]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::RevokeMessage {
+            conversation,
+            target,
+        } => {
+            let Ok(target) = i64::try_from(target.0) else {
+                return Ok(());
+            };
+            conn.prepare_cached(REVOKE_MESSAGE)
+                .and_then(|mut s| s.execute(params![conversation.0, target]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutTombstones { conversation, seqs } => {
+            if seqs.is_empty() {
+                return Ok(());
+            }
+            {
+                let mut delete = conn.prepare_cached(DELETE_SEQ_RANGE).map_err(batch_error)?;
+                for r in seqs.ranges() {
+                    if i64::try_from(r.start.0).is_err() {
+                        // Ranges are sorted: this one and the rest hold no stored seq.
+                        break;
+                    }
+                    delete
+                        .execute(params![conversation.0, bound(r.start.0), bound(r.end.0)])
+                        .map_err(batch_error)?;
+                }
+            }
+            let mut all = tombstones_of(conn, &conversation)?;
+            all.union_with(&seqs);
+            conn.prepare_cached(PUT_TOMBSTONES)
+                .and_then(|mut s| s.execute(params![conversation.0, encode_ranges(&all)]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::DeletePendingMessage {
+            conversation,
+            client_msg_id,
+        } => {
+            conn.prepare_cached(DELETE_PENDING)
+                .and_then(|mut s| s.execute(params![conversation.0, client_msg_id.0]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutOutbox(entry) => {
+            let row = OutboxRow::new(&entry)?;
+            conn.prepare_cached(PUT_OUTBOX)
+                .and_then(|mut s| s.execute(&row.params()[..]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::RemoveOutbox(id) => {
+            conn.prepare_cached(REMOVE_OUTBOX)
+                .and_then(|mut s| s.execute([id.0]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutPendingChange(change) => {
+            let row = PendingChangeRow::new(&change)?;
+            conn.prepare_cached(PUT_PENDING_CHANGE)
+                .and_then(|mut s| s.execute(&row.params()[..]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::RemovePendingChange { conversation, seq } => {
+            // A seq above i64::MAX cannot have been stored.
+            let Ok(seq) = i64::try_from(seq.0) else {
+                return Ok(());
+            };
+            conn.prepare_cached(REMOVE_PENDING_CHANGE)
+                .and_then(|mut s| s.execute(params![conversation.0, seq]))
+                .map_err(batch_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn tombstones_of(
+    conn: &Connection,
+    conversation: &ConversationId,
+) -> Result<SeqRanges, StorageError> {
+    let mut stmt = conn.prepare_cached(TOMBSTONES).map_err(batch_error)?;
+    let mut rows = stmt.query([&conversation.0]).map_err(batch_error)?;
+    match rows.next().map_err(batch_error)? {
+        Some(row) => Ok(decode_tombstones(row)?.1),
+        None => Ok(SeqRanges::new()),
+    }
+}
+
+/// One message of [`WriteOp::PutMessages`], by the memory store's rules.
+fn put_message(
+    conn: &Connection,
+    m: Message,
+    tombstones: &mut HashMap<ConversationId, SeqRanges>,
+) -> Result<(), StorageError> {
+    if let Some(seq) = m.seq {
+        if !tombstones.contains_key(&m.conversation) {
+            let t = tombstones_of(conn, &m.conversation)?;
+            tombstones.insert(m.conversation.clone(), t);
+        }
+        if tombstones
+            .get(&m.conversation)
+            .is_some_and(|t| t.contains(seq))
+        {
+            return Ok(());
+        }
+    }
+    let existing = stored_by_client_id(conn, &m.conversation, &m.client_msg_id)?;
+    if let Some(seq) = m.seq {
+        // The row itself holding the seq is no conflict; only look further when it does not.
+        if existing.as_ref().and_then(|e| e.seq) != Some(seq) {
+            if let Some(holder) = holder_of(conn, &m.conversation, seq)? {
+                if holder != m.client_msg_id.0 {
+                    return Err(StorageError::Rejected(format!(
+                        "seq {} of conversation {} is held by message {holder}, not {}",
+                        seq.0, m.conversation, m.client_msg_id
+                    )));
+                }
+            }
+        }
+    }
+    let merged = match (&existing, m.seq) {
+        (None, _) => m,
+        // Never downgrade a sent row to one without a seq.
+        (Some(old), None) if old.seq.is_some() => return Ok(()),
+        (Some(_), None) => m,
+        (Some(old), Some(seq)) => match old.seq {
+            // A pending (or failed) send becomes the sent row.
+            None => m,
+            Some(old_seq) if old_seq == seq => merge_sent(old, m),
+            Some(old_seq) => {
+                return Err(StorageError::Rejected(format!(
+                    "message {} of conversation {} is stored at seq {}, not {}",
+                    m.client_msg_id, m.conversation, old_seq.0, seq.0
+                )));
+            }
+        },
+    };
+    if existing.as_ref() == Some(&merged) {
+        return Ok(());
+    }
+    let row = MessageRow::new(&merged)?;
+    conn.prepare_cached(PUT_MESSAGE)
+        .and_then(|mut s| s.execute(&row.params()[..]))
+        .map_err(batch_error)?;
+    Ok(())
+}
+
+/// The stored row with this client id.
+fn stored_by_client_id(
+    conn: &Connection,
+    conversation: &ConversationId,
+    client_msg_id: &ClientMsgId,
+) -> Result<Option<Message>, StorageError> {
+    let mut stmt = conn
+        .prepare_cached(MESSAGE_BY_CLIENT_ID)
+        .map_err(batch_error)?;
+    let mut rows = stmt
+        .query([&conversation.0, &client_msg_id.0])
+        .map_err(batch_error)?;
+    match rows.next().map_err(batch_error)? {
+        Some(row) => decode_message(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The client id of the row at `seq`, if any.
+fn holder_of(
+    conn: &Connection,
+    conversation: &ConversationId,
+    seq: Seq,
+) -> Result<Option<String>, StorageError> {
+    let seq = int(seq.0, "seq")?;
+    conn.prepare_cached(HOLDER_OF_SEQ)
+        .and_then(|mut s| {
+            s.query_row(params![conversation.0, seq], |r| r.get(0))
+                .optional()
+        })
+        .map_err(batch_error)
+}
+
+/// The same sent message put again: the stored row stays, and a revoke or a newer edit carried
+/// by the incoming copy is applied (revoke wins over edit). A copy of the memory store's
+/// private `merge_sent`: the differential test keeps the two equal.
+fn merge_sent(old: &Message, new: Message) -> Message {
+    let mut out = old.clone();
+    if out.revoked {
+        return out;
+    }
+    if new.revoked {
+        out.revoked = true;
+        out.content.clear();
+    } else if new.edit_seq > out.edit_seq {
+        out.edit_seq = new.edit_seq;
+        out.content = new.content;
+    }
+    out
+}

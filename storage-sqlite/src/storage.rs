@@ -1,0 +1,188 @@
+//! [`SqliteStorage`]: the [`Storage`] trait over one SQLite connection.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, TransactionBehavior};
+use tidemark_engine::{
+    ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
+    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, WriteBatch,
+};
+
+use crate::sql::error::{batch_error, storage_error};
+use crate::sql::{integrity, migrations, read, write};
+
+/// How many prepared statements each connection keeps: every statement the store runs fits,
+/// so none is compiled twice.
+const STATEMENT_CACHE: usize = 64;
+
+/// A [`Storage`] on SQLite. Cheap to clone: clones share one connection, so a test can drop
+/// an engine and start another on the same store, as the memory store allows.
+///
+/// Open it with [`SqliteStorage::open`] (a file), [`SqliteStorage::open_read_only`] or
+/// [`SqliteStorage::open_in_memory`]; a platform with its own way of opening SQLite (the
+/// browser backend) hands its connection to [`SqliteStorage::from_connection`].
+///
+/// Every trait method behaves as [`tidemark_engine::MemoryStorage`]'s does, with one limit:
+/// SQLite integers are signed, so a batch carrying a seq, timestamp or count above
+/// `i64::MAX` is rejected ([`StorageError::Rejected`]) instead of stored.
+///
+/// rusqlite is synchronous: each async method takes the connection's lock and runs its
+/// statements inline, so a call blocks its thread for as long as SQLite works (microseconds
+/// for a page, longer for a large batch or the snapshot of a big store). Calls from several
+/// tasks are serialized by the lock.
+#[derive(Clone)]
+pub struct SqliteStorage {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // try_lock: formatting must not wait for (or deadlock on) a running batch.
+        let path = match self.conn.try_lock() {
+            Ok(conn) => conn.path().unwrap_or(":memory:").to_owned(),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                p.into_inner().path().unwrap_or(":memory:").to_owned()
+            }
+            Err(std::sync::TryLockError::WouldBlock) => "<busy>".to_owned(),
+        };
+        f.debug_struct("SqliteStorage")
+            .field("path", &path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStorage {
+    /// Wraps an open connection: checks that it holds a Tidemark store this build can read,
+    /// then brings its schema up to date. The connection's platform settings (journal mode,
+    /// synchronous, busy timeout, VFS) are the caller's.
+    ///
+    /// Errors: [`StorageError::Corrupt`] for a file that is not a database or not a Tidemark
+    /// store, [`StorageError::UnsupportedVersion`] for a store written by a newer build (left
+    /// untouched), [`StorageError::ReadOnly`] when a migration is due but the store cannot be
+    /// written.
+    pub fn from_connection(conn: Connection) -> Result<Self, StorageError> {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Query planner stability: without it SQLite (3.4x+) re-plans a cached statement
+        // whenever a LIMIT value changes, which costs a full re-prepare per page read. The
+        // plans are fixed by the schema's indexes anyway (tests check them).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(|e| storage_error(e, "enabling the query planner stability guarantee"))?;
+        migrations::migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A new, empty store in memory, gone when the last clone is dropped. For tests.
+    pub fn open_in_memory() -> Result<Self, StorageError> {
+        let conn =
+            Connection::open_in_memory().map_err(|e| storage_error(e, "opening a memory store"))?;
+        Self::from_connection(conn)
+    }
+
+    /// Caps the database at `pages` pages (`PRAGMA max_page_count`); a write that would grow
+    /// it further fails with [`StorageError::Full`] and changes nothing. SQLite never sets the
+    /// cap below the current size: the cap in force is returned, so `set_max_page_count(1)`
+    /// freezes the store at its size. Holds for this connection (and its clones) only.
+    pub fn set_max_page_count(&self, pages: u64) -> Result<u64, StorageError> {
+        let conn = self.lock();
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+        let cap: i64 = conn
+            .pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))
+            .map_err(|e| storage_error(e, "setting max_page_count"))?;
+        Ok(cap.unsigned_abs())
+    }
+
+    /// The connection, locked. A panic while it was held cannot have left a batch half
+    /// applied: the batch's transaction rolls back when it is dropped during the unwind. So a
+    /// poisoned lock is taken over rather than failing every later call.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply_sync(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        // IMMEDIATE takes the write lock up front: a busy store fails (after the busy timeout)
+        // here, before any op ran, rather than halfway through the batch.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(batch_error)?;
+        // On error the transaction is dropped, which rolls every op of the batch back.
+        write::apply_batch(&tx, batch)?;
+        tx.commit().map_err(batch_error)
+    }
+}
+
+// The bodies are synchronous: the lock is never held across an await.
+#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+impl Storage for SqliteStorage {
+    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
+        read::load_snapshot(&self.lock())
+    }
+
+    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.apply_sync(batch)
+    }
+
+    async fn conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StorageError> {
+        read::conversation(&self.lock(), id)
+    }
+
+    async fn conversations_page(
+        &self,
+        after: Option<ConversationCursor>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>, StorageError> {
+        read::conversations_page(&self.lock(), after, limit)
+    }
+
+    async fn messages_page(
+        &self,
+        conversation: &ConversationId,
+        anchor: Option<Seq>,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Message>, StorageError> {
+        read::messages_page(&self.lock(), conversation, anchor, direction, limit)
+    }
+
+    async fn message_by_client_id(
+        &self,
+        conversation: &ConversationId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StorageError> {
+        read::message_by_client_id(&self.lock(), conversation, client_msg_id)
+    }
+
+    async fn unsent_messages(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<Vec<Message>, StorageError> {
+        read::unsent_messages(&self.lock(), conversation)
+    }
+
+    async fn total_unread(&self) -> Result<u64, StorageError> {
+        read::total_unread(&self.lock())
+    }
+
+    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
+        read::outbox(&self.lock())
+    }
+
+    async fn tombstones(&self, conversation: &ConversationId) -> Result<SeqRanges, StorageError> {
+        read::tombstones(&self.lock(), conversation)
+    }
+
+    async fn check_integrity(&self) -> Result<(), StorageError> {
+        integrity::check(&self.lock())
+    }
+}
