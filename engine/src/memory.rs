@@ -19,7 +19,8 @@ use crate::model::{
 };
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{
-    ConversationCursor, Direction, Storage, StorageError, SyncSnapshot, WriteBatch, WriteOp,
+    merge_put, ConversationCursor, Direction, Storage, StorageError, SyncSnapshot, WriteBatch,
+    WriteOp,
 };
 
 /// The reference in-memory [`Storage`]. Cheap to clone; clones share the same state.
@@ -337,69 +338,21 @@ impl<'a> Tx<'a> {
 
     fn put_message(&mut self, m: Message) -> Result<(), StorageError> {
         let conv = m.conversation.clone();
-        if let Some(seq) = m.seq {
-            let tombstoned = self
-                .state
+        let tombstoned = m.seq.is_some_and(|seq| {
+            self.state
                 .tombstones
                 .get(&conv)
-                .is_some_and(|t| t.contains(seq));
-            if tombstoned {
-                return Ok(());
-            }
-        }
+                .is_some_and(|t| t.contains(seq))
+        });
         let rows = self.state.messages.get(&conv);
-        if let Some(seq) = m.seq {
-            if let Some(holder) = rows.and_then(|r| r.by_seq.get(&seq)) {
-                if *holder != m.client_msg_id {
-                    return Err(StorageError::Rejected(format!(
-                        "seq {} of conversation {conv} is held by message {holder}, not {}",
-                        seq.0, m.client_msg_id
-                    )));
-                }
-            }
-        }
+        let holder = m.seq.and_then(|seq| rows.and_then(|r| r.by_seq.get(&seq)));
         let existing = rows.and_then(|r| r.rows.get(&m.client_msg_id));
-        let merged = match (existing, m.seq) {
-            (None, _) => m,
-            // Never downgrade a sent row to one without a seq.
-            (Some(old), None) if old.seq.is_some() => return Ok(()),
-            (Some(_), None) => m,
-            (Some(old), Some(seq)) => match old.seq {
-                // A pending (or failed) send becomes the sent row.
-                None => m,
-                Some(old_seq) if old_seq == seq => merge_sent(old, m),
-                Some(old_seq) => {
-                    return Err(StorageError::Rejected(format!(
-                        "message {} of conversation {conv} is stored at seq {}, not {}",
-                        m.client_msg_id, old_seq.0, seq.0
-                    )));
-                }
-            },
-        };
-        if existing == Some(&merged) {
-            return Ok(());
+        if let Some(merged) = merge_put(existing, holder, tombstoned, m)? {
+            let id = merged.client_msg_id.clone();
+            self.set_message(&conv, &id, Some(merged));
         }
-        let id = merged.client_msg_id.clone();
-        self.set_message(&conv, &id, Some(merged));
         Ok(())
     }
-}
-
-/// The same sent message put again: the stored row stays, and a revoke or a newer edit carried
-/// by the incoming copy is applied (revoke wins over edit).
-fn merge_sent(old: &Message, new: Message) -> Message {
-    let mut out = old.clone();
-    if out.revoked {
-        return out;
-    }
-    if new.revoked {
-        out.revoked = true;
-        out.content.clear();
-    } else if new.edit_seq > out.edit_seq {
-        out.edit_seq = new.edit_seq;
-        out.content = new.content;
-    }
-    out
 }
 
 impl MemoryStorage {

@@ -185,6 +185,67 @@ pub enum StorageError {
     },
 }
 
+/// The merge rule of [`WriteOp::PutMessages`] for one incoming message, shared by every
+/// backend so they cannot drift apart. The backend looks up the row stored under the
+/// incoming client id (`existing`) and the client id of the row holding the incoming seq
+/// (`seq_holder`, when there is one), and whether that seq is tombstoned. Returns the row to
+/// store under the client id, `Ok(None)` when nothing changes, or
+/// [`StorageError::Rejected`] on a conflict (the batch must then roll back).
+pub fn merge_put(
+    existing: Option<&Message>,
+    seq_holder: Option<&ClientMsgId>,
+    tombstoned: bool,
+    incoming: Message,
+) -> Result<Option<Message>, StorageError> {
+    if tombstoned {
+        // The tombstone wins: the server said this seq no longer exists.
+        return Ok(None);
+    }
+    if let (Some(seq), Some(holder)) = (incoming.seq, seq_holder) {
+        if *holder != incoming.client_msg_id {
+            return Err(StorageError::Rejected(format!(
+                "seq {} of conversation {} is held by message {holder}, not {}",
+                seq.0, incoming.conversation, incoming.client_msg_id
+            )));
+        }
+    }
+    let merged = match (existing, incoming.seq) {
+        (None, _) => incoming,
+        // Never downgrade a sent row to one without a seq.
+        (Some(old), None) if old.seq.is_some() => return Ok(None),
+        (Some(_), None) => incoming,
+        (Some(old), Some(seq)) => match old.seq {
+            // A pending (or failed) send becomes the sent row.
+            None => incoming,
+            Some(old_seq) if old_seq == seq => merge_sent(old, incoming),
+            Some(old_seq) => {
+                return Err(StorageError::Rejected(format!(
+                    "message {} of conversation {} is stored at seq {}, not {}",
+                    incoming.client_msg_id, incoming.conversation, old_seq.0, seq.0
+                )));
+            }
+        },
+    };
+    Ok((existing != Some(&merged)).then_some(merged))
+}
+
+/// The same sent message put again: the stored row stays, and a revoke or a newer edit carried
+/// by the incoming copy is applied (revoke wins over edit).
+fn merge_sent(old: &Message, new: Message) -> Message {
+    let mut out = old.clone();
+    if out.revoked {
+        return out;
+    }
+    if new.revoked {
+        out.revoked = true;
+        out.content.clear();
+    } else if new.edit_seq > out.edit_seq {
+        out.edit_seq = new.edit_seq;
+        out.content = new.content;
+    }
+    out
+}
+
 /// `Send` on native targets, nothing on wasm32 (browser futures are not `Send`).
 #[cfg(not(target_family = "wasm"))]
 pub trait SendOutsideWasm: Send {}

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tidemark_engine::storage::merge_put;
 use tidemark_engine::{
     ClientMsgId, ConversationId, Message, Seq, SeqRanges, StorageError, WriteBatch, WriteOp,
 };
@@ -224,39 +225,16 @@ fn put_message(
         }
     }
     let existing = stored_by_client_id(conn, &m.conversation, &m.client_msg_id)?;
-    if let Some(seq) = m.seq {
-        // The row itself holding the seq is no conflict; only look further when it does not.
-        if existing.as_ref().and_then(|e| e.seq) != Some(seq) {
-            if let Some(holder) = holder_of(conn, &m.conversation, seq)? {
-                if holder != m.client_msg_id.0 {
-                    return Err(StorageError::Rejected(format!(
-                        "seq {} of conversation {} is held by message {holder}, not {}",
-                        seq.0, m.conversation, m.client_msg_id
-                    )));
-                }
-            }
+    // The row itself holding the seq is no conflict; only look further when it does not.
+    let holder = match m.seq {
+        Some(seq) if existing.as_ref().and_then(|e| e.seq) != Some(seq) => {
+            holder_of(conn, &m.conversation, seq)?.map(ClientMsgId)
         }
-    }
-    let merged = match (&existing, m.seq) {
-        (None, _) => m,
-        // Never downgrade a sent row to one without a seq.
-        (Some(old), None) if old.seq.is_some() => return Ok(()),
-        (Some(_), None) => m,
-        (Some(old), Some(seq)) => match old.seq {
-            // A pending (or failed) send becomes the sent row.
-            None => m,
-            Some(old_seq) if old_seq == seq => merge_sent(old, m),
-            Some(old_seq) => {
-                return Err(StorageError::Rejected(format!(
-                    "message {} of conversation {} is stored at seq {}, not {}",
-                    m.client_msg_id, m.conversation, old_seq.0, seq.0
-                )));
-            }
-        },
+        _ => None,
     };
-    if existing.as_ref() == Some(&merged) {
+    let Some(merged) = merge_put(existing.as_ref(), holder.as_ref(), false, m)? else {
         return Ok(());
-    }
+    };
     let row = MessageRow::new(&merged)?;
     conn.prepare_cached(PUT_MESSAGE)
         .and_then(|mut s| s.execute(&row.params()[..]))
@@ -295,22 +273,4 @@ fn holder_of(
                 .optional()
         })
         .map_err(batch_error)
-}
-
-/// The same sent message put again: the stored row stays, and a revoke or a newer edit carried
-/// by the incoming copy is applied (revoke wins over edit). A copy of the memory store's
-/// private `merge_sent`: the differential test keeps the two equal.
-fn merge_sent(old: &Message, new: Message) -> Message {
-    let mut out = old.clone();
-    if out.revoked {
-        return out;
-    }
-    if new.revoked {
-        out.revoked = true;
-        out.content.clear();
-    } else if new.edit_seq > out.edit_seq {
-        out.edit_seq = new.edit_seq;
-        out.content = new.content;
-    }
-    out
 }
