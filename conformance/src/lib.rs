@@ -15,6 +15,8 @@
 //!   [`storage_suite::StorageFactory`] (create a fresh store, close and reopen it), and
 //!   [`storage_suite!`], which expands it into one test per case; [`storage_suite::dump`]
 //!   reads a whole store through the trait, for comparing stores.
+//! - [`model`]: model-based property tests (proptest) of engine + storage + simulated server
+//!   under faults, generic over the backend's [`sim::StoreFactory`] ([`model::run_model`]).
 //! - [`loopback`]: an in-process [`tidemark_engine::Transport`] over a shared server core, for
 //!   driving the async `Client` end to end without sockets.
 //!
@@ -25,6 +27,7 @@
 
 pub mod invariants;
 pub mod loopback;
+pub mod model;
 pub mod scenarios;
 pub mod server;
 pub mod sim;

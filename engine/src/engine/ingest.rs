@@ -121,11 +121,15 @@ impl Engine {
             }
             self.changed.insert(id.clone());
             let own = msg.sender == me;
+            // This device's send: still in the outbox, or one it gave up on (failed, or
+            // cancelled while on the wire) that reached the server after all. Either way it is
+            // acked, never announced as received.
             let echo_of_send = own
-                && self
+                && (self
                     .outbox
                     .get(&msg.client_msg_id)
-                    .is_some_and(|o| &o.entry.conversation == id);
+                    .is_some_and(|o| &o.entry.conversation == id)
+                    || msg.client_msg_id.0.starts_with(&self.client_id_prefix()));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.
             let stored = message.clone();

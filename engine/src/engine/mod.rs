@@ -771,8 +771,8 @@ impl Engine {
     }
 
     /// Gives up a pending send: removes it from the outbox and deletes the pending row.
-    /// Best effort: if it already reached the server, it comes back by sync as a message of
-    /// this user.
+    /// Best effort: if it already reached the server, it comes back by sync and is acked
+    /// (`MessageSent`) like any send of this device.
     pub fn cancel(
         &mut self,
         now: Timestamp,

@@ -152,15 +152,25 @@ impl Engine {
     }
 
     pub(super) fn new_client_msg_id(&mut self, now: Timestamp) -> ClientMsgId {
-        // Fixed-width time and counter first: ids sort in creation order, so the outbox (ordered
-        // by time, then id) resends same-millisecond messages in the order they were sent.
-        // The random part keeps ids unique across devices and restarts.
+        // The device prefix marks this device's own sends, so an echo is known as one even
+        // after the outbox forgot it (a send that failed here but reached the server). Then
+        // fixed-width time and counter: ids sort in creation order, so the outbox (ordered by
+        // time, then id) resends same-millisecond messages in the order they were sent. The
+        // random part keeps ids unique across restarts.
         self.sends_created += 1;
         let r = self.next_random();
         ClientMsgId(format!(
-            "{:012x}-{:06x}-{:016x}",
-            now.0, self.sends_created, r
+            "{}{:012x}-{:06x}-{:016x}",
+            self.client_id_prefix(),
+            now.0,
+            self.sends_created,
+            r
         ))
+    }
+
+    /// The prefix of every client id this device makes.
+    pub(super) fn client_id_prefix(&self) -> String {
+        format!("{}:", self.config.device)
     }
 
     /// splitmix64: deterministic per seed, good enough for ids and jitter.
