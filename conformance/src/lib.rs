@@ -26,12 +26,17 @@
 #![warn(missing_docs)]
 
 pub mod invariants;
-pub mod loopback;
 pub mod model;
 pub mod scenarios;
-pub mod server;
 pub mod sim;
 pub mod storage_suite;
+
+/// The inbox server's sans-IO core and its stores, from `tidemark-transport` (the reference
+/// server runs the same core), re-exported under the path the suites use.
+pub use tidemark_transport::server;
+
+/// The in-process loopback transport, from `tidemark-transport`.
+pub use tidemark_transport::loopback;
 
 /// Where the sync scenarios' insta snapshots live: one directory for every backend, so the
 /// memory, SQLite and browser stores are held to the same event logs.

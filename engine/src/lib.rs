@@ -24,6 +24,7 @@
 
 pub mod client;
 pub mod config;
+mod content_serde;
 pub mod engine;
 pub mod memory;
 pub mod model;

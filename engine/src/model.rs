@@ -163,6 +163,7 @@ pub struct Message {
     /// What it is.
     pub kind: ContentKind,
     /// Opaque payload.
+    #[serde(with = "crate::content_serde")]
     pub content: Vec<u8>,
     /// The sender's clock when it was created.
     pub created_at: Timestamp,
@@ -198,6 +199,7 @@ pub struct ServerMessage {
     /// What it is.
     pub kind: ContentKind,
     /// Opaque payload.
+    #[serde(with = "crate::content_serde")]
     pub content: Vec<u8>,
     /// The sender's clock at creation.
     pub created_at: Timestamp,

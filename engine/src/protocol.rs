@@ -39,6 +39,7 @@ pub enum Request {
         /// What it is.
         kind: ContentKind,
         /// Payload.
+        #[serde(with = "crate::content_serde")]
         content: Vec<u8>,
         /// The sender's clock at creation.
         created_at: Timestamp,

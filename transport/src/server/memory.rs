@@ -9,7 +9,8 @@ use tidemark_engine::{
 };
 
 use super::{
-    AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore, ServerStoreError,
+    AccountStore, AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore,
+    ServerStoreError, TokenHash,
 };
 
 /// An in-memory [`ServerStore`]. Cloning copies the whole inbox (handy to compare states).
@@ -21,6 +22,8 @@ pub struct MemoryServerStore {
     memberships: BTreeMap<UserId, BTreeSet<ConversationId>>,
     sent: BTreeMap<(UserId, ClientMsgId), SentRecord>,
     read: BTreeMap<(UserId, ConversationId), Seq>,
+    /// (user, token hash) -> expiry.
+    tokens: BTreeMap<(UserId, TokenHash), Option<Timestamp>>,
 }
 
 #[derive(Clone, Debug)]
@@ -345,5 +348,32 @@ impl ServerStore for MemoryServerStore {
             .or_default();
         *entry = (*entry).max(seq);
         Ok(*entry)
+    }
+}
+
+impl AccountStore for MemoryServerStore {
+    fn insert_token(
+        &mut self,
+        user: &UserId,
+        hash: TokenHash,
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), ServerStoreError> {
+        self.require_user(user)?;
+        self.tokens.insert((user.clone(), hash), expires_at);
+        Ok(())
+    }
+
+    fn token_expiry(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+    ) -> Result<Option<Option<Timestamp>>, ServerStoreError> {
+        Ok(self.tokens.get(&(user.clone(), *hash)).copied())
+    }
+
+    fn revoke_tokens(&mut self, user: &UserId) -> Result<u64, ServerStoreError> {
+        let before = self.tokens.len();
+        self.tokens.retain(|(owner, _), _| owner != user);
+        Ok((before - self.tokens.len()) as u64)
     }
 }

@@ -15,6 +15,7 @@
 //!   other online connection of every member.
 //! - `MarkRead` keeps the maximum and tells the user's other connections.
 
+mod accounts;
 mod error;
 mod inbox;
 mod memory;
@@ -23,6 +24,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub use accounts::{check_token, hash_token, issue_token, AccountStore, TokenCheck, TokenHash};
 pub use error::{AdminError, ServerStoreError};
 pub use inbox::{ConnId, ServerConfig, ServerCore, ServerOutput, Session};
 pub use memory::MemoryServerStore;

@@ -1,0 +1,378 @@
+//! The wire protocol: JSON frames over WebSocket text messages.
+//!
+//! A connection starts with a handshake: the client's first frame is [`ClientFrame::Hello`]
+//! (protocol version, user, device, token); the server answers [`ServerFrame::Welcome`] or
+//! [`ServerFrame::Error`] and closes. After it, the client sends [`ClientFrame::Request`]s and
+//! the server sends [`ServerFrame::Response`]s (exactly one per request, matched by id) and
+//! [`ServerFrame::Push`]es. A frame the server cannot accept gets a [`ServerFrame::Error`] and,
+//! when `fatal`, the connection is closed; other connections are never affected.
+//!
+//! The version is negotiated once, in the handshake: every later frame is in that version.
+//! Frames are objects tagged by `"type"`; unknown fields and unknown types are refused, so a
+//! peer speaking a newer protocol fails loudly instead of being half understood.
+//!
+//! ```text
+//! → {"type":"hello","version":1,"user":"alice","device":"phone","token":"…"}
+//! ← {"type":"welcome","version":1,"server_time":1700000000000}
+//! → {"type":"request","id":1,"request":{"GetMaxSeqs":{"after":null,"limit":1000}}}
+//! ← {"type":"response","id":1,"response":{"MaxSeqs":{"entries":[…],"has_more":false}}}
+//! ← {"type":"push","push":{"Message":{…}}}
+//! ```
+//!
+//! Message content travels as standard base64 (the engine's serde form for content bytes).
+//!
+//! [`decode_client`] and [`decode_server`] check the frame's size before parsing (so a
+//! frame's allocations are bounded by [`Limits`]) and validate what serde cannot: id lengths,
+//! the number of ranges or conversations in one request, seq ranges, the token's length.
+
+use serde::{Deserialize, Serialize};
+use tidemark_engine::{
+    ConversationId, DeviceId, Push, Request, RequestId, Response, ServerMessage, Timestamp, UserId,
+};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// The handshake; the first frame of every connection and only the first.
+    Hello {
+        /// The protocol version the client speaks.
+        version: u32,
+        /// Who connects.
+        user: UserId,
+        /// From which device.
+        device: DeviceId,
+        /// The user's access token.
+        token: String,
+    },
+    /// A request of the engine.
+    Request {
+        /// Matches the response.
+        id: RequestId,
+        /// The request.
+        request: Request,
+    },
+}
+
+/// What the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerFrame {
+    /// The handshake was accepted.
+    Welcome {
+        /// The protocol version of the connection.
+        version: u32,
+        /// The server's clock.
+        server_time: Timestamp,
+    },
+    /// The answer to request `id`.
+    Response {
+        /// The request's id.
+        id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// An unasked message.
+    Push {
+        /// The message.
+        push: Push,
+    },
+    /// A connection-level refusal: a refused handshake, a malformed frame, a broken limit.
+    /// Refusals of one request are [`Response::Error`]s instead.
+    Error {
+        /// Machine-readable code (see [`error_code`]).
+        code: String,
+        /// Human-readable detail.
+        message: String,
+        /// The server closes the connection after a fatal error.
+        fatal: bool,
+    },
+}
+
+/// The codes of [`ServerFrame::Error`].
+pub mod error_code {
+    /// The token is unknown, or not this user's.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// The token has expired.
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    /// The client's protocol version is not spoken here.
+    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    /// The frame is not valid JSON of a known frame type, or breaks a validation rule.
+    pub const MALFORMED: &str = "malformed";
+    /// The frame is larger than the server accepts.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The first frame was not a hello, or a hello came twice.
+    pub const PROTOCOL: &str = "protocol";
+    /// No frame arrived within the idle timeout.
+    pub const IDLE: &str = "idle_timeout";
+    /// The connection could not keep up with what the server had to send it.
+    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    /// The server is shutting down.
+    pub const SHUTDOWN: &str = "shutdown";
+    /// The server failed; try again later.
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Sizes a decoder accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame, in bytes of JSON text.
+    pub max_frame_bytes: usize,
+    /// Longest user, device, conversation or client message id, in bytes.
+    pub max_id_bytes: usize,
+    /// Longest token, in bytes.
+    pub max_token_bytes: usize,
+    /// Most ranges in one pull, conversations in one deletions request, entries in one
+    /// max-seq page or messages in one pulled range.
+    pub max_items: usize,
+}
+
+impl Limits {
+    /// What a server accepts from clients: requests are small (a send carries one message).
+    pub fn client_frames() -> Self {
+        Self {
+            max_frame_bytes: 256 * 1024,
+            max_id_bytes: 128,
+            max_token_bytes: 256,
+            max_items: 1_000,
+        }
+    }
+
+    /// What a client accepts from a server: a pull response carries many messages.
+    pub fn server_frames() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_id_bytes: 128,
+            max_token_bytes: 256,
+            max_items: 100_000,
+        }
+    }
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Larger than [`Limits::max_frame_bytes`]; not parsed.
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// The frame's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not JSON, not a known frame, or a field of the wrong type.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// Well-formed, but a value breaks a rule (an empty id, too many ranges, `from > to`).
+    #[error("invalid frame: {0}")]
+    Invalid(String),
+}
+
+impl FrameError {
+    /// The [`error_code`] a server answers this with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::TooLarge { .. } => error_code::TOO_LARGE,
+            FrameError::Malformed(_) | FrameError::Invalid(_) => error_code::MALFORMED,
+        }
+    }
+}
+
+/// Encodes a frame as JSON text.
+pub fn encode<F: Serialize>(frame: &F) -> String {
+    // Frames are plain data (strings, integers, sequences, maps with string keys): serde_json
+    // cannot fail on them, and a failure would be a bug in this module's types.
+    serde_json::to_string(frame).unwrap_or_else(|err| {
+        unreachable!("wire frames always serialize: {err}");
+    })
+}
+
+/// Decodes and validates a frame a client sent.
+pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<ClientFrame, FrameError> {
+    let frame: ClientFrame = parse(bytes, limits)?;
+    validate_client(&frame, limits)?;
+    Ok(frame)
+}
+
+/// Decodes and validates a frame a server sent.
+pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<ServerFrame, FrameError> {
+    let frame: ServerFrame = parse(bytes, limits)?;
+    validate_server(&frame, limits)?;
+    Ok(frame)
+}
+
+fn parse<'a, F: Deserialize<'a>>(bytes: &'a [u8], limits: &Limits) -> Result<F, FrameError> {
+    if bytes.len() > limits.max_frame_bytes {
+        return Err(FrameError::TooLarge {
+            size: bytes.len(),
+            limit: limits.max_frame_bytes,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|err| FrameError::Malformed(err.to_string()))
+}
+
+/// Checks one string id.
+fn check_id(what: &str, id: &str, limits: &Limits) -> Result<(), FrameError> {
+    if id.is_empty() {
+        return Err(FrameError::Invalid(format!("empty {what}")));
+    }
+    if id.len() > limits.max_id_bytes {
+        return Err(FrameError::Invalid(format!(
+            "{what} of {} bytes exceeds {}",
+            id.len(),
+            limits.max_id_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn check_count(what: &str, n: usize, limits: &Limits) -> Result<(), FrameError> {
+    if n > limits.max_items {
+        return Err(FrameError::Invalid(format!(
+            "{n} {what} exceed the limit of {}",
+            limits.max_items
+        )));
+    }
+    Ok(())
+}
+
+fn check_conversation(id: &ConversationId, limits: &Limits) -> Result<(), FrameError> {
+    check_id("conversation id", &id.0, limits)
+}
+
+fn check_message(message: &ServerMessage, limits: &Limits) -> Result<(), FrameError> {
+    check_conversation(&message.conversation, limits)?;
+    check_id("sender", &message.sender.0, limits)?;
+    check_id("client message id", &message.client_msg_id.0, limits)
+}
+
+fn validate_client(frame: &ClientFrame, limits: &Limits) -> Result<(), FrameError> {
+    match frame {
+        ClientFrame::Hello {
+            user,
+            device,
+            token,
+            ..
+        } => {
+            check_id("user id", &user.0, limits)?;
+            check_id("device id", &device.0, limits)?;
+            if token.len() > limits.max_token_bytes {
+                return Err(FrameError::Invalid(format!(
+                    "token of {} bytes exceeds {}",
+                    token.len(),
+                    limits.max_token_bytes
+                )));
+            }
+            Ok(())
+        }
+        ClientFrame::Request { request, .. } => validate_request(request, limits),
+    }
+}
+
+/// Checks a request's values.
+pub fn validate_request(request: &Request, limits: &Limits) -> Result<(), FrameError> {
+    match request {
+        Request::GetMaxSeqs { after, limit } => {
+            if let Some(after) = after {
+                check_conversation(after, limits)?;
+            }
+            if *limit == 0 {
+                return Err(FrameError::Invalid("max-seq page limit of 0".into()));
+            }
+            Ok(())
+        }
+        Request::Pull { ranges } => {
+            check_count("pull ranges", ranges.len(), limits)?;
+            for range in ranges {
+                check_conversation(&range.conversation, limits)?;
+                if range.from > range.to {
+                    return Err(FrameError::Invalid(format!(
+                        "pull range {}..={} of {} is reversed",
+                        range.from.0, range.to.0, range.conversation
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Request::Send {
+            conversation,
+            client_msg_id,
+            ..
+        } => {
+            check_conversation(conversation, limits)?;
+            check_id("client message id", &client_msg_id.0, limits)
+        }
+        Request::GetDeletions { conversations } => {
+            check_count("conversations", conversations.len(), limits)?;
+            conversations
+                .iter()
+                .try_for_each(|c| check_conversation(c, limits))
+        }
+        Request::MarkRead { conversation, .. } => check_conversation(conversation, limits),
+        Request::Ping => Ok(()),
+    }
+}
+
+fn validate_server(frame: &ServerFrame, limits: &Limits) -> Result<(), FrameError> {
+    match frame {
+        ServerFrame::Welcome { .. } | ServerFrame::Error { .. } => Ok(()),
+        ServerFrame::Response { response, .. } => match response {
+            Response::MaxSeqs { entries, .. } => {
+                check_count("max-seq entries", entries.len(), limits)?;
+                entries
+                    .iter()
+                    .try_for_each(|e| check_conversation(&e.conversation, limits))
+            }
+            Response::Pulled { ranges } => {
+                check_count("pulled ranges", ranges.len(), limits)?;
+                for range in ranges {
+                    check_conversation(&range.conversation, limits)?;
+                    if range.from > range.to {
+                        return Err(FrameError::Invalid("a pulled range is reversed".into()));
+                    }
+                    check_count("pulled messages", range.messages.len(), limits)?;
+                    range
+                        .messages
+                        .iter()
+                        .try_for_each(|m| check_message(m, limits))?;
+                }
+                Ok(())
+            }
+            Response::Deletions { entries } => {
+                check_count("deletion entries", entries.len(), limits)?;
+                entries
+                    .iter()
+                    .try_for_each(|e| check_conversation(&e.conversation, limits))
+            }
+            Response::SendAck { client_msg_id, .. } => {
+                check_id("client message id", &client_msg_id.0, limits)
+            }
+            Response::ReadAck { conversation, .. } => check_conversation(conversation, limits),
+            Response::Pong { .. } | Response::Error(_) => Ok(()),
+        },
+        ServerFrame::Push { push } => match push {
+            Push::Message(message) => check_message(message, limits),
+            Push::ReadSeq { conversation, .. }
+            | Push::Deleted { conversation, .. }
+            | Push::Conversation { conversation, .. } => check_conversation(conversation, limits),
+            Push::Kicked { .. } => Ok(()),
+        },
+    }
+}
+
+/// A hello for `user` on `device`.
+pub fn hello(user: &UserId, device: &DeviceId, token: &str) -> ClientFrame {
+    ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        user: user.clone(),
+        device: device.clone(),
+        token: token.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+use tidemark_engine::{
+    ClientMsgId, ContentKind, ConversationKind, MaxSeqEntry, PullRange, PulledRange, Seq,
+    SeqRanges, ServerError,
+};
+
+use super::*;
+
+fn conv(id: &str) -> ConversationId {
+    ConversationId(id.into())
+}
+
+fn message(seq: u64, content: &[u8]) -> ServerMessage {
+    ServerMessage {
+        conversation: conv("c1"),
+        seq: Seq(seq),
+        client_msg_id: ClientMsgId(format!("m{seq}")),
+        sender: UserId("bob".into()),
+        kind: ContentKind::Text,
+        content: content.to_vec(),
+        created_at: Timestamp(10),
+        server_time: Timestamp(11),
+    }
+}
+
+fn client_frames() -> Vec<ClientFrame> {
+    vec![
+        hello(&UserId("alice".into()), &DeviceId("phone".into()), "t0k"),
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::GetMaxSeqs {
+                after: Some(conv("c0")),
+                limit: 100,
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(2),
+            request: Request::Pull {
+                ranges: vec![PullRange {
+                    conversation: conv("c1"),
+                    from: Seq(1),
+                    to: Seq(50),
+                }],
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(3),
+            request: Request::Send {
+                conversation: conv("c1"),
+                client_msg_id: ClientMsgId("d:1".into()),
+                kind: ContentKind::Custom("x".into()),
+                content: vec![0, 1, 2, 255, b'"'],
+                created_at: Timestamp(5),
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(4),
+            request: Request::Ping,
+        },
+    ]
+}
+
+fn server_frames() -> Vec<ServerFrame> {
+    vec![
+        ServerFrame::Welcome {
+            version: PROTOCOL_VERSION,
+            server_time: Timestamp(1),
+        },
+        ServerFrame::Response {
+            id: RequestId(1),
+            response: Response::MaxSeqs {
+                entries: vec![MaxSeqEntry {
+                    conversation: conv("c1"),
+                    kind: ConversationKind::Group,
+                    max_seq: Seq(9),
+                    min_seq: Seq(0),
+                    read_seq: Seq(3),
+                    last_activity: Timestamp(7),
+                    not_unread: SeqRanges::new(),
+                    deleted_count: 1,
+                }],
+                has_more: false,
+            },
+        },
+        ServerFrame::Response {
+            id: RequestId(2),
+            response: Response::Pulled {
+                ranges: vec![PulledRange {
+                    conversation: conv("c1"),
+                    from: Seq(1),
+                    to: Seq(2),
+                    messages: vec![message(1, "héllo".as_bytes()), message(2, &[])],
+                    missing: SeqRanges::new(),
+                    min_seq: Seq(0),
+                    max_seq: Seq(2),
+                }],
+            },
+        },
+        ServerFrame::Response {
+            id: RequestId(3),
+            response: Response::Error(ServerError {
+                code: "not_member".into(),
+                message: "no".into(),
+                permanent: true,
+            }),
+        },
+        ServerFrame::Push {
+            push: Push::Message(message(3, b"hi")),
+        },
+        ServerFrame::Error {
+            code: error_code::MALFORMED.into(),
+            message: "bad".into(),
+            fatal: false,
+        },
+    ]
+}
+
+#[test]
+fn every_frame_round_trips() {
+    for frame in client_frames() {
+        let text = encode(&frame);
+        assert_eq!(
+            decode_client(text.as_bytes(), &Limits::client_frames()),
+            Ok(frame)
+        );
+    }
+    for frame in server_frames() {
+        let text = encode(&frame);
+        assert_eq!(
+            decode_server(text.as_bytes(), &Limits::server_frames()),
+            Ok(frame)
+        );
+    }
+}
+
+#[test]
+fn content_travels_as_base64() {
+    let text = encode(&ServerFrame::Push {
+        push: Push::Message(message(1, b"hi")),
+    });
+    assert!(text.contains(r#""content":"aGk=""#), "{text}");
+}
+
+#[test]
+fn the_documented_hello_decodes() {
+    let text = r#"{"type":"hello","version":1,"user":"alice","device":"phone","token":"x"}"#;
+    let frame = decode_client(text.as_bytes(), &Limits::client_frames());
+    assert_eq!(
+        frame,
+        Ok(hello(
+            &UserId("alice".into()),
+            &DeviceId("phone".into()),
+            "x"
+        ))
+    );
+}
+
+#[test]
+fn oversized_frames_are_refused_before_parsing() {
+    let limits = Limits {
+        max_frame_bytes: 16,
+        ..Limits::client_frames()
+    };
+    let text = encode(&client_frames()[0]);
+    assert_eq!(
+        decode_client(text.as_bytes(), &limits),
+        Err(FrameError::TooLarge {
+            size: text.len(),
+            limit: 16
+        })
+    );
+}
+
+#[test]
+fn malformed_frames_are_typed_errors() {
+    let limits = Limits::client_frames();
+    for bad in [
+        &b""[..],
+        b"{",
+        b"null",
+        b"[]",
+        b"\xff\xfe",
+        br#"{"type":"hello"}"#,
+        br#"{"type":"nope"}"#,
+        br#"{"type":"request","id":-1,"request":"Ping"}"#,
+        br#"{"type":"request","id":1,"request":"Ping","extra":true}"#,
+        br#"{"type":"request","id":1,"request":{"Send":{"conversation":"c","client_msg_id":"m","kind":"Text","content":"not base64!","created_at":0}}}"#,
+    ] {
+        match decode_client(bad, &limits) {
+            Err(FrameError::Malformed(_)) => {}
+            other => panic!("{:?} decoded as {other:?}", String::from_utf8_lossy(bad)),
+        }
+    }
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    let limits = Limits::client_frames();
+    let long = "x".repeat(limits.max_id_bytes + 1);
+    let invalid = [
+        hello(&UserId(String::new()), &DeviceId("d".into()), "t"),
+        hello(&UserId(long.clone()), &DeviceId("d".into()), "t"),
+        hello(
+            &UserId("u".into()),
+            &DeviceId("d".into()),
+            &"t".repeat(limits.max_token_bytes + 1),
+        ),
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::Pull {
+                ranges: vec![PullRange {
+                    conversation: conv("c"),
+                    from: Seq(5),
+                    to: Seq(4),
+                }],
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::GetDeletions {
+                conversations: vec![conv("c"); limits.max_items + 1],
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::GetMaxSeqs {
+                after: None,
+                limit: 0,
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::MarkRead {
+                conversation: conv(&long),
+                seq: Seq(1),
+            },
+        },
+    ];
+    for frame in invalid {
+        let text = encode(&frame);
+        match decode_client(text.as_bytes(), &limits) {
+            Err(FrameError::Invalid(_)) => {}
+            other => panic!("{frame:?} decoded as {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn client_and_server_frames_do_not_mix() {
+    let text = encode(&server_frames()[0]);
+    assert!(decode_client(text.as_bytes(), &Limits::client_frames()).is_err());
+    let text = encode(&client_frames()[0]);
+    assert!(decode_server(text.as_bytes(), &Limits::server_frames()).is_err());
+}
