@@ -10,10 +10,13 @@
 //!   feature: the SQLite server store and the tokio WebSocket host.
 //! - [`loopback`]: an in-process [`tidemark_engine::Transport`] over a shared server core.
 //! - `native` (feature `native`): the WebSocket client transport on tokio.
-//! - `browser` (wasm32): the WebSocket client transport on the browser's `WebSocket`.
+//! - `browser` (wasm32): [`browser::BrowserWsTransport`], the client transport on the browser's
+//!   `WebSocket`.
 
 #![warn(missing_docs)]
 
+#[cfg(target_family = "wasm")]
+pub mod browser;
 pub mod loopback;
 pub mod server;
 pub mod wire;

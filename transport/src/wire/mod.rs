@@ -27,7 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 use tidemark_engine::{
-    ConversationId, DeviceId, Push, Request, RequestId, Response, ServerMessage, Timestamp, UserId,
+    ConversationId, DeviceId, Incoming, Push, Request, RequestId, Response, ServerMessage,
+    Timestamp, TransportError, UserId,
 };
 
 /// The protocol version this crate speaks.
@@ -371,6 +372,23 @@ pub fn hello(user: &UserId, device: &DeviceId, token: &str) -> ClientFrame {
         user: user.clone(),
         device: device.clone(),
         token: token.to_owned(),
+    }
+}
+
+/// What a server frame received after the handshake means to the engine: a response or a
+/// push, or an error that ends the connection (a second welcome, a connection-level error).
+pub fn incoming(frame: ServerFrame) -> Result<Incoming, TransportError> {
+    match frame {
+        ServerFrame::Response { id, response } => Ok(Incoming::Response(id, response)),
+        ServerFrame::Push { push } => Ok(Incoming::Push(push)),
+        ServerFrame::Welcome { .. } => Err(TransportError::Protocol(
+            "a welcome after the handshake".into(),
+        )),
+        // Even a non-fatal error means the server dropped one of our frames, whose request
+        // would then never be answered: starting over is the only safe reaction.
+        ServerFrame::Error { code, message, .. } => Err(TransportError::Connection(format!(
+            "server error {code}: {message}"
+        ))),
     }
 }
 

@@ -251,3 +251,35 @@ fn client_and_server_frames_do_not_mix() {
     let text = encode(&client_frames()[0]);
     assert!(decode_server(text.as_bytes(), &Limits::server_frames()).is_err());
 }
+
+#[test]
+fn incoming_maps_frames_for_the_engine() {
+    let push = Push::Message(message(1, b"x"));
+    assert_eq!(
+        incoming(ServerFrame::Push { push: push.clone() }).ok(),
+        Some(Incoming::Push(push))
+    );
+    assert_eq!(
+        incoming(ServerFrame::Response {
+            id: RequestId(4),
+            response: Response::Pong {
+                server_time: Timestamp(1)
+            }
+        })
+        .ok(),
+        Some(Incoming::Response(
+            RequestId(4),
+            Response::Pong {
+                server_time: Timestamp(1)
+            }
+        ))
+    );
+    assert!(matches!(
+        incoming(server_frames()[0].clone()),
+        Err(TransportError::Protocol(_))
+    ));
+    assert!(matches!(
+        incoming(server_frames()[5].clone()),
+        Err(TransportError::Connection(_))
+    ));
+}
