@@ -34,6 +34,34 @@ status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed", p, f }' "$log")
+echo "$summary"
+
+# Fuzzing: every cargo-fuzz target is built and run for FUZZ_SECONDS (30 s by default) after
+# replaying its regression inputs. It needs the nightly toolchain; a machine without one says
+# so here rather than passing silently. TIDEMARK_SKIP_FUZZ=1 skips it (for quick local runs).
+fuzz_line="fuzz: skipped (TIDEMARK_SKIP_FUZZ)"
+fuzz_status=0
+if [ -z "${TIDEMARK_SKIP_FUZZ:-}" ]; then
+    if rustup toolchain list | grep -q '^nightly'; then
+        echo "== fuzz (scripts/fuzz.sh, ${FUZZ_SECONDS:-30} s per target)"
+        fuzz_log="$(mktemp)"
+        set +e
+        bash scripts/fuzz.sh 2>&1 | tee "$fuzz_log"
+        fuzz_status=${PIPESTATUS[0]}
+        set -e
+        fuzz_line=$(grep -E '^fuzz: [0-9]+ passed' "$fuzz_log" | tail -1)
+        fuzz_line=${fuzz_line:-"fuzz: failed before running (exit $fuzz_status)"}
+        rm -f "$fuzz_log"
+    else
+        fuzz_line="fuzz: SKIPPED: no nightly toolchain on this machine"
+    fi
+fi
+
+echo "$fuzz_line"
+echo "$summary"
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$fuzz_status"

@@ -26,7 +26,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-30}"
 timeout_s="${FUZZ_TIMEOUT:-10}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-all_targets=(seq_ranges engine_inputs storage_differential sqlite_open_bytes)
+all_targets=(seq_ranges engine_inputs storage_differential sqlite_open_bytes wire_frames)
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -72,10 +72,18 @@ for t in "${targets[@]}"; do
     fi
 
     echo "== $t: fuzzing for ${seconds}s"
+    extra=()
+    if [ -f "$t.dict" ]; then
+        extra+=("-dict=$t.dict")
+    fi
+    if [ "$t" = wire_frames ]; then
+        # Decoding must allocate in proportion to the frame: no single allocation over 64 MB.
+        extra+=("-malloc_limit_mb=64" "-max_len=65536")
+    fi
     status=0
     cargo +nightly fuzz run -s "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout="$timeout_s" -len_control=0 -print_final_stats=1 \
-        > "$log" 2>&1 || status=$?
+        "${extra[@]}" > "$log" 2>&1 || status=$?
     runs=$(sed -n 's/^Done \([0-9]*\) runs in.*/\1/p' "$log" | tail -1)
     if [ -z "$runs" ]; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
