@@ -575,12 +575,17 @@ fn queries_use_their_indexes() {
 }
 
 /// Not a test: how long 100,000 appends over 1,000 conversations take on a file, one call
-/// (one transaction) per message. Run with
-/// `cargo test -p tidemark-transport --all-features --release -- --ignored --nocapture append_timing`.
+/// (one transaction) per message, and 10,000 with `Durability::Full`. Run with
+/// `cargo test -p tidemark-transport --all-features -- --ignored --nocapture append_timing`
+/// (add `--release` for optimized code). The file goes to a temporary directory under
+/// `TIDEMARK_TIMING_DIR` when set (e.g. `/dev/shm` to take the disk out), else the system's.
 #[test]
 #[ignore = "a measurement, not a test"]
 fn append_timing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match std::env::var_os("TIDEMARK_TIMING_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     for durability in [Durability::Normal, Durability::Full] {
         let path = dir.path().join(format!("{durability:?}.db"));
         let mut s = SqliteServerStore::open_with(
