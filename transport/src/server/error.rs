@@ -15,6 +15,26 @@ pub enum ServerStoreError {
     /// A user or conversation with this id exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The store's file is not a server store, or is damaged: not an SQLite database, a
+    /// database of something else, or a value that no write of the store produces. Found
+    /// before anything is written, so the file is left as it was.
+    #[error("server store corrupt: {detail}")]
+    Corrupt {
+        /// What was found.
+        detail: String,
+        /// The backend's error, when it reported the damage.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The store was written by a newer build (its schema version is above this build's).
+    /// Refused before anything is written, so the newer build can still open it.
+    #[error("server store schema version {found} is newer than this build supports ({supported})")]
+    UnsupportedVersion {
+        /// The store's schema version.
+        found: u64,
+        /// The highest version this build opens.
+        supported: u64,
+    },
     /// Any other backend failure (an SQLite store keeps its error as the source).
     #[error("server store backend error: {detail}")]
     Backend {

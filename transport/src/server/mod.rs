@@ -3,7 +3,8 @@
 //! [`ServerCore`] holds the rules (membership, limits, idempotent send, fan-out, read seqs,
 //! pull paging); [`ServerStore`] holds the data. The simulated server of this crate runs the
 //! core over [`MemoryServerStore`]; the reference server runs the same core over an SQLite
-//! store behind real sockets, so tests and the real server cannot drift apart.
+//! store (`SqliteServerStore`, feature `server`) behind real sockets, so tests and the real
+//! server cannot drift apart.
 //!
 //! Rules, in short:
 //! - `GetMaxSeqs` pages the user's conversations by id after a cursor.
@@ -19,6 +20,8 @@ mod accounts;
 mod error;
 mod inbox;
 mod memory;
+#[cfg(feature = "server")]
+mod sqlite;
 mod store;
 
 #[cfg(test)]
@@ -28,4 +31,6 @@ pub use accounts::{check_token, hash_token, issue_token, AccountStore, TokenChec
 pub use error::{AdminError, ServerStoreError};
 pub use inbox::{ConnId, ServerConfig, ServerCore, ServerOutput, Session};
 pub use memory::MemoryServerStore;
+#[cfg(feature = "server")]
+pub use sqlite::{Durability, SqliteServerOptions, SqliteServerStore, SERVER_SCHEMA_VERSION};
 pub use store::{AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore};

@@ -1,4 +1,6 @@
-//! Unit tests of the server rules over the memory store.
+//! Unit tests of the server rules, each run over every store: the memory store and, with the
+//! `server` feature, the SQLite store (in memory). Tests are generic functions over the
+//! store; `for_each_store!` at the end instantiates them per store.
 
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, MaxSeqEntry, PullRange, Push,
@@ -19,8 +21,8 @@ fn cid(s: &str) -> ConversationId {
 
 /// alice and bob share group "g"; alice and carol share direct "d"; dave is alone.
 /// Connections: alice 1 and 2, bob 3, carol 4.
-fn server(config: ServerConfig) -> ServerCore<MemoryServerStore> {
-    let mut server = ServerCore::new(MemoryServerStore::new(), config);
+fn server<St: ServerStore>(store: St, config: ServerConfig) -> ServerCore<St> {
+    let mut server = ServerCore::new(store, config);
     for u in ["alice", "bob", "carol", "dave"] {
         server.create_user(&uid(u)).unwrap();
     }
@@ -51,7 +53,7 @@ fn server(config: ServerConfig) -> ServerCore<MemoryServerStore> {
     server
 }
 
-fn drain(server: &mut ServerCore<MemoryServerStore>) -> Vec<ServerOutput> {
+fn drain<St: ServerStore>(server: &mut ServerCore<St>) -> Vec<ServerOutput> {
     std::iter::from_fn(|| server.poll_output()).collect()
 }
 
@@ -66,8 +68,8 @@ fn send_req(conv: &str, cmid: &str, text: &str) -> Request {
 }
 
 /// Sends on `conn` and returns the response, dropping every other output.
-fn request(
-    server: &mut ServerCore<MemoryServerStore>,
+fn request<St: ServerStore>(
+    server: &mut ServerCore<St>,
     now: Timestamp,
     conn: u64,
     req: Request,
@@ -94,8 +96,8 @@ fn error_code(response: &Response) -> Option<(&str, bool)> {
     }
 }
 
-fn pull(
-    server: &mut ServerCore<MemoryServerStore>,
+fn pull<St: ServerStore>(
+    server: &mut ServerCore<St>,
     conn: u64,
     ranges: &[(&str, u64, u64)],
 ) -> Response {
@@ -110,7 +112,7 @@ fn pull(
     request(server, T0, conn, Request::Pull { ranges })
 }
 
-fn fill(server: &mut ServerCore<MemoryServerStore>, conv: &str, user: &str, n: u64) {
+fn fill<St: ServerStore>(server: &mut ServerCore<St>, conv: &str, user: &str, n: u64) {
     for i in 0..n {
         server
             .append_as(
@@ -125,9 +127,8 @@ fn fill(server: &mut ServerCore<MemoryServerStore>, conv: &str, user: &str, n: u
     drain(server);
 }
 
-#[test]
-fn sends_get_consecutive_seqs_and_server_time() {
-    let mut s = server(ServerConfig::default());
+fn sends_get_consecutive_seqs_and_server_time<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     for (i, cmid) in ["a", "b", "c"].into_iter().enumerate() {
         let now = T0.plus_millis(i as u64 * 10);
         let r = request(&mut s, now, 1, send_req("g", cmid, "hi"));
@@ -162,9 +163,8 @@ fn sends_get_consecutive_seqs_and_server_time() {
     assert_eq!(s.store().read_seq(&uid("bob"), &cid("g")).unwrap(), Seq(4));
 }
 
-#[test]
-fn resend_is_idempotent_and_does_not_fan_out_again() {
-    let mut s = server(ServerConfig::default());
+fn resend_is_idempotent_and_does_not_fan_out_again<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     let first = request(&mut s, T0, 1, send_req("g", "m1", "hello"));
     // The same client id later, from the user's other device, even with other content.
     s.handle_request(
@@ -193,9 +193,8 @@ fn resend_is_idempotent_and_does_not_fan_out_again() {
     assert!(matches!(bob, Response::SendAck { seq: Seq(2), .. }));
 }
 
-#[test]
-fn send_fans_out_to_every_other_connection_of_every_member() {
-    let mut s = server(ServerConfig::default());
+fn send_fans_out_to_every_other_connection_of_every_member<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     s.handle_request(T0, ConnId(1), RequestId(1), send_req("g", "m1", "hi"));
     let outputs = drain(&mut s);
     assert!(matches!(
@@ -251,9 +250,8 @@ fn send_fans_out_to_every_other_connection_of_every_member() {
     assert_eq!(drain(&mut s).len(), 1);
 }
 
-#[test]
-fn non_members_are_refused() {
-    let mut s = server(ServerConfig::default());
+fn non_members_are_refused<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     let r = request(&mut s, T0, 3, send_req("d", "x", "hi"));
     assert_eq!(error_code(&r), Some(("not_member", true)));
     let r = request(&mut s, T0, 3, send_req("nope", "x", "hi"));
@@ -282,21 +280,22 @@ fn non_members_are_refused() {
     ));
 }
 
-#[test]
-fn oversized_content_is_refused_for_good() {
-    let mut s = server(ServerConfig {
-        max_content_bytes: 4,
-        ..ServerConfig::default()
-    });
+fn oversized_content_is_refused_for_good<St: ServerStore>(store: St) {
+    let mut s = server(
+        store,
+        ServerConfig {
+            max_content_bytes: 4,
+            ..ServerConfig::default()
+        },
+    );
     let r = request(&mut s, T0, 1, send_req("g", "x", "12345"));
     assert_eq!(error_code(&r), Some(("too_large", true)));
     let r = request(&mut s, T0, 1, send_req("g", "y", "1234"));
     assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }));
 }
 
-#[test]
-fn injected_send_faults_store_nothing() {
-    let mut s = server(ServerConfig::default());
+fn injected_send_faults_store_nothing<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     let fault = ServerError {
         code: "unavailable".into(),
         message: "try later".into(),
@@ -317,9 +316,8 @@ fn injected_send_faults_store_nothing() {
     ));
 }
 
-#[test]
-fn pull_reports_deleted_and_below_floor_seqs_as_missing() {
-    let mut s = server(ServerConfig::default());
+fn pull_reports_deleted_and_below_floor_seqs_as_missing<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     fill(&mut s, "g", "bob", 10);
     s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(5), Seq(6)]))
         .unwrap();
@@ -356,12 +354,14 @@ fn pull_reports_deleted_and_below_floor_seqs_as_missing() {
     assert_eq!(ranges[0].missing, SeqRanges::from_range(Seq(1), Seq(10)));
 }
 
-#[test]
-fn pull_caps_messages_per_response() {
-    let mut s = server(ServerConfig {
-        max_pull_messages: 3,
-        ..ServerConfig::default()
-    });
+fn pull_caps_messages_per_response<St: ServerStore>(store: St) {
+    let mut s = server(
+        store,
+        ServerConfig {
+            max_pull_messages: 3,
+            ..ServerConfig::default()
+        },
+    );
     fill(&mut s, "g", "bob", 10);
     fill(&mut s, "d", "carol", 2);
     s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(2)]))
@@ -393,12 +393,14 @@ fn pull_caps_messages_per_response() {
     assert_eq!(shape, vec![(2, 2, 0), (9, 10, 2), (2, 2, 1)]);
 }
 
-#[test]
-fn max_seqs_are_paged_by_conversation_id() {
-    let mut s = server(ServerConfig {
-        max_seqs_page: 2,
-        ..ServerConfig::default()
-    });
+fn max_seqs_are_paged_by_conversation_id<St: ServerStore>(store: St) {
+    let mut s = server(
+        store,
+        ServerConfig {
+            max_seqs_page: 2,
+            ..ServerConfig::default()
+        },
+    );
     for id in ["c1", "c2", "c3"] {
         s.create_conversation(
             &cid(id),
@@ -481,9 +483,8 @@ fn max_seqs_are_paged_by_conversation_id() {
     );
 }
 
-#[test]
-fn read_seq_keeps_the_maximum_and_tells_other_devices() {
-    let mut s = server(ServerConfig::default());
+fn read_seq_keeps_the_maximum_and_tells_other_devices<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     fill(&mut s, "g", "bob", 5);
     s.handle_request(
         T0,
@@ -554,9 +555,8 @@ fn read_seq_keeps_the_maximum_and_tells_other_devices() {
     );
 }
 
-#[test]
-fn deletions_and_floors_are_pushed_to_online_members() {
-    let mut s = server(ServerConfig::default());
+fn deletions_and_floors_are_pushed_to_online_members<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     fill(&mut s, "g", "bob", 5);
     let newly = s
         .delete_seqs(&cid("g"), &SeqRanges::from_range(Seq(2), Seq(9)))
@@ -587,9 +587,8 @@ fn deletions_and_floors_are_pushed_to_online_members() {
     assert!(drain(&mut s).is_empty());
 }
 
-#[test]
-fn kick_pushes_then_closes_and_forgets_the_connection() {
-    let mut s = server(ServerConfig::default());
+fn kick_pushes_then_closes_and_forgets_the_connection<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     assert!(s.kick(ConnId(2), "elsewhere"));
     assert_eq!(
         drain(&mut s),
@@ -614,9 +613,8 @@ fn kick_pushes_then_closes_and_forgets_the_connection() {
     );
 }
 
-#[test]
-fn unknown_users_cannot_connect() {
-    let mut s = server(ServerConfig::default());
+fn unknown_users_cannot_connect<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
     assert!(matches!(
         s.connect(ConnId(8), uid("mallory"), "x".into()),
         Err(ServerStoreError::UnknownUser(_))
@@ -627,3 +625,43 @@ fn unknown_users_cannot_connect() {
         vec!["laptop".into(), "phone".into()]
     );
 }
+
+/// Instantiates each generic test above once per store, as `memory::name` and `sqlite::name`.
+macro_rules! for_each_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::MemoryServerStore::new());
+                }
+            )*
+        }
+
+        #[cfg(feature = "server")]
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::SqliteServerStore::open_in_memory().unwrap());
+                }
+            )*
+        }
+    };
+}
+
+for_each_store!(
+    sends_get_consecutive_seqs_and_server_time,
+    resend_is_idempotent_and_does_not_fan_out_again,
+    send_fans_out_to_every_other_connection_of_every_member,
+    non_members_are_refused,
+    oversized_content_is_refused_for_good,
+    injected_send_faults_store_nothing,
+    pull_reports_deleted_and_below_floor_seqs_as_missing,
+    pull_caps_messages_per_response,
+    max_seqs_are_paged_by_conversation_id,
+    read_seq_keeps_the_maximum_and_tells_other_devices,
+    deletions_and_floors_are_pushed_to_online_members,
+    kick_pushes_then_closes_and_forgets_the_connection,
+    unknown_users_cannot_connect,
+);
