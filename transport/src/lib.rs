@@ -15,5 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod loopback;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod server;
 pub mod wire;

@@ -19,6 +19,8 @@ mod accounts;
 mod error;
 mod inbox;
 mod memory;
+#[cfg(feature = "server")]
+pub mod net;
 mod store;
 
 #[cfg(test)]
