@@ -391,10 +391,10 @@ where
             }
             // tungstenite answers pings itself; nothing for the caller.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Close(_) => {
-                *done = true;
-                return Poll::Ready(None);
-            }
+            // Keep reading: the next read sends tungstenite's answer to the close, and the
+            // stream ends when the server then closes the TCP connection. Stopping here
+            // would leave the server waiting for that answer.
+            Message::Close(_) => continue,
         }
     }
 }
