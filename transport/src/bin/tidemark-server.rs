@@ -19,23 +19,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tidemark_engine::{ConversationId, ConversationKind, UserId};
 use tidemark_transport::server::net::{ops, ServerOptions};
-use tidemark_transport::server::{MemoryServerStore, ServerStoreError};
+use tidemark_transport::server::{ServerStoreError, SqliteServerStore};
 
 /// The store the binary runs on.
-// TODO(sqlite): switch to `tidemark_transport::server::SqliteServerStore` once it is merged
-// (it implements `ServerStore + AccountStore`); only `Store` and `open_store` change.
-type Store = MemoryServerStore;
+type Store = SqliteServerStore;
 
-/// Opens the store at `path`.
+/// Opens the store at `path`, creating it when missing.
 fn open_store(path: &Path) -> Result<Store, ServerStoreError> {
-    // TODO(sqlite): `SqliteServerStore::open(path)`. Until then the data lives in memory and
-    // is lost when the process exits; say so rather than pretend.
-    eprintln!(
-        "warning: this build has no SQLite server store yet; {} is not opened and nothing \
-         is persisted",
-        path.display()
-    );
-    Ok(MemoryServerStore::new())
+    SqliteServerStore::open(path)
 }
 
 #[derive(Parser, Debug)]
