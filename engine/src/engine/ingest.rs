@@ -26,6 +26,12 @@ impl Engine {
     }
 
     /// The floor rose to `min_seq`: everything below is gone on the server.
+    ///
+    /// Does not release waiting messages: the seqs below the floor now count as held, which
+    /// may complete the run below a waiting message, but the same input may still delete that
+    /// message (a `Push::Deleted` or a pull reply carrying both a floor and missing seqs).
+    /// The caller applies the rest of the input, whose `ingest` drops the deleted waiting
+    /// entries and then releases, or calls [`Engine::release`] itself.
     pub(super) fn raise_floor(&mut self, id: &ConversationId, min_seq: Seq) {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
@@ -69,7 +75,6 @@ impl Engine {
             });
         }
         self.recompute_unread(id);
-        self.release(id);
     }
 
     /// Changes whose target no longer exists will never apply: forget them.

@@ -492,6 +492,8 @@ impl Engine {
                 min_seq,
             } => {
                 if self.conversations.contains_key(&conversation) {
+                    // The floor first, then the deletions, and only then the release (in
+                    // `ingest`): a waiting message this push deletes is never announced.
                     self.raise_floor(&conversation, min_seq);
                     self.ingest(&conversation, Vec::new(), &seqs);
                 }

@@ -1,0 +1,163 @@
+//! Deterministic regression tests for engine bugs found by fuzzing
+//! (fuzz/regressions/engine_inputs/, fuzz/README.md "Known bugs and regressions"), each the
+//! reproducer's story told by hand against a scripted server.
+
+use tidemark_engine::*;
+
+fn cfg() -> EngineConfig {
+    let mut c = EngineConfig::new(UserId::from("me"), DeviceId::from("phone"));
+    c.seed = 7;
+    c
+}
+
+fn msg(conv: &str, seq: u64, sender: &str) -> ServerMessage {
+    ServerMessage {
+        conversation: ConversationId::from(conv),
+        seq: Seq(seq),
+        client_msg_id: ClientMsgId(format!("{sender}-{seq}")),
+        sender: UserId::from(sender),
+        kind: ContentKind::Text,
+        content: format!("m{seq}").into_bytes(),
+        created_at: Timestamp(seq),
+        server_time: Timestamp(1000 + seq),
+    }
+}
+
+/// Drains outputs; commits every write at once; returns requests and events.
+fn drain(engine: &mut Engine, now: Timestamp) -> (Vec<(RequestId, Request)>, Vec<Event>) {
+    let mut requests = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        match engine.poll_output() {
+            Output::Timeout(_) => return (requests, events),
+            Output::Write(id, _) => engine.handle_batch_committed(now, id),
+            Output::Request(id, r) => requests.push((id, r)),
+            Output::Event(e) => events.push(e),
+            Output::Connect | Output::Disconnect { .. } => {}
+        }
+    }
+}
+
+fn entry(conv: &str, max: u64) -> MaxSeqEntry {
+    MaxSeqEntry {
+        conversation: ConversationId::from(conv),
+        kind: ConversationKind::Direct,
+        max_seq: Seq(max),
+        min_seq: Seq(0),
+        read_seq: Seq(0),
+        last_activity: Timestamp(max),
+        not_unread: SeqRanges::new(),
+        deleted_count: 0,
+    }
+}
+
+/// An engine connected and given the listing `entries`; returns the requests that followed.
+fn listed_engine(entries: Vec<MaxSeqEntry>) -> (Engine, Vec<(RequestId, Request)>) {
+    let now = Timestamp(1);
+    let mut engine = Engine::new(cfg(), SyncSnapshot::default(), now);
+    assert_eq!(engine.poll_output(), Output::Connect);
+    engine.handle_connected(now);
+    let (reqs, _) = drain(&mut engine, now);
+    let (id, req) = &reqs[0];
+    assert!(matches!(req, Request::GetMaxSeqs { after: None, .. }));
+    engine.handle_response(
+        now,
+        *id,
+        Response::MaxSeqs {
+            entries,
+            has_more: false,
+        },
+    );
+    let (reqs, _) = drain(&mut engine, now);
+    (engine, reqs)
+}
+
+/// An engine connected and synced to `entries` (nothing to pull: every max seq is 0).
+fn connected_engine(entries: Vec<MaxSeqEntry>) -> Engine {
+    listed_engine(entries).0
+}
+
+fn received_seqs(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .flat_map(|e| match e {
+            Event::MessagesReceived { messages, .. } => messages
+                .iter()
+                .map(|m| m.seq.expect("announced with a seq").0)
+                .collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// regressions/engine_inputs/announced-then-deleted: a push that both raises the floor past
+/// the seqs a waiting message waits for and deletes that message must not announce it.
+#[test]
+fn deletion_raising_the_floor_does_not_announce_the_waiting_message_it_deletes() {
+    let mut engine = connected_engine(vec![entry("a", 0)]);
+    let now = Timestamp(5);
+    engine.handle_push(now, Push::Message(msg("a", 3, "bob")));
+    let (_, events) = drain(&mut engine, now);
+    assert!(received_seqs(&events).is_empty(), "3 waits for 1..2");
+
+    engine.handle_push(
+        now,
+        Push::Deleted {
+            conversation: "a".into(),
+            seqs: SeqRanges::from_range(Seq(3), Seq(3)),
+            min_seq: Seq(3),
+        },
+    );
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(
+        received_seqs(&events),
+        Vec::<u64>::new(),
+        "3 was deleted by the same push: {events:?}"
+    );
+    assert!(events.contains(&Event::MessagesDeleted {
+        conversation: "a".into(),
+        seqs: SeqRanges::from_range(Seq(3), Seq(3)),
+    }));
+    // Nothing waits any more: the next message is announced at once.
+    engine.handle_push(now, Push::Message(msg("a", 4, "bob")));
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(received_seqs(&events), vec![4]);
+}
+
+/// The same ordering in a pull reply: a message pushed while the sync pull of `1..=5` is in
+/// flight waits for 1..2; the reply raises the floor to 3 (completing the run below it) and
+/// reports 3..5 missing. 3 is deleted, never announced.
+#[test]
+fn pull_reply_raising_the_floor_does_not_announce_a_waiting_message_it_deletes() {
+    let (mut engine, reqs) = listed_engine(vec![entry("a", 5)]);
+    let (id, Request::Pull { ranges }) = &reqs[0] else {
+        panic!("expected the sync pull: {reqs:?}")
+    };
+    assert_eq!((ranges[0].from, ranges[0].to), (Seq(1), Seq(5)));
+    let now = Timestamp(5);
+    engine.handle_push(now, Push::Message(msg("a", 3, "bob")));
+    let (_, events) = drain(&mut engine, now);
+    assert!(received_seqs(&events).is_empty(), "3 waits for 1..2");
+
+    engine.handle_response(
+        now,
+        *id,
+        Response::Pulled {
+            ranges: vec![PulledRange {
+                conversation: "a".into(),
+                from: Seq(1),
+                to: Seq(5),
+                messages: Vec::new(),
+                missing: SeqRanges::from_range(Seq(3), Seq(5)),
+                min_seq: Seq(3),
+                max_seq: Seq(5),
+            }],
+        },
+    );
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(received_seqs(&events), Vec::<u64>::new(), "{events:?}");
+    assert!(events.contains(&Event::MessagesDeleted {
+        conversation: "a".into(),
+        seqs: SeqRanges::from_range(Seq(3), Seq(3)),
+    }));
+}
