@@ -161,3 +161,83 @@ fn pull_reply_raising_the_floor_does_not_announce_a_waiting_message_it_deletes()
         seqs: SeqRanges::from_range(Seq(3), Seq(3)),
     }));
 }
+
+fn sync_progress(events: &[Event]) -> Vec<(u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SyncProgress { done, total } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// regressions/engine_inputs/connected-twice-sync-progress: `handle_connected` while already
+/// connected is a disconnect and a connect. The first connection's listing, answered late,
+/// is ignored instead of re-planning the second run, so progress never has `done > total`.
+#[test]
+fn connected_twice_restarts_the_sync_run() {
+    let now = Timestamp(1);
+    let mut engine = Engine::new(cfg(), SyncSnapshot::default(), now);
+    assert_eq!(engine.poll_output(), Output::Connect);
+    engine.handle_connected(now);
+    let (reqs, _) = drain(&mut engine, now);
+    let (first_listing, _) = reqs[0].clone();
+
+    engine.handle_connected(now);
+    let (reqs, events) = drain(&mut engine, now);
+    let connection: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ConnectionChanged { .. }))
+        .collect();
+    assert_eq!(
+        connection,
+        [
+            &Event::ConnectionChanged {
+                state: ConnectionState::Disconnected
+            },
+            &Event::ConnectionChanged {
+                state: ConnectionState::Connected
+            }
+        ],
+        "a disconnect and a connect"
+    );
+    let (second_listing, req) = reqs[0].clone();
+    assert!(matches!(req, Request::GetMaxSeqs { after: None, .. }));
+    assert_ne!(first_listing, second_listing);
+
+    let listing = || Response::MaxSeqs {
+        entries: vec![entry("a", 5)],
+        has_more: false,
+    };
+    engine.handle_response(now, second_listing, listing());
+    let (reqs, mut events) = drain(&mut engine, now);
+    let (pull, Request::Pull { ranges }) = &reqs[0] else {
+        panic!("expected the sync pull: {reqs:?}")
+    };
+    // The first connection's listing comes back late: it belongs to no run.
+    engine.handle_response(now, first_listing, listing());
+    let (reqs, late) = drain(&mut engine, now);
+    assert!(reqs.is_empty(), "{reqs:?}");
+    events.extend(late);
+    engine.handle_response(
+        now,
+        *pull,
+        Response::Pulled {
+            ranges: vec![PulledRange {
+                conversation: "a".into(),
+                from: ranges[0].from,
+                to: ranges[0].to,
+                messages: (1..=5).map(|s| msg("a", s, "bob")).collect(),
+                missing: SeqRanges::new(),
+                min_seq: Seq(0),
+                max_seq: Seq(5),
+            }],
+        },
+    );
+    let (_, done) = drain(&mut engine, now);
+    events.extend(done);
+    assert_eq!(sync_progress(&events), vec![(0, 1), (1, 1)]);
+    assert!(events.contains(&Event::SyncFinished));
+    assert!(!engine.is_syncing());
+}

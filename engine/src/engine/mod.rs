@@ -349,9 +349,17 @@ impl Engine {
 
     /// The connection is up (after [`Output::Connect`]). Starts a sync run and resends the
     /// outbox and unacked read marks.
+    ///
+    /// Called while already connected (a driver breaking the contract, or a transport that
+    /// reconnected on its own), it is a disconnect followed by a connect: the old connection's
+    /// requests, pulls and sync run are dropped (late replies to them are ignored), and a new
+    /// run starts, so its progress never mixes with the old one's.
     pub fn handle_connected(&mut self, now: Timestamp) {
         if self.stopped {
             return;
+        }
+        if self.connection == ConnectionState::Connected {
+            self.abandon_connection();
         }
         self.connection = ConnectionState::Connected;
         self.reconnect_at = None;
@@ -871,6 +879,29 @@ impl Engine {
     }
 
     fn connection_lost(&mut self, now: Timestamp) {
+        self.abandon_connection();
+        if !self.kicked {
+            let exp = self.reconnect_failures.min(16);
+            let base = self
+                .config
+                .reconnect_min_ms
+                .saturating_mul(1 << exp)
+                .min(self.config.reconnect_max_ms);
+            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
+            let jitter = if base >= 4 {
+                self.next_random() % (base / 4)
+            } else {
+                0
+            };
+            self.reconnect_at = Some(now.plus_millis(base + jitter));
+            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+        }
+    }
+
+    /// Everything tied to the current connection goes: requests (late replies are ignored),
+    /// pulls, the sync run, sends in flight (resent on the next connection) and history
+    /// loads (finished with what is held). Schedules nothing.
+    fn abandon_connection(&mut self) {
         self.connection = ConnectionState::Disconnected;
         self.events.push(Event::ConnectionChanged {
             state: ConnectionState::Disconnected,
@@ -897,22 +928,6 @@ impl Engine {
                 conversation: h.conversation,
                 complete,
             });
-        }
-        if !self.kicked {
-            let exp = self.reconnect_failures.min(16);
-            let base = self
-                .config
-                .reconnect_min_ms
-                .saturating_mul(1 << exp)
-                .min(self.config.reconnect_max_ms);
-            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
-            let jitter = if base >= 4 {
-                self.next_random() % (base / 4)
-            } else {
-                0
-            };
-            self.reconnect_at = Some(now.plus_millis(base + jitter));
-            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
         }
     }
 
