@@ -241,3 +241,171 @@ fn connected_twice_restarts_the_sync_run() {
     assert!(events.contains(&Event::SyncFinished));
     assert!(!engine.is_syncing());
 }
+
+fn sent_events(events: &[Event]) -> Vec<(String, ClientMsgId, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessageSent {
+                conversation,
+                client_msg_id,
+                seq,
+            } => Some((conversation.0.clone(), client_msg_id.clone(), seq.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The echo of `id`, as the server delivers it in `conv` at `seq`.
+fn own_message(conv: &str, seq: u64, id: &ClientMsgId) -> ServerMessage {
+    ServerMessage {
+        client_msg_id: id.clone(),
+        ..msg(conv, seq, "me")
+    }
+}
+
+/// regressions/engine_inputs/echo-in-other-conversation: a message of this user carrying the
+/// id of a send made in `c` but delivered in `b` (and then `a`) is not that send's echo: the
+/// outbox entry stays until the real ack in `c`, and `MessageSent` comes once, for `c`.
+#[test]
+fn own_client_id_in_another_conversation_is_not_an_echo() {
+    let mut engine = connected_engine(vec![entry("a", 0), entry("b", 0), entry("c", 0)]);
+    let now = Timestamp(5);
+    let id = engine
+        .send_message(now, &"c".into(), ContentKind::Text, b"hi".to_vec())
+        .unwrap();
+    let (reqs, _) = drain(&mut engine, now);
+    let send = reqs
+        .iter()
+        .find_map(|(rid, r)| matches!(r, Request::Send { .. }).then_some(*rid))
+        .expect("the send goes out");
+
+    engine.handle_push(now, Push::Message(own_message("b", 1, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert!(sent_events(&events).is_empty(), "{events:?}");
+    assert_eq!(received_seqs(&events), vec![1], "an own message of b");
+    assert_eq!(engine.outbox().len(), 1, "the send in c is still waiting");
+    assert_eq!(engine.outbox()[0].client_msg_id, id);
+
+    engine.handle_response(
+        now,
+        send,
+        Response::SendAck {
+            client_msg_id: id.clone(),
+            seq: Seq(1),
+            server_time: Timestamp(7),
+        },
+    );
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(sent_events(&events), vec![("c".to_owned(), id.clone(), 1)]);
+    assert!(engine.outbox().is_empty());
+
+    // Once more in a: no longer in the outbox, and its tag is c's, so not an echo either.
+    engine.handle_push(now, Push::Message(own_message("a", 1, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert!(sent_events(&events).is_empty(), "{events:?}");
+    assert_eq!(received_seqs(&events), vec![1]);
+}
+
+/// A send given up on (cancelled while on the wire) whose echo arrives later, in its own
+/// conversation, is still acked by the device prefix; in another conversation it is not.
+#[test]
+fn late_echo_of_a_cancelled_send_is_acked_only_in_its_conversation() {
+    let mut engine = connected_engine(vec![entry("b", 0), entry("c", 0)]);
+    let now = Timestamp(5);
+    let id = engine
+        .send_message(now, &"c".into(), ContentKind::Text, b"hi".to_vec())
+        .unwrap();
+    drain(&mut engine, now);
+    engine.cancel(now, &"c".into(), &id).unwrap();
+    drain(&mut engine, now);
+    assert!(engine.outbox().is_empty());
+
+    engine.handle_push(now, Push::Message(own_message("b", 1, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert!(sent_events(&events).is_empty(), "{events:?}");
+    assert_eq!(received_seqs(&events), vec![1]);
+
+    engine.handle_push(now, Push::Message(own_message("c", 1, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(sent_events(&events), vec![("c".to_owned(), id, 1)]);
+    assert!(received_seqs(&events).is_empty(), "acked, not received");
+}
+
+/// Drains outputs, applying writes to `store` and committing them.
+async fn drain_into(engine: &mut Engine, store: &MemoryStorage, now: Timestamp) {
+    loop {
+        match engine.poll_output() {
+            Output::Timeout(_) => return,
+            Output::Write(id, batch) => {
+                store.apply(batch).await.expect("the store takes the batch");
+                engine.handle_batch_committed(now, id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// regressions/engine_inputs/client-id-reused-after-restart: an engine restarted from the
+/// store with the same seed in the same millisecond makes ids the previous one did not, in
+/// another conversation and in the same one, and every outbox entry survives.
+#[tokio::test]
+async fn client_ids_do_not_repeat_after_a_restart_in_the_same_millisecond() {
+    let mut config = cfg();
+    config.connect_on_start = false;
+    let now = Timestamp(1_000);
+    let store = MemoryStorage::new();
+    let snapshot = SyncSnapshot {
+        conversations: ["a", "b", "c"]
+            .map(|c| Conversation::new(c.into(), ConversationKind::Direct))
+            .to_vec(),
+        ..SyncSnapshot::default()
+    };
+    let put = WriteBatch {
+        ops: snapshot
+            .conversations
+            .iter()
+            .cloned()
+            .map(WriteOp::PutConversation)
+            .collect(),
+    };
+    store.apply(put).await.unwrap();
+
+    let mut first = Engine::new(config.clone(), store.load_snapshot().await.unwrap(), now);
+    let id_c = first
+        .send_message(now, &"c".into(), ContentKind::Text, b"1".to_vec())
+        .unwrap();
+    drain_into(&mut first, &store, now).await;
+    drop(first);
+
+    let mut second = Engine::new(config.clone(), store.load_snapshot().await.unwrap(), now);
+    let id_b = second
+        .send_message(now, &"b".into(), ContentKind::Text, b"2".to_vec())
+        .unwrap();
+    let id_c2 = second
+        .send_message(now, &"c".into(), ContentKind::Text, b"3".to_vec())
+        .unwrap();
+    drain_into(&mut second, &store, now).await;
+    assert_ne!(id_b, id_c);
+    assert_ne!(id_c2, id_c);
+    assert_ne!(id_c2, id_b);
+    let stored: Vec<ClientMsgId> = store
+        .outbox()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.client_msg_id)
+        .collect();
+    assert_eq!(stored, vec![id_c.clone(), id_b.clone(), id_c2.clone()]);
+    store.check_integrity().await.unwrap();
+
+    // The same again with nothing in the outbox but the first engine's send, restarted from
+    // the very same snapshot: the counter goes on above the outbox's, so ids still differ
+    // and still sort after the older send.
+    let mut third = Engine::new(config, store.load_snapshot().await.unwrap(), now);
+    let id = third
+        .send_message(now, &"a".into(), ContentKind::Text, b"4".to_vec())
+        .unwrap();
+    assert!(![&id_c, &id_b, &id_c2].contains(&&id));
+    assert!(id > id_c2, "{id} sorts after {id_c2}");
+}

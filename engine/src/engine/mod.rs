@@ -147,8 +147,11 @@ struct PendingCommit {
 pub struct Engine {
     config: EngineConfig,
     rng: u64,
-    /// Client ids made by this engine, part of each id so ids sort in creation order.
+    /// Client ids made by this engine (continuing above the outbox's), part of each id so ids
+    /// sort in creation order.
     sends_created: u64,
+    /// Digest of the snapshot the engine started from, mixed into client ids.
+    id_salt: u64,
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: HashMap<ConversationId, Dispatch>,
     total_unread: u64,
@@ -193,6 +196,7 @@ impl Engine {
     /// Starts from a snapshot loaded with [`crate::Storage::load_snapshot`]. With
     /// `connect_on_start` the first output is [`Output::Connect`].
     pub fn new(config: EngineConfig, snapshot: SyncSnapshot, now: Timestamp) -> Self {
+        let id_salt = outbox::snapshot_digest(&snapshot);
         let mut conversations = HashMap::with_capacity(snapshot.conversations.len());
         let mut dispatch = HashMap::with_capacity(snapshot.conversations.len());
         let mut changed = BTreeSet::new();
@@ -246,6 +250,7 @@ impl Engine {
             config,
             rng,
             sends_created: 0,
+            id_salt,
             conversations,
             dispatch,
             total_unread,
@@ -277,6 +282,13 @@ impl Engine {
             changed,
             received: BTreeMap::new(),
         };
+        // Client ids go on from the highest counter of this device's ids in the outbox.
+        engine.sends_created = engine
+            .outbox
+            .keys()
+            .filter_map(|id| engine.own_id_counter(id))
+            .max()
+            .unwrap_or(0);
         if connect {
             engine.reconnect_at = Some(now);
         }
@@ -619,7 +631,7 @@ impl Engine {
         if !self.conversations.contains_key(conversation) {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         }
-        let client_msg_id = self.new_client_msg_id(now);
+        let client_msg_id = self.new_client_msg_id(now, conversation);
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
@@ -804,10 +816,11 @@ impl Engine {
             client_msg_id: client_msg_id.clone(),
         });
         if let Some(conv) = self.conversations.get_mut(conversation) {
+            // The pending row only: another sender's message may carry the same client id.
             if conv
                 .latest
                 .as_ref()
-                .is_some_and(|l| &l.client_msg_id == client_msg_id)
+                .is_some_and(|l| l.seq.is_none() && &l.client_msg_id == client_msg_id)
             {
                 conv.latest = None;
                 self.changed.insert(conversation.clone());
