@@ -409,3 +409,109 @@ async fn client_ids_do_not_repeat_after_a_restart_in_the_same_millisecond() {
     assert!(![&id_c, &id_b, &id_c2].contains(&&id));
     assert!(id > id_c2, "{id} sorts after {id_c2}");
 }
+
+/// Drains outputs of a connected engine, applying writes to `store`; returns the requests
+/// and the events, and panics if the store refuses a batch.
+async fn drive(
+    engine: &mut Engine,
+    store: &MemoryStorage,
+    now: Timestamp,
+) -> (Vec<(RequestId, Request)>, Vec<Event>) {
+    let mut requests = Vec::new();
+    let mut events = Vec::new();
+    loop {
+        match engine.poll_output() {
+            Output::Timeout(_) => return (requests, events),
+            Output::Write(id, batch) => {
+                store.apply(batch).await.expect("the store takes the batch");
+                store
+                    .check_integrity()
+                    .await
+                    .expect("the store stays consistent");
+                engine.handle_batch_committed(now, id);
+            }
+            Output::Request(id, r) => requests.push((id, r)),
+            Output::Event(e) => events.push(e),
+            Output::Connect | Output::Disconnect { .. } => {}
+        }
+    }
+}
+
+/// regressions/engine_inputs/foreign-sender-same-client-id: client ids are unique per
+/// (sender, conversation) only. Another user's message carrying the client id of this
+/// device's pending send is stored as its own row: the pending row and outbox entry stay, the
+/// ack turns the pending row into the sent row, and a third user's message with the same id
+/// is stored too (the engine never stops on a rejected batch).
+#[tokio::test]
+async fn another_senders_message_with_the_id_of_a_send_is_its_own_row() {
+    let store = MemoryStorage::new();
+    let now = Timestamp(1);
+    let mut engine = Engine::new(cfg(), store.load_snapshot().await.unwrap(), now);
+    assert_eq!(engine.poll_output(), Output::Connect);
+    engine.handle_connected(now);
+    let (reqs, _) = drive(&mut engine, &store, now).await;
+    engine.handle_response(
+        now,
+        reqs[0].0,
+        Response::MaxSeqs {
+            entries: vec![entry("c", 0)],
+            has_more: false,
+        },
+    );
+    drive(&mut engine, &store, now).await;
+
+    let id = engine
+        .send_message(now, &"c".into(), ContentKind::Text, b"mine".to_vec())
+        .unwrap();
+    let (reqs, _) = drive(&mut engine, &store, now).await;
+    let send = reqs
+        .iter()
+        .find_map(|(rid, r)| matches!(r, Request::Send { .. }).then_some(*rid))
+        .expect("the send goes out");
+    let c = ConversationId::from("c");
+    let (me, bob, carol) = (
+        UserId::from("me"),
+        UserId::from("bob"),
+        UserId::from("carol"),
+    );
+
+    let bobs = ServerMessage {
+        client_msg_id: id.clone(),
+        ..msg("c", 1, "bob")
+    };
+    engine.handle_push(now, Push::Message(bobs));
+    let (_, events) = drive(&mut engine, &store, now).await;
+    assert_eq!(received_seqs(&events), vec![1], "bob's message is received");
+    assert!(sent_events(&events).is_empty());
+    let pending = store.message_by_client_id(&c, &me, &id).await.unwrap();
+    assert_eq!(pending.map(|m| m.status), Some(MessageStatus::Pending));
+    let row = store.message_by_client_id(&c, &bob, &id).await.unwrap();
+    assert_eq!(row.and_then(|m| m.seq), Some(Seq(1)));
+    assert_eq!(store.outbox().await.unwrap().len(), 1);
+
+    engine.handle_response(
+        now,
+        send,
+        Response::SendAck {
+            client_msg_id: id.clone(),
+            seq: Seq(2),
+            server_time: Timestamp(9),
+        },
+    );
+    let (_, events) = drive(&mut engine, &store, now).await;
+    assert_eq!(sent_events(&events), vec![("c".to_owned(), id.clone(), 2)]);
+    let mine = store.message_by_client_id(&c, &me, &id).await.unwrap();
+    assert_eq!(mine.and_then(|m| m.seq), Some(Seq(2)));
+
+    let carols = ServerMessage {
+        client_msg_id: id.clone(),
+        ..msg("c", 3, "carol")
+    };
+    engine.handle_push(now, Push::Message(carols));
+    let (_, events) = drive(&mut engine, &store, now).await;
+    assert_eq!(received_seqs(&events), vec![3]);
+    assert!(!engine.is_stopped());
+    let row = store.message_by_client_id(&c, &carol, &id).await.unwrap();
+    assert_eq!(row.and_then(|m| m.seq), Some(Seq(3)));
+    assert!(store.outbox().await.unwrap().is_empty());
+}

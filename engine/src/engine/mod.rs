@@ -753,7 +753,8 @@ impl Engine {
     }
 
     /// Sends a failed message again under the same client id (the server deduplicates).
-    /// `message` is the stored row, as read with [`crate::Storage::message_by_client_id`].
+    /// `message` is the stored row, as read with [`crate::Storage::message_by_client_id`]
+    /// (with the signed-in user as the sender).
     pub fn retry(&mut self, now: Timestamp, message: &Message) -> Result<(), CommandError> {
         self.check_running()?;
         if !self.conversations.contains_key(&message.conversation) {
