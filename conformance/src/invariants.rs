@@ -285,7 +285,13 @@ async fn check_conversation<S: Storage, St: ServerStore>(
             ));
         }
         match server.message(id, seq)? {
-            Some(truth) => compare_message(id, m, &truth, changes.get(&seq), out),
+            Some(truth) => compare_message(
+                id,
+                m,
+                &truth,
+                changes.get(&seq).map_or(&[][..], Vec::as_slice),
+                out,
+            ),
             None if seq > info.max_seq => out.push(format!(
                 "{id} seq {}: stored but the server's max is {}",
                 seq.0, info.max_seq.0
@@ -321,17 +327,21 @@ async fn check_conversation<S: Storage, St: ServerStore>(
     Ok(())
 }
 
-fn compare_message(
+/// Compares a stored message with the server's `truth`, given the changes (edits, revokes)
+/// the device holds for it in seq order (a revoke wins), and appends one line per difference
+/// to `out`. Exported for tests that check a store against a server outside a [`Sim`] (the
+/// SQLite kill test).
+pub fn compare_message(
     id: &ConversationId,
     local: &Message,
     truth: &tidemark_engine::ServerMessage,
-    changes: Option<&Vec<&Message>>,
+    changes: &[&Message],
     out: &mut Vec<String>,
 ) {
     let mut content = truth.content.clone();
     let mut edit_seq = None;
     let mut revoked = false;
-    for change in changes.into_iter().flatten() {
+    for change in changes {
         match change.kind {
             tidemark_engine::ContentKind::Revoke { .. } => {
                 revoked = true;

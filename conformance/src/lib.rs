@@ -7,6 +7,8 @@
 //!   over a simulated network with latency, loss, duplication, reordering, partitions and
 //!   crashes, on a fake clock.
 //! - [`invariants`]: the checks every scenario ends with.
+//! - [`hooked`]: any store with a hook around `apply` (fault injection, broken stores, progress
+//!   marks).
 //! - [`scenarios`]: the sync scenario suite, generic over the storage backend, and
 //!   [`sync_scenarios!`], which expands it into one test per scenario for a backend's
 //!   [`sim::StoreFactory`], each comparing its event log with the shared snapshot in
@@ -25,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod hooked;
 pub mod invariants;
 pub mod model;
 pub mod scenarios;

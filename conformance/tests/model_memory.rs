@@ -6,13 +6,10 @@
 //! Failures are persisted to `conformance/proptest-regressions/model_memory.txt` (commit it)
 //! and replayed first by every later run.
 
+use tidemark_conformance::hooked::{ApplyHook, HookedStore};
 use tidemark_conformance::model::{self, ModelOptions};
 use tidemark_conformance::sim::{MemoryStoreFactory, StoreFactory};
-use tidemark_engine::{
-    ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, MemoryStorage,
-    Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
-    WriteOp,
-};
+use tidemark_engine::{MemoryStorage, Seq, StorageError, WriteBatch, WriteOp};
 
 #[test]
 fn model_memory() {
@@ -107,19 +104,11 @@ enum Breakage {
 }
 
 /// A `MemoryStorage` that changes the batches it applies.
-struct BrokenStore {
-    inner: MemoryStorage,
-    breakage: Breakage,
-}
+type BrokenStore = HookedStore<MemoryStorage, Breakage>;
 
-#[async_trait::async_trait]
-impl Storage for BrokenStore {
-    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
-        self.inner.load_snapshot().await
-    }
-
-    async fn apply(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
-        match self.breakage {
+impl ApplyHook for Breakage {
+    fn before_apply(&self, batch: &mut WriteBatch) -> Result<(), StorageError> {
+        match self {
             Breakage::DropsRevokes => batch
                 .ops
                 .retain(|op| !matches!(op, WriteOp::RevokeMessage { .. })),
@@ -131,68 +120,7 @@ impl Storage for BrokenStore {
                 }
             }
         }
-        self.inner.apply(batch).await
-    }
-
-    async fn conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<Conversation>, StorageError> {
-        self.inner.conversation(id).await
-    }
-
-    async fn conversations_page(
-        &self,
-        after: Option<ConversationCursor>,
-        limit: usize,
-    ) -> Result<Vec<Conversation>, StorageError> {
-        self.inner.conversations_page(after, limit).await
-    }
-
-    async fn messages_page(
-        &self,
-        conversation: &ConversationId,
-        anchor: Option<Seq>,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Message>, StorageError> {
-        self.inner
-            .messages_page(conversation, anchor, direction, limit)
-            .await
-    }
-
-    async fn message_by_client_id(
-        &self,
-        conversation: &ConversationId,
-        sender: &UserId,
-        client_msg_id: &ClientMsgId,
-    ) -> Result<Option<Message>, StorageError> {
-        self.inner
-            .message_by_client_id(conversation, sender, client_msg_id)
-            .await
-    }
-
-    async fn unsent_messages(
-        &self,
-        conversation: &ConversationId,
-    ) -> Result<Vec<Message>, StorageError> {
-        self.inner.unsent_messages(conversation).await
-    }
-
-    async fn total_unread(&self) -> Result<u64, StorageError> {
-        self.inner.total_unread().await
-    }
-
-    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
-        self.inner.outbox().await
-    }
-
-    async fn tombstones(&self, conversation: &ConversationId) -> Result<SeqRanges, StorageError> {
-        self.inner.tombstones(conversation).await
-    }
-
-    async fn check_integrity(&self) -> Result<(), StorageError> {
-        self.inner.check_integrity().await
+        Ok(())
     }
 }
 
@@ -206,10 +134,10 @@ impl StoreFactory for BrokenStoreFactory {
     type Store = BrokenStore;
 
     async fn open(&self, device: usize) -> Result<BrokenStore, StorageError> {
-        Ok(BrokenStore {
-            inner: self.inner.open(device).await?,
-            breakage: self.breakage,
-        })
+        Ok(HookedStore::new(
+            self.inner.open(device).await?,
+            self.breakage,
+        ))
     }
 }
 

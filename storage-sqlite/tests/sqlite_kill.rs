@@ -52,18 +52,19 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tidemark_conformance::hooked::{ApplyHook, HookedStore};
+use tidemark_conformance::invariants::compare_message;
 use tidemark_conformance::server::{
     AppendOutcome, MemoryServerStore, NewMessage, ServerConfig, ServerCore, ServerStore,
 };
 use tidemark_conformance::sim::{Sim, SimConfig, SimRng, StoreFactory};
 use tidemark_conformance::storage_suite::{dump, StoreDump};
 use tidemark_engine::{
-    ClientMsgId, ContentKind, Conversation, ConversationCursor, ConversationId, ConversationKind,
-    Direction, Message, MessageStatus, OutboxEntry, Seq, SeqRanges, ServerMessage, Storage,
-    StorageError, SyncPolicy, SyncSnapshot, Timestamp, UserId, WriteBatch,
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, Message, MessageStatus, Seq,
+    SeqRanges, Storage, StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
 };
 use tidemark_storage_sqlite::SqliteStorage;
 
@@ -553,86 +554,29 @@ impl Progress {
 }
 
 /// [`SqliteStorage`] that marks the start (`B`) and end (`E`) of every `apply`.
-#[derive(Clone)]
-struct MarkedStore {
-    inner: SqliteStorage,
+type MarkedStore = HookedStore<SqliteStorage, Marks>;
+
+/// The marks' hook: `B` before, `E <microseconds>` after.
+struct Marks {
     progress: Progress,
+    started: Mutex<Option<Instant>>,
 }
 
-#[async_trait::async_trait]
-impl Storage for MarkedStore {
-    async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
-        self.inner.load_snapshot().await
-    }
-
-    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+impl ApplyHook for Marks {
+    fn before_apply(&self, _batch: &mut WriteBatch) -> Result<(), StorageError> {
         self.progress.line("B");
-        let started = Instant::now();
-        let result = self.inner.apply(batch).await;
-        self.progress
-            .line(&format!("E {}", started.elapsed().as_micros()));
-        result
+        *self.started.lock().unwrap() = Some(Instant::now());
+        Ok(())
     }
 
-    async fn conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<Conversation>, StorageError> {
-        self.inner.conversation(id).await
-    }
-
-    async fn conversations_page(
-        &self,
-        after: Option<ConversationCursor>,
-        limit: usize,
-    ) -> Result<Vec<Conversation>, StorageError> {
-        self.inner.conversations_page(after, limit).await
-    }
-
-    async fn messages_page(
-        &self,
-        conversation: &ConversationId,
-        anchor: Option<Seq>,
-        direction: Direction,
-        limit: usize,
-    ) -> Result<Vec<Message>, StorageError> {
-        self.inner
-            .messages_page(conversation, anchor, direction, limit)
-            .await
-    }
-
-    async fn message_by_client_id(
-        &self,
-        conversation: &ConversationId,
-        sender: &UserId,
-        client_msg_id: &ClientMsgId,
-    ) -> Result<Option<Message>, StorageError> {
-        self.inner
-            .message_by_client_id(conversation, sender, client_msg_id)
-            .await
-    }
-
-    async fn unsent_messages(
-        &self,
-        conversation: &ConversationId,
-    ) -> Result<Vec<Message>, StorageError> {
-        self.inner.unsent_messages(conversation).await
-    }
-
-    async fn total_unread(&self) -> Result<u64, StorageError> {
-        self.inner.total_unread().await
-    }
-
-    async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
-        self.inner.outbox().await
-    }
-
-    async fn tombstones(&self, conversation: &ConversationId) -> Result<SeqRanges, StorageError> {
-        self.inner.tombstones(conversation).await
-    }
-
-    async fn check_integrity(&self) -> Result<(), StorageError> {
-        self.inner.check_integrity().await
+    fn after_apply(&self, _result: &Result<(), StorageError>) {
+        let micros = self
+            .started
+            .lock()
+            .unwrap()
+            .take()
+            .map_or(0, |t| t.elapsed().as_micros());
+        self.progress.line(&format!("E {micros}"));
     }
 }
 
@@ -647,10 +591,13 @@ impl StoreFactory for FileFactory {
     type Store = MarkedStore;
 
     async fn open(&self, _device: usize) -> Result<MarkedStore, StorageError> {
-        Ok(MarkedStore {
-            inner: SqliteStorage::open(&self.path)?,
-            progress: self.progress.clone(),
-        })
+        Ok(HookedStore::new(
+            SqliteStorage::open(&self.path)?,
+            Marks {
+                progress: self.progress.clone(),
+                started: Mutex::new(None),
+            },
+        ))
     }
 }
 
@@ -905,81 +852,6 @@ struct Observed {
     messages: u64,
     tombstoned: u64,
     pending: u64,
-}
-
-/// Expected stored form of `truth` given the changes (edits, revokes) the device holds for
-/// it, in seq order; a revoke wins. Mirrors the simulation's invariant check.
-fn compare_message(
-    id: &ConversationId,
-    local: &Message,
-    truth: &ServerMessage,
-    changes: &[&Message],
-    out: &mut Vec<String>,
-) {
-    let mut content = truth.content.clone();
-    let mut edit_seq = None;
-    let mut revoked = false;
-    for change in changes {
-        match change.kind {
-            ContentKind::Revoke { .. } => {
-                revoked = true;
-                content.clear();
-            }
-            _ if !revoked => {
-                edit_seq = change.seq;
-                content.clone_from(&change.content);
-            }
-            _ => {}
-        }
-    }
-    let mut differ = Vec::new();
-    if local.sender != truth.sender {
-        differ.push(format!("sender {} vs {}", local.sender, truth.sender));
-    }
-    if local.client_msg_id != truth.client_msg_id {
-        differ.push(format!(
-            "client id {} vs {}",
-            local.client_msg_id, truth.client_msg_id
-        ));
-    }
-    if local.kind != truth.kind {
-        differ.push(format!("kind {:?} vs {:?}", local.kind, truth.kind));
-    }
-    if local.created_at != truth.created_at {
-        differ.push(format!(
-            "created_at {} vs {}",
-            local.created_at.0, truth.created_at.0
-        ));
-    }
-    if local.server_time != Some(truth.server_time) {
-        differ.push(format!(
-            "server_time {:?} vs {}",
-            local.server_time, truth.server_time.0
-        ));
-    }
-    if local.content != content {
-        differ.push(format!(
-            "content {:?} vs {:?}",
-            String::from_utf8_lossy(&local.content),
-            String::from_utf8_lossy(&content)
-        ));
-    }
-    let local_edit = if local.revoked { None } else { local.edit_seq };
-    let edit_seq = if revoked { None } else { edit_seq };
-    if (local_edit, local.revoked) != (edit_seq, revoked) {
-        differ.push(format!(
-            "edit seq/revoked {:?} vs {:?}",
-            (local_edit, local.revoked),
-            (edit_seq, revoked)
-        ));
-    }
-    if !differ.is_empty() {
-        out.push(format!(
-            "{id} seq {}: differs from the server: {}",
-            truth.seq.0,
-            differ.join(", ")
-        ));
-    }
 }
 
 /// Every check that holds after any kill (see the module docs). Returns what the store
@@ -1410,7 +1282,7 @@ async fn sigkill_at_random_points_loses_nothing() {
         panic!("final session: {v}");
     }
     let (journal, _) = read_journal(dir);
-    let store = session.sim.store(0).inner.clone();
+    let store = session.sim.store(0).inner().clone();
     let truth = session.sim.server().store();
     let (seen, final_dump) =
         check_store(&store, truth, &journal, &sends, previous.as_ref(), "final").await;

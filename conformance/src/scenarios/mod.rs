@@ -32,7 +32,7 @@ use crate::sim::{Sim, SimError, StoreFactory};
 
 pub use changes::*;
 pub use connection::*;
-pub use faults::{FaultyStore, FaultyStoreFactory};
+pub use faults::{FailApplies, FaultyStore, FaultyStoreFactory};
 pub use log::ScenarioLog;
 pub use read::*;
 pub use send::*;
