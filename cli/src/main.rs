@@ -1,0 +1,57 @@
+//! `tidemark`: the runnable face of Tidemark.
+//!
+//! - `tidemark demo`: starts the reference server, fills it with conversations and messages
+//!   over real WebSockets, syncs a client into SQLite in a child process that is killed
+//!   mid-sync and restarted, and verifies the client's store against the server's.
+//! - `tidemark server`: the reference server and its admin commands.
+//! - `tidemark chat`: an interactive, line-based client.
+//! - `tidemark inspect`: a read-only look into a client store.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod error;
+mod inspect;
+
+/// Tidemark: an offline-first message sync engine for inbox-model IM servers.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what a client store holds, read-only.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Inspect(args) => inspect::run(args).await,
+        }
+    });
+    // Spawned tasks (socket readers, the server) must not hold the exit up.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
