@@ -18,5 +18,7 @@
 #[cfg(target_family = "wasm")]
 pub mod browser;
 pub mod loopback;
+#[cfg(feature = "native")]
+pub mod native;
 pub mod server;
 pub mod wire;

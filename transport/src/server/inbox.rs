@@ -125,6 +125,11 @@ impl<St: ServerStore> ServerCore<St> {
         &mut self.store
     }
 
+    /// Gives the store back (a host shutting down returns it to its caller).
+    pub fn into_store(self) -> St {
+        self.store
+    }
+
     /// The limits.
     pub fn config(&self) -> &ServerConfig {
         &self.config

@@ -21,6 +21,8 @@ mod error;
 mod inbox;
 mod memory;
 #[cfg(feature = "server")]
+pub mod net;
+#[cfg(feature = "server")]
 mod sqlite;
 mod store;
 

@@ -180,4 +180,20 @@ pub trait ServerStore {
         conversation: &ConversationId,
         seq: Seq,
     ) -> Result<Seq, ServerStoreError>;
+
+    /// Starts a group commit: the calls until [`ServerStore::commit_group`] still apply whole
+    /// or not at all one by one, and are visible to later calls at once, but become durable
+    /// together at the commit. A host that answers (acks) a group's requests only after the
+    /// commit pays for one durable commit per group instead of one per call. Without a
+    /// group every call is durable when it returns. The default does nothing (a store
+    /// without durability, like the memory store).
+    fn begin_group(&mut self) -> Result<(), ServerStoreError> {
+        Ok(())
+    }
+
+    /// Makes every call since [`ServerStore::begin_group`] durable. On an error none of them
+    /// is stored: the host must not acknowledge them. Without an open group it does nothing.
+    fn commit_group(&mut self) -> Result<(), ServerStoreError> {
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::ServerStoreError;
 
@@ -79,6 +79,8 @@ impl Default for SqliteServerOptions {
 #[derive(Debug)]
 pub struct SqliteServerStore {
     conn: Connection,
+    /// Inside [`ServerStore::begin_group`]: calls run in savepoints of the group's transaction.
+    in_group: bool,
 }
 
 impl SqliteServerStore {
@@ -123,7 +125,10 @@ impl SqliteServerStore {
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(|e| backend(e, "setting synchronous"))?;
         migrations::migrate(&conn)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            in_group: false,
+        })
     }
 
     /// A new empty store in memory (tests, the simulated server): the same schema and SQL as
@@ -133,7 +138,10 @@ impl SqliteServerStore {
             Connection::open_in_memory().map_err(|e| backend(e, "opening an in-memory store"))?;
         Self::prepare(&conn)?;
         migrations::migrate(&conn)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            in_group: false,
+        })
     }
 
     /// The schema version of the open store (always [`SERVER_SCHEMA_VERSION`] once open).
@@ -154,11 +162,23 @@ impl SqliteServerStore {
     }
 
     /// Runs `f` in one `IMMEDIATE` transaction: committed when it returns `Ok`, rolled back
-    /// (dropped) when it returns `Err`, so a failing call leaves no trace.
+    /// (dropped) when it returns `Err`, so a failing call leaves no trace. Inside a group
+    /// ([`ServerStore::begin_group`]) it runs in a savepoint instead: a failing call still
+    /// leaves no trace, and the group's commit makes every call durable at once.
     fn write<T>(
         &mut self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, ServerStoreError>,
+        f: impl FnOnce(&Connection) -> Result<T, ServerStoreError>,
     ) -> Result<T, ServerStoreError> {
+        if self.in_group {
+            let sp = self
+                .conn
+                .savepoint()
+                .map_err(|e| backend(e, "starting a savepoint"))?;
+            let out = f(&sp)?;
+            sp.commit()
+                .map_err(|e| backend(e, "releasing a savepoint"))?;
+            return Ok(out);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -166,5 +186,32 @@ impl SqliteServerStore {
         let out = f(&tx)?;
         tx.commit().map_err(|e| backend(e, "committing"))?;
         Ok(out)
+    }
+
+    /// Opens the group's transaction (see [`ServerStore::begin_group`]).
+    fn begin_group_tx(&mut self) -> Result<(), ServerStoreError> {
+        if self.in_group {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| backend(e, "starting a group"))?;
+        self.in_group = true;
+        Ok(())
+    }
+
+    /// Commits the group's transaction; on failure it is rolled back, so either every call of
+    /// the group is stored or none is.
+    fn commit_group_tx(&mut self) -> Result<(), ServerStoreError> {
+        if !self.in_group {
+            return Ok(());
+        }
+        self.in_group = false;
+        if let Err(err) = self.conn.execute_batch("COMMIT") {
+            // A failed COMMIT can leave the transaction open (SQLITE_BUSY): end it.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(backend(err, "committing a group"));
+        }
+        Ok(())
     }
 }

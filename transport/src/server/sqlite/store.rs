@@ -181,6 +181,14 @@ fn exec(
 }
 
 impl ServerStore for SqliteServerStore {
+    fn begin_group(&mut self) -> Result<(), ServerStoreError> {
+        self.begin_group_tx()
+    }
+
+    fn commit_group(&mut self) -> Result<(), ServerStoreError> {
+        self.commit_group_tx()
+    }
+
     fn create_user(&mut self, user: &UserId) -> Result<bool, ServerStoreError> {
         self.write(|tx| {
             let added = exec(

@@ -574,6 +574,65 @@ fn queries_use_their_indexes() {
     }
 }
 
+#[test]
+fn a_group_commits_together_and_a_failed_call_in_it_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("group.db");
+    let mut s = SqliteServerStore::open(&path).unwrap();
+    populate(&mut s);
+
+    s.begin_group().unwrap();
+    s.append(text("g", "b", "in-group-1"), Timestamp(300))
+        .unwrap();
+    // Fails (unknown conversation) inside the group: only this call is undone.
+    assert!(s.append(text("nope", "b", "bad"), Timestamp(301)).is_err());
+    s.append(text("g", "b", "in-group-2"), Timestamp(302))
+        .unwrap();
+    // Visible to later calls of the group at once.
+    assert_eq!(max_seq_of(&s, &cid("g")), 12);
+    s.commit_group().unwrap();
+    drop(s);
+
+    let s = SqliteServerStore::open(&path).unwrap();
+    assert_eq!(max_seq_of(&s, &cid("g")), 12);
+    assert!(s.sent_record(&uid("b"), &"bad".into()).unwrap().is_none());
+    for id in ["in-group-1", "in-group-2"] {
+        assert!(s.sent_record(&uid("b"), &id.into()).unwrap().is_some());
+    }
+}
+
+#[test]
+fn an_uncommitted_group_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("group.db");
+    let mut s = SqliteServerStore::open(&path).unwrap();
+    populate(&mut s);
+    let before = snapshot(&s);
+    s.begin_group().unwrap();
+    s.append(text("g", "b", "lost"), Timestamp(300)).unwrap();
+    drop(s); // the process ends before the group's commit
+    let s = SqliteServerStore::open(&path).unwrap();
+    assert_eq!(snapshot(&s), before);
+}
+
+#[test]
+fn groups_do_nothing_on_the_memory_store_and_outside_a_group() {
+    let mut m = MemoryServerStore::new();
+    populate(&mut m);
+    m.begin_group().unwrap();
+    m.append(text("g", "b", "x1"), Timestamp(300)).unwrap();
+    m.commit_group().unwrap();
+    let mut s = SqliteServerStore::open_in_memory().unwrap();
+    populate(&mut s);
+    // A commit without a group is a no-op, as is a second begin.
+    s.commit_group().unwrap();
+    s.begin_group().unwrap();
+    s.begin_group().unwrap();
+    s.append(text("g", "b", "x1"), Timestamp(300)).unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(snapshot(&s), snapshot(&m));
+}
+
 /// Not a test: how long 100,000 appends over 1,000 conversations take on a file, one call
 /// (one transaction) per message, and 10,000 with `Durability::Full`. Run with
 /// `cargo test -p tidemark-transport --all-features -- --ignored --nocapture append_timing`

@@ -1,0 +1,222 @@
+//! The thread that owns the core: commands in, outputs routed to connection queues.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tidemark_engine::{DeviceId, Request, RequestId, Timestamp, UserId};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+
+use super::conn::{Outgoing, Refusal};
+use super::Clock;
+use crate::server::{
+    check_token, AccountStore, ConnId, ServerCore, ServerOutput, ServerStore, ServerStoreError,
+    TokenCheck,
+};
+use crate::wire::{error_code, ServerFrame};
+
+/// A job for the core thread.
+pub(crate) type AdminJob<St> = Box<dyn FnOnce(&mut ServerCore<St>, Timestamp) + Send>;
+
+/// What connections and the handle ask of the core thread.
+///
+/// No `Debug`: `Connect` carries a token, which must never reach a log.
+pub(crate) enum Command<St: ServerStore> {
+    /// Check the token and, when it is good, connect. The reply carries the server time of
+    /// the welcome.
+    Connect {
+        conn: ConnId,
+        user: UserId,
+        device: DeviceId,
+        token: String,
+        /// Where the connection's frames go.
+        outgoing: mpsc::Sender<Outgoing>,
+        /// Fired to close the connection at once (slow consumer).
+        kill: oneshot::Sender<Refusal>,
+        reply: oneshot::Sender<Result<Timestamp, Refusal>>,
+    },
+    /// A request of an authenticated connection.
+    Request {
+        conn: ConnId,
+        id: RequestId,
+        request: Request,
+    },
+    /// The connection closed.
+    Disconnect { conn: ConnId },
+    /// Runs on the core; what it causes is routed.
+    Admin(AdminJob<St>),
+    /// Handle what is queued before this, then stop.
+    Shutdown,
+}
+
+/// One connection's queues, as the core thread holds them.
+struct Route {
+    outgoing: mpsc::Sender<Outgoing>,
+    kill: Option<oneshot::Sender<Refusal>>,
+}
+
+struct Host<St: ServerStore> {
+    core: ServerCore<St>,
+    routes: HashMap<ConnId, Route>,
+}
+
+/// The core thread's body: returns the store when told to shut down (or when every sender
+/// is gone).
+pub(crate) fn run<St>(
+    core: ServerCore<St>,
+    mut commands: mpsc::Receiver<Command<St>>,
+    connections: Arc<AtomicUsize>,
+) -> St
+where
+    St: ServerStore + AccountStore,
+{
+    let mut host = Host {
+        core,
+        routes: HashMap::new(),
+    };
+    let mut clock = Clock::default();
+    while let Some(command) = commands.blocking_recv() {
+        let now = clock.now();
+        match command {
+            Command::Connect {
+                conn,
+                user,
+                device,
+                token,
+                outgoing,
+                kill,
+                reply,
+            } => {
+                let answer = host.authenticate(now, conn, user, device, &token);
+                let accepted = answer.is_ok();
+                if accepted {
+                    host.routes.insert(
+                        conn,
+                        Route {
+                            outgoing,
+                            kill: Some(kill),
+                        },
+                    );
+                }
+                if reply.send(answer.map(|()| now)).is_err() && accepted {
+                    // The connection went away while waiting.
+                    host.forget(conn);
+                }
+            }
+            Command::Request { conn, id, request } => {
+                host.core.handle_request(now, conn, id, request);
+            }
+            Command::Disconnect { conn } => host.forget(conn),
+            Command::Admin(job) => job(&mut host.core, now),
+            Command::Shutdown => break,
+        }
+        host.route();
+        connections.store(host.routes.len(), Ordering::Relaxed);
+    }
+    // Dropping every outgoing queue: each connection writes what it holds, then the
+    // shutdown error, and closes.
+    let conns: Vec<ConnId> = host.routes.keys().copied().collect();
+    for conn in conns {
+        host.core.disconnect(conn);
+    }
+    host.routes.clear();
+    connections.store(0, Ordering::Relaxed);
+    host.core.into_store()
+}
+
+impl<St> Host<St>
+where
+    St: ServerStore + AccountStore,
+{
+    fn authenticate(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        user: UserId,
+        device: DeviceId,
+        token: &str,
+    ) -> Result<(), Refusal> {
+        // The same answer for an unknown user and a wrong token: nothing tells a prober
+        // which users exist.
+        let unauthorized = || Refusal::new(error_code::UNAUTHORIZED, "unknown user or bad token");
+        match check_token(self.core.store(), &user, token, now) {
+            Ok(TokenCheck::Valid) => {}
+            Ok(TokenCheck::Expired) => {
+                return Err(Refusal::new(
+                    error_code::TOKEN_EXPIRED,
+                    "the token has expired",
+                ))
+            }
+            Ok(TokenCheck::Invalid) => return Err(unauthorized()),
+            Err(err) => {
+                tracing::error!(conn = conn.0, %err, "token check failed");
+                return Err(internal());
+            }
+        }
+        match self.core.connect(conn, user, device) {
+            Ok(()) => Ok(()),
+            Err(ServerStoreError::UnknownUser(_)) => Err(unauthorized()),
+            Err(err) => {
+                tracing::error!(conn = conn.0, %err, "connect failed");
+                Err(internal())
+            }
+        }
+    }
+
+    /// Forgets a connection on both sides.
+    fn forget(&mut self, conn: ConnId) {
+        self.core.disconnect(conn);
+        self.routes.remove(&conn);
+    }
+
+    /// Delivers every output the core queued, in order.
+    fn route(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                ServerOutput::Respond { conn, id, response } => {
+                    self.deliver(
+                        conn,
+                        Outgoing::Frame(ServerFrame::Response { id, response }),
+                    );
+                }
+                ServerOutput::Push { conn, push } => {
+                    self.deliver(conn, Outgoing::Frame(ServerFrame::Push { push }));
+                }
+                ServerOutput::Close { conn } => {
+                    // The core forgot it already (a kick): close after what is queued.
+                    self.deliver(conn, Outgoing::Close);
+                    self.routes.remove(&conn);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, conn: ConnId, out: Outgoing) {
+        let Some(route) = self.routes.get_mut(&conn) else {
+            return;
+        };
+        match route.outgoing.try_send(out) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(
+                    conn = conn.0,
+                    "outgoing queue full: closing a slow consumer"
+                );
+                if let Some(kill) = route.kill.take() {
+                    let _ = kill.send(Refusal::new(
+                        error_code::SLOW_CONSUMER,
+                        "the connection could not keep up; reconnect and pull",
+                    ));
+                }
+                self.forget(conn);
+            }
+            // The connection task is gone; its disconnect is on its way.
+            Err(TrySendError::Closed(_)) => self.forget(conn),
+        }
+    }
+}
+
+fn internal() -> Refusal {
+    Refusal::new(error_code::INTERNAL, "the server failed; try again later")
+}
