@@ -4,15 +4,16 @@
 //!   over real WebSockets, syncs a client into SQLite in a child process that is killed
 //!   mid-sync and restarted, and verifies the client's store against the server's.
 //! - `tidemark server`: the reference server and its admin commands.
-//! - `tidemark chat`: an interactive, line-based client.
 //! - `tidemark inspect`: a read-only look into a client store.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod error;
 mod inspect;
+mod server_cmd;
 
 /// Tidemark: an offline-first message sync engine for inbox-model IM servers.
 #[derive(Debug, Parser)]
@@ -24,6 +25,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the self-checking demo: a server, a load of messages, a client synced through a crash.
+    Demo(demo::DemoArgs),
+    /// The demo's client process (started by `demo`; prints progress as JSON lines).
+    #[command(hide = true)]
+    DemoClient(demo::child::ChildArgs),
+    /// Run the reference server, or administer its store.
+    Server(server_cmd::ServerArgs),
     /// Show what a client store holds, read-only.
     Inspect(inspect::InspectArgs),
 }
@@ -42,6 +50,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::DemoClient(args) => demo::child::run(args).await,
+            Command::Server(args) => server_cmd::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
         }
     });
