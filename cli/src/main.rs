@@ -4,12 +4,14 @@
 //!   over real WebSockets, syncs a client into SQLite in a child process that is killed
 //!   mid-sync and restarted, and verifies the client's store against the server's.
 //! - `tidemark server`: the reference server and its admin commands.
+//! - `tidemark chat`: an interactive, line-based client.
 //! - `tidemark inspect`: a read-only look into a client store.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chat;
 mod demo;
 mod error;
 mod inspect;
@@ -32,6 +34,8 @@ enum Command {
     DemoClient(demo::child::ChildArgs),
     /// Run the reference server, or administer its store.
     Server(server_cmd::ServerArgs),
+    /// Chat interactively (or from a pipe) as one user on one device.
+    Chat(chat::ChatArgs),
     /// Show what a client store holds, read-only.
     Inspect(inspect::InspectArgs),
 }
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::DemoClient(args) => demo::child::run(args).await,
             Command::Server(args) => server_cmd::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
         }
     });

@@ -15,6 +15,7 @@ fn every_subcommand_has_help() {
         &["server", "token", "--help"],
         &["server", "create-conversation", "--help"],
         &["server", "add-member", "--help"],
+        &["chat", "--help"],
         &["inspect", "--help"],
     ];
     for args in cases {

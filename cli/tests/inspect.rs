@@ -8,7 +8,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 fn inspect_refuses_what_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.db");
-    let bytes: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&garbage, bytes).unwrap();
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
@@ -41,12 +43,20 @@ fn inspect_refuses_foreign_and_newer_stores() {
     conn.pragma_update(None, "user_version", 9_999).unwrap();
     drop(conn);
 
-    let out = Command::new(BIN).arg("inspect").arg(&foreign).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("inspect")
+        .arg(&foreign)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not a Tidemark client store"), "{stderr}");
 
-    let out = Command::new(BIN).arg("inspect").arg(&newer).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("inspect")
+        .arg(&newer)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("newer Tidemark"), "{stderr}");
