@@ -160,7 +160,7 @@ async fn check_device<F: StoreFactory>(
     let outbox = store.outbox().await?;
     for entry in &outbox {
         let row = store
-            .message_by_client_id(&entry.conversation, &entry.client_msg_id)
+            .message_by_client_id(&entry.conversation, &user, &entry.client_msg_id)
             .await?;
         if row.is_none() {
             out.push(format!(
@@ -540,7 +540,7 @@ async fn check_sends<F: StoreFactory>(
         }
         let crashed_since = sim.process(d) > send.process;
         let record = server.sent_record(user, cmid)?;
-        let row = store.message_by_client_id(conv, cmid).await?;
+        let row = store.message_by_client_id(conv, user, cmid).await?;
         let Some(row) = row else {
             // Gone on the server (deleted or below the floor): its row went with its
             // tombstone.

@@ -478,7 +478,7 @@ async fn pending_send_survives_a_restart_and_is_acked_once() {
     assert_eq!(sent_count(&events, &id), 0);
     assert!(on_server(&server).is_empty(), "nothing reached the server");
     let pending = storage
-        .message_by_client_id(&conv(), &id)
+        .message_by_client_id(&conv(), &user("alice"), &id)
         .await
         .unwrap()
         .expect("the pending row is stored");
@@ -742,7 +742,7 @@ async fn send_errors_retry_transient_and_fail_permanent_then_retry_by_handle() {
         .await;
     let failed = alice
         .storage
-        .message_by_client_id(&conv(), &second)
+        .message_by_client_id(&conv(), &user("alice"), &second)
         .await
         .unwrap()
         .unwrap();
@@ -953,7 +953,7 @@ async fn cancelled_offline_send_never_reaches_the_server() {
     assert_eq!(
         alice
             .storage
-            .message_by_client_id(&conv(), &id)
+            .message_by_client_id(&conv(), &user("alice"), &id)
             .await
             .unwrap(),
         None
@@ -1018,7 +1018,7 @@ async fn send_whose_batch_fails_is_refused_and_the_next_send_works() {
     assert!(
         alice
             .storage
-            .message_by_client_id(&conv(), &kept)
+            .message_by_client_id(&conv(), &user("alice"), &kept)
             .await
             .unwrap()
             .is_some(),

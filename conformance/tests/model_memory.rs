@@ -10,7 +10,8 @@ use tidemark_conformance::model::{self, ModelOptions};
 use tidemark_conformance::sim::{MemoryStoreFactory, StoreFactory};
 use tidemark_engine::{
     ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, MemoryStorage,
-    Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, WriteBatch, WriteOp,
+    Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
+    WriteOp,
 };
 
 #[test]
@@ -163,10 +164,11 @@ impl Storage for BrokenStore {
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError> {
         self.inner
-            .message_by_client_id(conversation, client_msg_id)
+            .message_by_client_id(conversation, sender, client_msg_id)
             .await
     }
 

@@ -617,10 +617,12 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 client_msg_id,
                 reply,
             } => {
-                // Every write so far has been applied, so the store has the failed message.
+                // Every write so far has been applied, so the store has the failed message
+                // (a send of this user's, so its row is keyed by the signed-in user).
+                let me = self.engine.config().user.clone();
                 let result = match self
                     .storage
-                    .message_by_client_id(&conversation, &client_msg_id)
+                    .message_by_client_id(&conversation, &me, &client_msg_id)
                     .await
                 {
                     Ok(Some(message)) => self

@@ -27,7 +27,20 @@ pub struct EngineConfig {
     pub user: UserId,
     /// This device.
     pub device: DeviceId,
-    /// Seeds client message ids (an app passes fresh randomness; tests pass a constant).
+    /// Seeds client message ids and reconnect jitter. An app passes fresh randomness at every
+    /// start; tests pass a constant.
+    ///
+    /// Client ids must never repeat (the server deduplicates sends by client id, so a repeated
+    /// id loses the later send). An id is `{device}:{time}-{counter}-{random}-{tag}`, with
+    /// the time of the send in milliseconds, a counter that goes on above the highest counter
+    /// of this device's ids in the outbox after a restart, a random part drawn from this seed,
+    /// the start time and a digest of the snapshot the engine started from, and a tag binding
+    /// the id to its conversation. The engine never makes an id already in its outbox. So with
+    /// a constant seed, two engines make the same id only if they start in the same
+    /// millisecond from snapshots with the same digest and send in the same millisecond in the
+    /// same conversation (a send changes its conversation's record, and so the digest, though
+    /// a later cancel may change it back; a store restored from a backup is another way).
+    /// Fresh randomness rules even that out.
     pub seed: u64,
     /// What to pull after connecting.
     pub policy: SyncPolicy,

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::{
     ClientMsgId, Conversation, ConversationId, Message, OutboxEntry, PendingChange, Seq, Timestamp,
+    UserId,
 };
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{
@@ -26,9 +27,10 @@ use crate::storage::{
 /// The reference in-memory [`Storage`]. Cheap to clone; clones share the same state.
 ///
 /// Merge rules of [`WriteOp::PutMessages`] (the trait leaves some of them to the backend):
+/// rows are keyed by (conversation, sender, client id);
 /// - a message at a tombstoned seq is not stored (the tombstone wins);
-/// - a message whose seq is held by a row with another client id rejects the batch, and so
-///   does a client id already stored at a different seq;
+/// - a message whose seq is held by a row of another (sender, client id) rejects the batch,
+///   and so does a (sender, client id) already stored at a different seq;
 /// - a row without a seq (pending or failed) is replaced by the incoming message, so a
 ///   pending send becomes the sent row when its ack or echo arrives;
 /// - a row with a seq is never downgraded by a message without one, and keeps its fields when
@@ -76,23 +78,54 @@ struct State {
     pending_changes: BTreeMap<(ConversationId, Seq), PendingChange>,
 }
 
-/// One conversation's messages: rows by client id, plus an index of the rows with a seq.
+/// A row's key within its conversation: client ids are unique per (sender, conversation)
+/// only. Ordered by client id first, so the rows of one client id are one range.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MsgKey {
+    client_msg_id: ClientMsgId,
+    sender: UserId,
+}
+
+impl MsgKey {
+    fn of(m: &Message) -> Self {
+        Self {
+            client_msg_id: m.client_msg_id.clone(),
+            sender: m.sender.clone(),
+        }
+    }
+}
+
+/// One conversation's messages: rows by (client id, sender), plus an index of the rows with
+/// a seq.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ConvMessages {
-    rows: BTreeMap<ClientMsgId, Message>,
-    by_seq: BTreeMap<Seq, ClientMsgId>,
+    rows: BTreeMap<MsgKey, Message>,
+    by_seq: BTreeMap<Seq, MsgKey>,
 }
 
 impl ConvMessages {
     fn at_seq(&self, seq: Seq) -> Option<&Message> {
         self.by_seq.get(&seq).and_then(|id| self.rows.get(id))
     }
+
+    /// Every row with this client id, whatever its sender.
+    fn with_client_id<'a>(&'a self, id: &ClientMsgId) -> impl Iterator<Item = &'a Message> + 'a {
+        let start = MsgKey {
+            client_msg_id: id.clone(),
+            sender: UserId::from(""),
+        };
+        let id = id.clone();
+        self.rows
+            .range(start..)
+            .take_while(move |(k, _)| k.client_msg_id == id)
+            .map(|(_, m)| m)
+    }
 }
 
 /// What a mutation replaced, to undo it.
 enum Undo {
     Conversation(ConversationId, Option<Conversation>),
-    Message(ConversationId, ClientMsgId, Option<Message>),
+    Message(ConversationId, MsgKey, Option<Message>),
     Tombstones(ConversationId, Option<SeqRanges>),
     Outbox(ClientMsgId, Option<OutboxEntry>),
     PendingChange((ConversationId, Seq), Option<PendingChange>),
@@ -121,7 +154,7 @@ impl State {
     fn set_message(
         &mut self,
         conversation: ConversationId,
-        id: ClientMsgId,
+        id: MsgKey,
         value: Option<Message>,
     ) -> Option<Message> {
         let entry = self.messages.entry(conversation.clone()).or_default();
@@ -217,7 +250,7 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn set_message(&mut self, conv: &ConversationId, id: &ClientMsgId, value: Option<Message>) {
+    fn set_message(&mut self, conv: &ConversationId, id: &MsgKey, value: Option<Message>) {
         let prev = self.state.set_message(conv.clone(), id.clone(), value);
         self.undo
             .push(Undo::Message(conv.clone(), id.clone(), prev));
@@ -253,7 +286,7 @@ impl<'a> Tx<'a> {
                     let mut m = old.clone();
                     m.content = content;
                     m.edit_seq = Some(edit_seq);
-                    let id = m.client_msg_id.clone();
+                    let id = MsgKey::of(&m);
                     self.set_message(&conversation, &id, Some(m));
                 }
             }
@@ -270,7 +303,7 @@ impl<'a> Tx<'a> {
                     let mut m = old.clone();
                     m.content.clear();
                     m.revoked = true;
-                    let id = m.client_msg_id.clone();
+                    let id = MsgKey::of(&m);
                     self.set_message(&conversation, &id, Some(m));
                 }
             }
@@ -278,7 +311,7 @@ impl<'a> Tx<'a> {
                 if seqs.is_empty() {
                     return Ok(());
                 }
-                let victims: Vec<ClientMsgId> = match self.state.messages.get(&conversation) {
+                let victims: Vec<MsgKey> = match self.state.messages.get(&conversation) {
                     Some(c) => seqs
                         .ranges()
                         .iter()
@@ -303,14 +336,20 @@ impl<'a> Tx<'a> {
                 conversation,
                 client_msg_id,
             } => {
-                let unsent = self
+                // Every unsent row with this client id (they are this device's own sends).
+                let unsent: Vec<MsgKey> = self
                     .state
                     .messages
                     .get(&conversation)
-                    .and_then(|c| c.rows.get(&client_msg_id))
-                    .is_some_and(|m| m.seq.is_none());
-                if unsent {
-                    self.set_message(&conversation, &client_msg_id, None);
+                    .map(|c| {
+                        c.with_client_id(&client_msg_id)
+                            .filter(|m| m.seq.is_none())
+                            .map(MsgKey::of)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for key in unsent {
+                    self.set_message(&conversation, &key, None);
                 }
             }
             WriteOp::PutOutbox(entry) => {
@@ -345,11 +384,14 @@ impl<'a> Tx<'a> {
                 .is_some_and(|t| t.contains(seq))
         });
         let rows = self.state.messages.get(&conv);
-        let holder = m.seq.and_then(|seq| rows.and_then(|r| r.by_seq.get(&seq)));
-        let existing = rows.and_then(|r| r.rows.get(&m.client_msg_id));
+        let holder = m
+            .seq
+            .and_then(|seq| rows.and_then(|r| r.by_seq.get(&seq)))
+            .map(|k| (&k.sender, &k.client_msg_id));
+        let key = MsgKey::of(&m);
+        let existing = rows.and_then(|r| r.rows.get(&key));
         if let Some(merged) = merge_put(existing, holder, tombstoned, m)? {
-            let id = merged.client_msg_id.clone();
-            self.set_message(&conv, &id, Some(merged));
+            self.set_message(&conv, &key, Some(merged));
         }
         Ok(())
     }
@@ -503,7 +545,13 @@ fn unsent(c: &ConvMessages) -> Vec<Message> {
         .filter(|m| m.seq.is_none())
         .cloned()
         .collect();
-    out.sort_by(|a, b| (a.created_at, &a.client_msg_id).cmp(&(b.created_at, &b.client_msg_id)));
+    out.sort_by(|a, b| {
+        (a.created_at, &a.client_msg_id, &a.sender).cmp(&(
+            b.created_at,
+            &b.client_msg_id,
+            &b.sender,
+        ))
+    });
     out
 }
 
@@ -554,14 +602,19 @@ impl Storage for MemoryStorage {
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError> {
+        let key = MsgKey {
+            client_msg_id: client_msg_id.clone(),
+            sender: sender.clone(),
+        };
         Ok(self
             .lock()?
             .state
             .messages
             .get(conversation)
-            .and_then(|c| c.rows.get(client_msg_id))
+            .and_then(|c| c.rows.get(&key))
             .cloned())
     }
 
@@ -642,12 +695,13 @@ impl State {
                     return Err(format!("{conv}: message at tombstoned seq {}", seq.0));
                 }
             }
-            for (id, m) in &msgs.rows {
-                if &m.client_msg_id != id || &m.conversation != conv {
+            for (key, m) in &msgs.rows {
+                let id = &key.client_msg_id;
+                if &MsgKey::of(m) != key || &m.conversation != conv {
                     return Err(format!("{conv}: row {id} is keyed wrongly"));
                 }
                 if let Some(seq) = m.seq {
-                    if msgs.by_seq.get(&seq) != Some(id) {
+                    if msgs.by_seq.get(&seq) != Some(key) {
                         return Err(format!(
                             "{conv}: row {id} at seq {} is missing from the seq index",
                             seq.0
@@ -657,11 +711,11 @@ impl State {
             }
         }
         for entry in self.outbox.values() {
-            let row = self
-                .messages
-                .get(&entry.conversation)
-                .and_then(|c| c.rows.get(&entry.client_msg_id));
-            if row.is_none_or(|m| m.seq.is_some()) {
+            let unsent = self.messages.get(&entry.conversation).is_some_and(|c| {
+                c.with_client_id(&entry.client_msg_id)
+                    .any(|m| m.seq.is_none())
+            });
+            if !unsent {
                 return Err(format!(
                     "outbox entry {} has no unsent row",
                     entry.client_msg_id
@@ -748,7 +802,11 @@ mod tests {
         assert!(block_on(store.unsent_messages(&cid("c")))
             .unwrap()
             .is_empty());
-        let by_id = block_on(store.message_by_client_id(&cid("c"), &ClientMsgId::from("m1")));
+        let by_id = block_on(store.message_by_client_id(
+            &cid("c"),
+            &UserId::from("me"),
+            &ClientMsgId::from("m1"),
+        ));
         assert_eq!(by_id.unwrap(), Some(echo));
 
         // A late seq-less put (say a stale failure) never downgrades the sent row.

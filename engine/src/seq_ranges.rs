@@ -23,9 +23,11 @@ impl SeqRange {
         (start <= end).then_some(Self { start, end })
     }
 
-    /// Number of seqs in the range.
+    /// Number of seqs in the range, saturating at `u64::MAX`: the full range `0..=u64::MAX`
+    /// holds 2^64 seqs, one more than a `u64` can count. Seq 0 is never a message, but a range
+    /// decoded from the wire or a store may start there.
     pub fn len(&self) -> u64 {
-        self.end.0 - self.start.0 + 1
+        (self.end.0 - self.start.0).saturating_add(1)
     }
 
     /// A range is never empty; present for API symmetry with `len`.
@@ -113,9 +115,12 @@ impl SeqRanges {
         self.ranges.is_empty()
     }
 
-    /// How many seqs the set holds.
+    /// How many seqs the set holds, saturating at `u64::MAX` (see [`SeqRange::len`]).
     pub fn count(&self) -> u64 {
-        self.ranges.iter().map(SeqRange::len).sum()
+        self.ranges
+            .iter()
+            .map(SeqRange::len)
+            .fold(0, u64::saturating_add)
     }
 
     /// The smallest seq held.
@@ -241,7 +246,8 @@ impl SeqRanges {
         out
     }
 
-    /// How many held seqs lie in `start..=end`.
+    /// How many held seqs lie in `start..=end`, saturating at `u64::MAX` (see
+    /// [`SeqRange::len`]).
     pub fn count_in(&self, start: Seq, end: Seq) -> u64 {
         if start > end {
             return 0;
@@ -250,8 +256,8 @@ impl SeqRanges {
         self.ranges[idx..]
             .iter()
             .take_while(|r| r.start <= end)
-            .map(|r| r.end.min(end).0 - r.start.max(start).0 + 1)
-            .sum()
+            .map(|r| (r.end.min(end).0 - r.start.max(start).0).saturating_add(1))
+            .fold(0, u64::saturating_add)
     }
 
     /// The seqs of `start..=end` that are *not* held, as ranges ascending.
@@ -415,5 +421,24 @@ mod tests {
         assert_eq!(collected, model.into_iter().collect::<Vec<_>>());
         let round: SeqRanges = SeqRanges::try_from(Vec::from(set.clone())).unwrap();
         assert_eq!(round, set);
+    }
+
+    /// `[[0, u64::MAX]]` holds 2^64 seqs: decoding it is fine (seq 0 is never a message, but a
+    /// range may start there), and counting saturates instead of overflowing.
+    #[test]
+    fn full_range_counts_saturate() {
+        let set: SeqRanges = serde_json::from_str(&format!("[[0, {}]]", u64::MAX)).unwrap();
+        let r = set.ranges()[0];
+        assert_eq!(r.len(), u64::MAX);
+        assert_eq!(set.count(), u64::MAX);
+        assert_eq!(set.count_in(s(0), s(u64::MAX)), u64::MAX);
+        assert_eq!(set.count_in(s(1), s(u64::MAX)), u64::MAX);
+        assert_eq!(set.count_in(s(0), s(u64::MAX - 1)), u64::MAX);
+        assert_eq!(SeqRanges::from_range(s(0), s(u64::MAX)), set);
+        // Below 2^64 seqs the counts stay exact.
+        let two: SeqRanges = serde_json::from_str(&format!("[[0, 5], [7, {}]]", u64::MAX)).unwrap();
+        assert_eq!(two.count(), u64::MAX);
+        assert_eq!(two.count_in(s(1), s(u64::MAX)), u64::MAX - 1);
+        assert_eq!(two.count_in(s(6), s(u64::MAX)), u64::MAX - 6);
     }
 }

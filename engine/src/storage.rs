@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     ClientMsgId, Conversation, ConversationId, Message, OutboxEntry, PendingChange, Seq, Timestamp,
+    UserId,
 };
 use crate::seq_ranges::SeqRanges;
 
@@ -21,12 +22,13 @@ pub struct BatchId(pub u64);
 pub enum WriteOp {
     /// Insert or replace the conversation's record (sync state and list entry).
     PutConversation(Conversation),
-    /// Insert or merge messages. A message is the same row when its conversation and client
-    /// message id match (a pending send and its echo), or its conversation and seq match.
+    /// Insert or merge messages. A message is the same row when its conversation, sender and
+    /// client message id match (a pending send and its echo): client ids are unique per
+    /// (sender, conversation) only, so two senders' messages with one client id are two rows.
     /// Re-applying the same message changes nothing. Merge rules every backend keeps:
     /// - a message at a tombstoned seq is not stored (the tombstone wins);
-    /// - a seq held by a row with another client id, or a client id stored at another seq,
-    ///   rejects the batch ([`StorageError::Rejected`]);
+    /// - a seq held by a row of another (sender, client id), or a (sender, client id) stored
+    ///   at another seq, rejects the batch ([`StorageError::Rejected`]);
     /// - a row without a seq (pending or failed) is replaced by the incoming message, so a
     ///   pending send becomes the sent row when its ack or echo arrives;
     /// - a row with a seq is never downgraded by a message without one, and keeps its fields
@@ -61,13 +63,16 @@ pub enum WriteOp {
         seqs: SeqRanges,
     },
     /// Delete the message with this client id if it has no seq (a cancelled pending send).
+    /// Rows without a seq are this device's own sends, so the sender is not named: every row
+    /// of the conversation with this client id and no seq is deleted, rows with a seq never.
     DeletePendingMessage {
         /// The conversation.
         conversation: ConversationId,
         /// Its client id.
         client_msg_id: ClientMsgId,
     },
-    /// Insert or replace an outbox entry (keyed by client message id).
+    /// Insert or replace an outbox entry (keyed by client message id: the outbox holds this
+    /// device's sends only, whose ids are unique).
     PutOutbox(OutboxEntry),
     /// Remove an outbox entry.
     RemoveOutbox(ClientMsgId),
@@ -187,13 +192,13 @@ pub enum StorageError {
 
 /// The merge rule of [`WriteOp::PutMessages`] for one incoming message, shared by every
 /// backend so they cannot drift apart. The backend looks up the row stored under the
-/// incoming client id (`existing`) and the client id of the row holding the incoming seq
-/// (`seq_holder`, when there is one), and whether that seq is tombstoned. Returns the row to
-/// store under the client id, `Ok(None)` when nothing changes, or
-/// [`StorageError::Rejected`] on a conflict (the batch must then roll back).
+/// incoming (conversation, sender, client id) (`existing`), the (sender, client id) of the
+/// row holding the incoming seq (`seq_holder`, when there is one), and whether that seq is
+/// tombstoned. Returns the row to store under the incoming key, `Ok(None)` when nothing
+/// changes, or [`StorageError::Rejected`] on a conflict (the batch must then roll back).
 pub fn merge_put(
     existing: Option<&Message>,
-    seq_holder: Option<&ClientMsgId>,
+    seq_holder: Option<(&UserId, &ClientMsgId)>,
     tombstoned: bool,
     incoming: Message,
 ) -> Result<Option<Message>, StorageError> {
@@ -201,11 +206,11 @@ pub fn merge_put(
         // The tombstone wins: the server said this seq no longer exists.
         return Ok(None);
     }
-    if let (Some(seq), Some(holder)) = (incoming.seq, seq_holder) {
-        if *holder != incoming.client_msg_id {
+    if let (Some(seq), Some((sender, id))) = (incoming.seq, seq_holder) {
+        if (sender, id) != (&incoming.sender, &incoming.client_msg_id) {
             return Err(StorageError::Rejected(format!(
-                "seq {} of conversation {} is held by message {holder}, not {}",
-                seq.0, incoming.conversation, incoming.client_msg_id
+                "seq {} of conversation {} is held by message {id} of {sender}, not {} of {}",
+                seq.0, incoming.conversation, incoming.client_msg_id, incoming.sender
             )));
         }
     }
@@ -220,8 +225,12 @@ pub fn merge_put(
             Some(old_seq) if old_seq == seq => merge_sent(old, incoming),
             Some(old_seq) => {
                 return Err(StorageError::Rejected(format!(
-                    "message {} of conversation {} is stored at seq {}, not {}",
-                    incoming.client_msg_id, incoming.conversation, old_seq.0, seq.0
+                    "message {} of {} in conversation {} is stored at seq {}, not {}",
+                    incoming.client_msg_id,
+                    incoming.sender,
+                    incoming.conversation,
+                    old_seq.0,
+                    seq.0
                 )));
             }
         },
@@ -308,15 +317,18 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
         limit: usize,
     ) -> Result<Vec<Message>, StorageError>;
 
-    /// A message by its client id (pending, sent or failed).
+    /// A message by its sender and client id (pending, sent or failed). Client ids are unique
+    /// per (sender, conversation) only, so the sender is part of the key; this device's own
+    /// sends (pending, failed, and their sent rows) are found with the signed-in user.
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError>;
 
     /// Messages without a seq (pending or failed), oldest first (by `created_at`, ties by
-    /// client id).
+    /// client id, then sender).
     async fn unsent_messages(
         &self,
         conversation: &ConversationId,
@@ -334,7 +346,7 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
     /// Checks the store's own consistency (for SQLite, `PRAGMA integrity_check` plus the
     /// same cross-checks): every stored message's seq is within its conversation's held
     /// ranges, no message sits at a tombstoned seq, indexes agree with the rows, every outbox
-    /// entry has its unsent row. Returns [`StorageError::Corrupt`] describing the first
+    /// entry has an unsent row (of its conversation and client id). Returns [`StorageError::Corrupt`] describing the first
     /// problem. Meant for tests and diagnostics after a crash; it reads everything.
     async fn check_integrity(&self) -> Result<(), StorageError>;
 }

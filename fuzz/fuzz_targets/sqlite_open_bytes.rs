@@ -66,7 +66,11 @@ fn exercise(store: &SqliteStorage, write: bool) {
             let _ = block_on(store.messages_page(id, Some(Seq(3)), Direction::After, 5));
             let _ = block_on(store.unsent_messages(id));
             let _ = block_on(store.tombstones(id));
-            let _ = block_on(store.message_by_client_id(id, &ClientMsgId::from("m1")));
+            let _ = block_on(store.message_by_client_id(
+                id,
+                &UserId::from("me"),
+                &ClientMsgId::from("m1"),
+            ));
         }
     }
     let _ = block_on(store.check_integrity());

@@ -436,11 +436,20 @@ fn same_reads(m: &MemoryStorage, q: &SqliteStorage, thorough: bool, ctx: &str) {
         );
         for id in IDS {
             let id = ClientMsgId::from(id);
-            assert_eq!(
-                ok("memory by id", block_on(m.message_by_client_id(&c, &id))),
-                ok("sqlite by id", block_on(q.message_by_client_id(&c, &id))),
-                "{ctx}: message_by_client_id({c}, {id})"
-            );
+            // The senders messages are drawn from (see `ArbMessage`).
+            for sender in (0..3).map(|i| UserId(format!("u{i}"))) {
+                assert_eq!(
+                    ok(
+                        "memory by id",
+                        block_on(m.message_by_client_id(&c, &sender, &id))
+                    ),
+                    ok(
+                        "sqlite by id",
+                        block_on(q.message_by_client_id(&c, &sender, &id))
+                    ),
+                    "{ctx}: message_by_client_id({c}, {sender}, {id})"
+                );
+            }
         }
         let anchors: Vec<Option<Seq>> = if thorough {
             [

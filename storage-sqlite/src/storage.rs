@@ -7,7 +7,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 use tidemark_engine::{
     ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, WriteBatch,
+    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
 };
 
 use crate::sql::error::{batch_error, storage_error};
@@ -158,9 +158,10 @@ impl Storage for SqliteStorage {
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError> {
-        read::message_by_client_id(&self.lock(), conversation, client_msg_id)
+        read::message_by_client_id(&self.lock(), conversation, sender, client_msg_id)
     }
 
     async fn unsent_messages(

@@ -16,7 +16,8 @@ use support::{
     assert_same_reads, batch, cid, client_ids, sample_batch, sent, variant, Rng, TempDir,
 };
 use tidemark_engine::{
-    ClientMsgId, Direction, MemoryStorage, Message, SeqRanges, Storage, StorageError, WriteOp,
+    ClientMsgId, Direction, MemoryStorage, Message, SeqRanges, Storage, StorageError, UserId,
+    WriteOp,
 };
 use tidemark_storage_sqlite::{SqliteStorage, SCHEMA_VERSION};
 
@@ -211,11 +212,11 @@ async fn damaged_values_are_corrupt_and_the_rest_still_reads() {
     let id = ClientMsgId::from("alpha-1");
     assert_eq!(
         store
-            .message_by_client_id(&cid("alpha"), &id)
+            .message_by_client_id(&cid("alpha"), &UserId::from("me"), &id)
             .await
             .unwrap(),
         memory
-            .message_by_client_id(&cid("alpha"), &id)
+            .message_by_client_id(&cid("alpha"), &UserId::from("me"), &id)
             .await
             .unwrap()
     );

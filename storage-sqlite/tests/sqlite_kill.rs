@@ -604,10 +604,11 @@ impl Storage for MarkedStore {
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError> {
         self.inner
-            .message_by_client_id(conversation, client_msg_id)
+            .message_by_client_id(conversation, sender, client_msg_id)
             .await
     }
 
@@ -1232,7 +1233,10 @@ async fn check_store(
         .chain(journal.iter().map(|e| (&e.conversation, &e.client_msg_id)))
         .collect();
     for (conv, id) in wanted {
-        let row = store.message_by_client_id(conv, id).await.unwrap();
+        let row = store
+            .message_by_client_id(conv, &UserId::from(ME), id)
+            .await
+            .unwrap();
         let on_server = accepted.get(id);
         match row {
             None => out.push(format!("{conv}: send {id} has no row (lost)")),
@@ -1458,7 +1462,10 @@ async fn sigkill_at_random_points_loses_nothing() {
         out.push(format!("{} unsent rows left", seen.pending));
     }
     for (conv, id) in &sends {
-        let row = store.message_by_client_id(conv, id).await.unwrap();
+        let row = store
+            .message_by_client_id(conv, &UserId::from(ME), id)
+            .await
+            .unwrap();
         if row.as_ref().map(|r| &r.status) != Some(&MessageStatus::Sent) {
             out.push(format!("{conv}: send {id} not sent: {row:?}"));
         }

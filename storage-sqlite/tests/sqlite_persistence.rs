@@ -16,7 +16,7 @@ use support::{
 };
 use tidemark_engine::{
     ClientMsgId, ContentKind, Conversation, ConversationCursor, ConversationKind, LatestMessage,
-    MemoryStorage, OutboxEntry, Seq, SeqRanges, Storage, StorageError, Timestamp, WriteOp,
+    MemoryStorage, OutboxEntry, Seq, SeqRanges, Storage, StorageError, Timestamp, UserId, WriteOp,
 };
 use tidemark_storage_sqlite::SqliteStorage;
 
@@ -110,7 +110,11 @@ async fn a_failed_batch_changes_nothing() {
     assert!(store.conversation(&cid("new")).await.unwrap().is_none());
     assert!(store.tombstones(&cid("alpha")).await.unwrap().count() == 2);
     assert!(store
-        .message_by_client_id(&cid("alpha"), &ClientMsgId::from("alpha-1"))
+        .message_by_client_id(
+            &cid("alpha"),
+            &UserId::from("me"),
+            &ClientMsgId::from("alpha-1")
+        )
         .await
         .unwrap()
         .is_some());

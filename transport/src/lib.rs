@@ -10,7 +10,7 @@
 //!   feature: the SQLite server store and the tokio WebSocket host.
 //! - [`loopback`]: an in-process [`tidemark_engine::Transport`] over a shared server core.
 //! - `native` (feature `native`): the WebSocket client transport on tokio.
-//! - `browser` (wasm32): [`browser::BrowserWsTransport`], the client transport on the browser's
+//! - `browser` (wasm32 only): `BrowserWsTransport`, the client transport on the browser's
 //!   `WebSocket`.
 
 #![warn(missing_docs)]

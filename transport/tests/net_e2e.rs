@@ -879,6 +879,7 @@ async fn requests_over_the_rate_are_refused_not_dropped() {
     )
     .await
     .unwrap();
+    let started = tokio::time::Instant::now();
     for id in 1..=10 {
         conn.feed_request(RequestId(id), Request::Ping)
             .await
@@ -903,10 +904,13 @@ async fn requests_over_the_rate_are_refused_not_dropped() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    // The burst passes; at most one token refills while ten frames are read.
-    assert!((3..=4).contains(&pongs.len()), "{pongs:?}");
+    // The burst passes; then one token refills per second (a loaded machine may take a
+    // while to read ten frames, so allow for the time it took).
+    let allowed = 4.0 + started.elapsed().as_secs_f64();
+    assert!(pongs.len() >= 3, "{pongs:?}");
+    assert!(pongs.len() as f64 <= allowed, "{pongs:?}");
     assert!(pongs.contains(&RequestId(1)));
-    assert!(limited.contains(&RequestId(10)));
+    assert!(!limited.is_empty());
     conn.close().await;
     host.shutdown().await.unwrap();
 }
@@ -1004,4 +1008,47 @@ async fn shutdown_answers_every_request_it_read() {
     // Every stored send was acked, every ack is stored.
     assert_eq!(stored.len(), acked.len());
     assert!(acked.len() as u64 <= n);
+}
+
+// ----- slow consumers -----
+
+#[tokio::test]
+async fn a_connection_that_cannot_keep_up_is_closed_as_a_slow_consumer() {
+    let (store, accounts) = fixture();
+    let options = ServerOptions {
+        outgoing_queue: 1,
+        ..ServerOptions::default()
+    };
+    let host = start_server(store, options).await;
+    let mut bob = WsConnection::open(
+        &host.url(),
+        &user("bob"),
+        &DeviceId::from("b1"),
+        &accounts.token("bob"),
+        &WsOptions::default(),
+    )
+    .await
+    .unwrap();
+    // One admin call routes every push at once: the queue of one overflows.
+    append(&host, "alice", &ab(), 2_000).await;
+    let mut pushes = 0;
+    let code = loop {
+        match next_frame(&mut bob).await {
+            ServerFrame::Push {
+                push: Push::Message(_),
+            } => pushes += 1,
+            ServerFrame::Error { code, fatal, .. } => {
+                assert!(fatal);
+                break code;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(code, error_code::SLOW_CONSUMER);
+    assert!(pushes < 2_000);
+    assert!(timeout(WAIT, bob.next_frame()).await.unwrap().is_none());
+    eventually("bob is gone", || async { host.connections() == 0 }).await;
+    // Everything is still on the server, to be pulled after reconnecting.
+    assert_eq!(on_server(&host, &ab()).await.len(), 2_000);
+    host.shutdown().await.unwrap();
 }

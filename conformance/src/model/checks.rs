@@ -216,7 +216,7 @@ pub(crate) async fn device_safety<S: Storage>(
     }
     for entry in store.outbox().await? {
         if store
-            .message_by_client_id(&entry.conversation, &entry.client_msg_id)
+            .message_by_client_id(&entry.conversation, &user, &entry.client_msg_id)
             .await?
             .is_none()
         {

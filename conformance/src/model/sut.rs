@@ -535,7 +535,7 @@ impl<F: StoreFactory> ModelRun<F> {
             let cmid = &send.client_msg_id;
             let what = format!("{}: send {cmid}", model.id);
             let row = store
-                .message_by_client_id(&model.id, cmid)
+                .message_by_client_id(&model.id, &UserId::from(DEVICES[d].user), cmid)
                 .await
                 .map_err(|e| format!("device {d}: reading the store failed: {e}"))?;
             let record = self

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tidemark_engine::{
     ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, WriteBatch,
+    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
 };
 
 use crate::sim::StoreFactory;
@@ -120,10 +120,11 @@ impl<S: Storage> Storage for FaultyStore<S> {
     async fn message_by_client_id(
         &self,
         conversation: &ConversationId,
+        sender: &UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Message>, StorageError> {
         self.inner
-            .message_by_client_id(conversation, client_msg_id)
+            .message_by_client_id(conversation, sender, client_msg_id)
             .await
     }
 

@@ -19,7 +19,7 @@ async fn row<F: StoreFactory>(
     id: &ClientMsgId,
 ) -> Result<Message, ScenarioError> {
     sim.store(d)
-        .message_by_client_id(&cid(conv), id)
+        .message_by_client_id(&cid(conv), sim.device_user(d), id)
         .await?
         .ok_or_else(|| ScenarioError::Missing(format!("device {d} has no row for {id}")))
 }
@@ -335,7 +335,7 @@ pub async fn cancel_pending_send<F: StoreFactory>(factory: F) -> ScenarioResult 
     assert!(sim.store(alice).outbox().await?.is_empty());
     assert!(sim
         .store(alice)
-        .message_by_client_id(&cid("g"), &id)
+        .message_by_client_id(&cid("g"), sim.device_user(alice), &id)
         .await?
         .is_none());
     sim.heal(alice);

@@ -34,7 +34,12 @@ pub async fn empty_store_reads_empty<F: StorageFactory>(factory: F) -> CaseResul
             );
         }
     }
-    assert_eq!(store.message_by_client_id(&nobody, &mid("m")).await?, None);
+    assert_eq!(
+        store
+            .message_by_client_id(&nobody, &me(), &mid("m"))
+            .await?,
+        None
+    );
     assert!(store.unsent_messages(&nobody).await?.is_empty());
     assert_eq!(store.total_unread().await?, 0);
     assert!(store.outbox().await?.is_empty());

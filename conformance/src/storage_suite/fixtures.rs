@@ -276,12 +276,35 @@ pub(crate) async fn walk_ids<S: Storage>(
         .collect())
 }
 
+/// This device's user, the sender of [`pending`] and [`failed`] rows.
+pub(crate) fn me() -> UserId {
+    UserId::from("me")
+}
+
+/// The row with client id `id` of the fixtures' senders: this device's (`me`, the sender of
+/// [`pending`] rows and their acks) if there is one, else `bob`'s (the sender of [`sent`]).
+/// For a precise lookup, see [`row_of`].
 pub(crate) async fn row<S: Storage>(
     store: &S,
     conv: &str,
     id: &str,
 ) -> Result<Option<Message>, CaseError> {
-    Ok(store.message_by_client_id(&cid(conv), &mid(id)).await?)
+    match row_of(store, conv, "me", id).await? {
+        Some(m) => Ok(Some(m)),
+        None => row_of(store, conv, "bob", id).await,
+    }
+}
+
+/// The row of `sender` with client id `id`.
+pub(crate) async fn row_of<S: Storage>(
+    store: &S,
+    conv: &str,
+    sender: &str,
+    id: &str,
+) -> Result<Option<Message>, CaseError> {
+    Ok(store
+        .message_by_client_id(&cid(conv), &UserId::from(sender), &mid(id))
+        .await?)
 }
 
 pub(crate) async fn unsent_ids<S: Storage>(

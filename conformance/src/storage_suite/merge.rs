@@ -2,7 +2,7 @@
 //! no downgrade, conflicts rejected; `message_by_client_id` and `unsent_messages`.
 
 use tidemark_engine::{
-    ContentKind, Direction, Message, MessageStatus, Seq, Storage, Timestamp, UserId,
+    ContentKind, Direction, Message, MessageStatus, Seq, Storage, Timestamp, UserId, WriteOp,
 };
 
 use super::fixtures::*;
@@ -78,7 +78,7 @@ pub async fn put_message_round_trips_every_field<F: StorageFactory>(factory: F) 
     for m in &all {
         assert_eq!(
             store
-                .message_by_client_id(&cid("c"), &m.client_msg_id)
+                .message_by_client_id(&cid("c"), &m.sender, &m.client_msg_id)
                 .await?
                 .as_ref(),
             Some(m),
@@ -273,8 +273,9 @@ pub async fn unsent_messages_oldest_first<F: StorageFactory>(factory: F) -> Case
     Ok(())
 }
 
-/// A sent message put again keeps its stored fields (content, sender, kind, times) when the
-/// copy carries no revoke and no newer edit.
+/// A sent message put again keeps its stored fields (content, kind, times) when the copy
+/// carries no revoke and no newer edit. (The sender is part of the row's key: a copy from
+/// another sender is another message, see `same_client_id_of_two_senders_is_two_rows`.)
 pub async fn sent_row_keeps_its_fields_when_put_again<F: StorageFactory>(factory: F) -> CaseResult {
     let store = factory.create().await?;
     let orig = sent("c", "m", 4);
@@ -285,7 +286,6 @@ pub async fn sent_row_keeps_its_fields_when_put_again<F: StorageFactory>(factory
     .await?;
     let copy = Message {
         content: b"changed".to_vec(),
-        sender: UserId::from("mallory"),
         kind: ContentKind::Image,
         created_at: Timestamp(1),
         server_time: Some(Timestamp(2)),
@@ -486,6 +486,96 @@ pub async fn client_ids_and_seqs_are_per_conversation<F: StorageFactory>(factory
     assert_eq!(row(&store, "x", "p").await?, None);
     assert_eq!(row(&store, "y", "p").await?, Some(pending("y", "p", 3)));
     assert!(store.tombstones(&cid("y")).await?.is_empty());
+    store.check_integrity().await?;
+    Ok(())
+}
+
+/// Client ids are unique per (sender, conversation) only: rows are keyed by (conversation,
+/// sender, client id). Another user's message with the id of this device's pending send is a
+/// row of its own (the pending row and its outbox entry stay, and the pending row still
+/// becomes the sent row at its ack); a third sender's copy is a third row; conflicts stay
+/// per (sender, client id) and per seq. (fuzz: foreign-sender-same-client-id)
+pub async fn same_client_id_of_two_senders_is_two_rows<F: StorageFactory>(
+    factory: F,
+) -> CaseResult {
+    let store = factory.create().await?;
+    let mut ops = vec![put_conv(conv("c", 1, 0, 5))];
+    ops.extend(send_ops("c", "x", 50));
+    apply(&store, ops).await?;
+    let p = pending("c", "x", 50);
+    let theirs = sent("c", "x", 1);
+    assert_eq!(theirs.sender, UserId::from("bob"));
+    apply(&store, vec![put(vec![theirs.clone()])]).await?;
+    assert_eq!(row_of(&store, "c", "me", "x").await?, Some(p.clone()));
+    assert_eq!(row_of(&store, "c", "bob", "x").await?, Some(theirs.clone()));
+    assert_eq!(row_of(&store, "c", "carol", "x").await?, None);
+    assert_eq!(unsent_ids(&store, "c").await?, ["x"]);
+    assert_eq!(outbox_ids(&store).await?, ["x"]);
+    store.check_integrity().await?;
+
+    // The ack turns this device's row into the sent row; bob's stays where it is.
+    let mine = acked(&p, 2);
+    let carols = Message {
+        sender: UserId::from("carol"),
+        ..sent("c", "x", 3)
+    };
+    apply(
+        &store,
+        vec![
+            put(vec![mine.clone(), carols.clone()]),
+            WriteOp::RemoveOutbox(mid("x")),
+        ],
+    )
+    .await?;
+    assert_eq!(row_of(&store, "c", "me", "x").await?, Some(mine.clone()));
+    assert_eq!(row_of(&store, "c", "bob", "x").await?, Some(theirs.clone()));
+    assert_eq!(
+        row_of(&store, "c", "carol", "x").await?,
+        Some(carols.clone())
+    );
+    assert_eq!(
+        store
+            .messages_page(&cid("c"), None, Direction::After, 10)
+            .await?,
+        vec![theirs.clone(), mine.clone(), carols.clone()]
+    );
+    assert!(unsent_ids(&store, "c").await?.is_empty());
+    store.check_integrity().await?;
+
+    // Conflicts are still conflicts: bob's x at another seq, and another sender at a held seq.
+    let extra = [cid("c")];
+    let before = dump_including(&store, &extra).await?;
+    expect_rejected(
+        &store,
+        vec![put(vec![sent("c", "x", 4)])],
+        "bob's x at seq 4",
+    )
+    .await;
+    let dave_at_1 = Message {
+        sender: UserId::from("dave"),
+        ..sent("c", "x", 1)
+    };
+    expect_rejected(
+        &store,
+        vec![put(vec![dave_at_1])],
+        "dave's x at bob's seq 1",
+    )
+    .await;
+    assert_dumps_equal(
+        &before,
+        &dump_including(&store, &extra).await?,
+        "after the rejections",
+    );
+
+    // A tombstone deletes the row at its seq only; a pending delete touches no sent row.
+    apply(
+        &store,
+        vec![tombstones("c", 1, 1), delete_pending("c", "x")],
+    )
+    .await?;
+    assert_eq!(row_of(&store, "c", "bob", "x").await?, None);
+    assert_eq!(row_of(&store, "c", "me", "x").await?, Some(mine));
+    assert_eq!(row_of(&store, "c", "carol", "x").await?, Some(carols));
     store.check_integrity().await?;
     Ok(())
 }

@@ -647,6 +647,7 @@ macro_rules! storage_suite {
             client_id_at_another_seq_is_rejected,
             conflict_within_one_batch_is_rejected,
             client_ids_and_seqs_are_per_conversation,
+            same_client_id_of_two_senders_is_two_rows,
             // edits, revokes, tombstones, pending deletes
             edit_replaces_content,
             edits_apply_in_seq_order,

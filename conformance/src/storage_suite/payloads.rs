@@ -103,7 +103,7 @@ pub async fn unicode_round_trips_everywhere<F: StorageFactory>(factory: F) -> Ca
     for m in [&m1, &m2_edited, &p, &f] {
         assert_eq!(
             store
-                .message_by_client_id(&c, &m.client_msg_id)
+                .message_by_client_id(&c, &m.sender, &m.client_msg_id)
                 .await?
                 .as_ref(),
             Some(m),

@@ -26,6 +26,12 @@ impl Engine {
     }
 
     /// The floor rose to `min_seq`: everything below is gone on the server.
+    ///
+    /// Does not release waiting messages: the seqs below the floor now count as held, which
+    /// may complete the run below a waiting message, but the same input may still delete that
+    /// message (a `Push::Deleted` or a pull reply carrying both a floor and missing seqs).
+    /// The caller applies the rest of the input, whose `ingest` drops the deleted waiting
+    /// entries and then releases, or calls [`Engine::release`] itself.
     pub(super) fn raise_floor(&mut self, id: &ConversationId, min_seq: Seq) {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
@@ -69,7 +75,6 @@ impl Engine {
             });
         }
         self.recompute_unread(id);
-        self.release(id);
     }
 
     /// Changes whose target no longer exists will never apply: forget them.
@@ -121,15 +126,17 @@ impl Engine {
             }
             self.changed.insert(id.clone());
             let own = msg.sender == me;
-            // This device's send: still in the outbox, or one it gave up on (failed, or
-            // cancelled while on the wire) that reached the server after all. Either way it is
-            // acked, never announced as received.
+            // This device's send: still in the outbox for this conversation, or (an id not in
+            // the outbox) one it gave up on (failed, or cancelled while on the wire) that
+            // reached the server after all, known by the device prefix and the id's tag for
+            // this conversation. Either way it is acked, never announced as received. An id of
+            // the outbox arriving in another conversation is not the echo of that send.
+            let in_outbox = self
+                .outbox
+                .get(&msg.client_msg_id)
+                .map(|o| &o.entry.conversation == id);
             let echo_of_send = own
-                && (self
-                    .outbox
-                    .get(&msg.client_msg_id)
-                    .is_some_and(|o| &o.entry.conversation == id)
-                    || msg.client_msg_id.0.starts_with(&self.client_id_prefix()));
+                && in_outbox.unwrap_or_else(|| self.is_own_client_id_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.
             let stored = message.clone();
@@ -172,9 +179,11 @@ impl Engine {
                 self.set_read(id, seq);
             }
             if echo_of_send {
-                self.outbox.remove(&message.client_msg_id);
-                self.ops
-                    .push(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
+                if in_outbox == Some(true) {
+                    self.outbox.remove(&message.client_msg_id);
+                    self.ops
+                        .push(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
+                }
                 self.events.push(Event::MessageSent {
                     conversation: id.clone(),
                     client_msg_id: message.client_msg_id.clone(),

@@ -147,8 +147,11 @@ struct PendingCommit {
 pub struct Engine {
     config: EngineConfig,
     rng: u64,
-    /// Client ids made by this engine, part of each id so ids sort in creation order.
+    /// Client ids made by this engine (continuing above the outbox's), part of each id so ids
+    /// sort in creation order.
     sends_created: u64,
+    /// Digest of the snapshot the engine started from, mixed into client ids.
+    id_salt: u64,
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: HashMap<ConversationId, Dispatch>,
     total_unread: u64,
@@ -193,6 +196,7 @@ impl Engine {
     /// Starts from a snapshot loaded with [`crate::Storage::load_snapshot`]. With
     /// `connect_on_start` the first output is [`Output::Connect`].
     pub fn new(config: EngineConfig, snapshot: SyncSnapshot, now: Timestamp) -> Self {
+        let id_salt = outbox::snapshot_digest(&snapshot);
         let mut conversations = HashMap::with_capacity(snapshot.conversations.len());
         let mut dispatch = HashMap::with_capacity(snapshot.conversations.len());
         let mut changed = BTreeSet::new();
@@ -246,6 +250,7 @@ impl Engine {
             config,
             rng,
             sends_created: 0,
+            id_salt,
             conversations,
             dispatch,
             total_unread,
@@ -277,6 +282,13 @@ impl Engine {
             changed,
             received: BTreeMap::new(),
         };
+        // Client ids go on from the highest counter of this device's ids in the outbox.
+        engine.sends_created = engine
+            .outbox
+            .keys()
+            .filter_map(|id| engine.own_id_counter(id))
+            .max()
+            .unwrap_or(0);
         if connect {
             engine.reconnect_at = Some(now);
         }
@@ -349,9 +361,17 @@ impl Engine {
 
     /// The connection is up (after [`Output::Connect`]). Starts a sync run and resends the
     /// outbox and unacked read marks.
+    ///
+    /// Called while already connected (a driver breaking the contract, or a transport that
+    /// reconnected on its own), it is a disconnect followed by a connect: the old connection's
+    /// requests, pulls and sync run are dropped (late replies to them are ignored), and a new
+    /// run starts, so its progress never mixes with the old one's.
     pub fn handle_connected(&mut self, now: Timestamp) {
         if self.stopped {
             return;
+        }
+        if self.connection == ConnectionState::Connected {
+            self.abandon_connection();
         }
         self.connection = ConnectionState::Connected;
         self.reconnect_at = None;
@@ -492,6 +512,8 @@ impl Engine {
                 min_seq,
             } => {
                 if self.conversations.contains_key(&conversation) {
+                    // The floor first, then the deletions, and only then the release (in
+                    // `ingest`): a waiting message this push deletes is never announced.
                     self.raise_floor(&conversation, min_seq);
                     self.ingest(&conversation, Vec::new(), &seqs);
                 }
@@ -609,7 +631,7 @@ impl Engine {
         if !self.conversations.contains_key(conversation) {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         }
-        let client_msg_id = self.new_client_msg_id(now);
+        let client_msg_id = self.new_client_msg_id(now, conversation);
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
@@ -731,7 +753,8 @@ impl Engine {
     }
 
     /// Sends a failed message again under the same client id (the server deduplicates).
-    /// `message` is the stored row, as read with [`crate::Storage::message_by_client_id`].
+    /// `message` is the stored row, as read with [`crate::Storage::message_by_client_id`]
+    /// (with the signed-in user as the sender).
     pub fn retry(&mut self, now: Timestamp, message: &Message) -> Result<(), CommandError> {
         self.check_running()?;
         if !self.conversations.contains_key(&message.conversation) {
@@ -794,10 +817,11 @@ impl Engine {
             client_msg_id: client_msg_id.clone(),
         });
         if let Some(conv) = self.conversations.get_mut(conversation) {
+            // The pending row only: another sender's message may carry the same client id.
             if conv
                 .latest
                 .as_ref()
-                .is_some_and(|l| &l.client_msg_id == client_msg_id)
+                .is_some_and(|l| l.seq.is_none() && &l.client_msg_id == client_msg_id)
             {
                 conv.latest = None;
                 self.changed.insert(conversation.clone());
@@ -869,6 +893,29 @@ impl Engine {
     }
 
     fn connection_lost(&mut self, now: Timestamp) {
+        self.abandon_connection();
+        if !self.kicked {
+            let exp = self.reconnect_failures.min(16);
+            let base = self
+                .config
+                .reconnect_min_ms
+                .saturating_mul(1 << exp)
+                .min(self.config.reconnect_max_ms);
+            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
+            let jitter = if base >= 4 {
+                self.next_random() % (base / 4)
+            } else {
+                0
+            };
+            self.reconnect_at = Some(now.plus_millis(base + jitter));
+            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+        }
+    }
+
+    /// Everything tied to the current connection goes: requests (late replies are ignored),
+    /// pulls, the sync run, sends in flight (resent on the next connection) and history
+    /// loads (finished with what is held). Schedules nothing.
+    fn abandon_connection(&mut self) {
         self.connection = ConnectionState::Disconnected;
         self.events.push(Event::ConnectionChanged {
             state: ConnectionState::Disconnected,
@@ -895,22 +942,6 @@ impl Engine {
                 conversation: h.conversation,
                 complete,
             });
-        }
-        if !self.kicked {
-            let exp = self.reconnect_failures.min(16);
-            let base = self
-                .config
-                .reconnect_min_ms
-                .saturating_mul(1 << exp)
-                .min(self.config.reconnect_max_ms);
-            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
-            let jitter = if base >= 4 {
-                self.next_random() % (base / 4)
-            } else {
-                0
-            };
-            self.reconnect_at = Some(now.plus_millis(base + jitter));
-            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
         }
     }
 

@@ -15,6 +15,8 @@ impl Engine {
             let id = entry.conversation.clone();
             self.ensure_conversation(&id, Some(entry.kind));
             self.raise_floor(&id, entry.min_seq);
+            // The listing deletes nothing itself (deletions come in their own reply).
+            self.release(&id);
             let local_read = {
                 let Some(conv) = self.conversations.get_mut(&id) else {
                     continue;
@@ -324,6 +326,8 @@ impl Engine {
                     .filter(|m| m.conversation == id && m.seq >= chunk.from && m.seq <= to)
                     .collect();
                 let missing = range.missing.intersect(chunk.from, to);
+                // Drops the waiting entries of missing seqs, then releases what the floor
+                // and the messages completed.
                 self.ingest(&id, messages, &missing);
             }
             if let Some(r) = self.requested.get_mut(&id) {

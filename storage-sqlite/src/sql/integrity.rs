@@ -18,9 +18,12 @@ const ALL_TOMBSTONES: &str = "SELECT conversation, ranges FROM tombstones";
 const ALL_MESSAGES: &str = concat!("SELECT ", message_columns!(), " FROM messages");
 const SEQS: &str =
     "SELECT conversation, seq FROM messages WHERE seq IS NOT NULL ORDER BY conversation, seq";
+// An outbox entry needs an unsent row of its conversation and client id (whatever the
+// sender: the store does not know who "this device" is).
 const ORPHAN_OUTBOX: &str = "SELECT o.client_msg_id FROM outbox o \
-     LEFT JOIN messages m ON m.conversation = o.conversation AND m.client_msg_id = o.client_msg_id \
-     WHERE m.id IS NULL OR m.seq IS NOT NULL ORDER BY o.client_msg_id LIMIT 1";
+     WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation = o.conversation \
+     AND m.seq IS NULL AND m.client_msg_id = o.client_msg_id) \
+     ORDER BY o.client_msg_id LIMIT 1";
 
 /// Checks the store; the first problem found is a [`StorageError::Corrupt`] describing it.
 /// Reads everything: meant for tests and diagnostics, not for every start.

@@ -18,11 +18,18 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: a shipped migration never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial",
-    sql: include_str!("../../migrations/001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial",
+        sql: include_str!("../../migrations/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_messages_keyed_by_sender",
+        sql: include_str!("../../migrations/002_messages_keyed_by_sender.sql"),
+    },
+];
 
 /// The schema version this build writes and the highest it can open.
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -168,5 +175,103 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A store written at version 1 (messages keyed by conversation and client id) migrates
+    /// to version 2 with every row intact, and then takes two senders' messages with one
+    /// client id (fuzz: foreign-sender-same-client-id).
+    #[test]
+    fn version_1_store_migrates_with_its_data() {
+        use tidemark_engine::{
+            ClientMsgId, ConversationId, Direction, MessageStatus, Seq, UserId, WriteBatch, WriteOp,
+        };
+
+        let conn = Connection::open_in_memory().unwrap();
+        let v1 = &MIGRATIONS[0];
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+            v1.sql
+        ))
+        .unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 1);
+        // Rows as a version 1 build wrote them: a sent message, a pending send with its
+        // outbox entry, a failed send, a tombstone and a pending change.
+        conn.execute_batch(
+            "INSERT INTO conversations (id, kind, server_max_seq, server_min_seq, held, \
+               read_seq, not_unread, unread, last_activity, deleted) \
+               VALUES ('c', 'group', 3, 0, '[[1,3]]', 1, '[]', 1, 9, '[[3,3]]'); \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, server_time, status, revoked) \
+               VALUES ('c', 1, 'x', 'bob', 'text', X'6869', 5, 6, 'sent', 0), \
+                      ('c', 2, 'mine-1', 'me', 'text', X'', 7, 8, 'sent', 0); \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, status, failure_reason, revoked) \
+               VALUES ('c', NULL, 'mine-2', 'me', 'text', X'01', 10, 'pending', NULL, 0), \
+                      ('c', NULL, 'mine-3', 'me', 'text', X'02', 11, 'failed', 'no', 0); \
+             INSERT INTO outbox (client_msg_id, conversation, kind, content, created_at, \
+               attempts) VALUES ('mine-2', 'c', 'text', X'01', 10, 0); \
+             INSERT INTO tombstones (conversation, ranges) VALUES ('c', '[[3,3]]'); \
+             INSERT INTO pending_changes (conversation, seq, target, kind, target_seq, content) \
+               VALUES ('c', 9, 8, 'edit', 8, X'03');",
+        )
+        .unwrap();
+        let before = super::super::read::load_snapshot(&conn).unwrap();
+        let c = ConversationId::from("c");
+        let page = |conn: &Connection| {
+            super::super::read::messages_page(conn, &c, None, Direction::After, 10).unwrap()
+        };
+        let unsent = |conn: &Connection| super::super::read::unsent_messages(conn, &c).unwrap();
+        let (page_before, unsent_before) = (page(&conn), unsent(&conn));
+        assert_eq!(page_before.len(), 2);
+        assert_eq!(unsent_before.len(), 2);
+
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(super::super::read::load_snapshot(&conn).unwrap(), before);
+        assert_eq!(page(&conn), page_before);
+        assert_eq!(unsent(&conn), unsent_before);
+        assert!(matches!(
+            unsent_before[1].status,
+            MessageStatus::Failed { .. }
+        ));
+        let by_id = |sender: &str, id: &str| {
+            super::super::read::message_by_client_id(
+                &conn,
+                &c,
+                &UserId::from(sender),
+                &ClientMsgId::from(id),
+            )
+            .unwrap()
+        };
+        assert_eq!(by_id("bob", "x").as_ref(), Some(&page_before[0]));
+        assert_eq!(by_id("me", "mine-2").as_ref(), Some(&unsent_before[0]));
+        assert_eq!(by_id("me", "x"), None);
+        super::super::integrity::check(&conn).unwrap();
+
+        // The new key: carol's message with bob's client id is a row of its own.
+        let carols = tidemark_engine::Message {
+            seq: Some(Seq(4)),
+            sender: UserId::from("carol"),
+            ..page_before[0].clone()
+        };
+        let mut conv = before.conversations[0].clone();
+        conv.server_max_seq = Seq(4);
+        conv.held.insert(Seq(4));
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        super::super::write::apply_batch(
+            &tx,
+            WriteBatch {
+                ops: vec![
+                    WriteOp::PutConversation(conv),
+                    WriteOp::PutMessages(vec![carols.clone()]),
+                ],
+            },
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(by_id("carol", "x"), Some(carols));
+        assert_eq!(by_id("bob", "x").as_ref(), Some(&page_before[0]));
+        super::super::integrity::check(&conn).unwrap();
     }
 }

@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tidemark_engine::{
     ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    PendingChange, Seq, SeqRanges, StorageError, SyncSnapshot,
+    PendingChange, Seq, SeqRanges, StorageError, SyncSnapshot, UserId,
 };
 
 use super::codec::{
@@ -65,12 +65,13 @@ pub(crate) const MESSAGES_OLDEST: &str = concat!(
 pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND client_msg_id = ?2"
+    " FROM messages WHERE conversation = ?1 AND sender = ?2 AND client_msg_id = ?3"
 );
 pub(crate) const UNSENT: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq IS NULL ORDER BY created_at, client_msg_id"
+    " FROM messages WHERE conversation = ?1 AND seq IS NULL \
+     ORDER BY created_at, client_msg_id, sender"
 );
 pub(crate) const OUTBOX: &str = concat!(
     "SELECT ",
@@ -248,12 +249,13 @@ fn newest_first(mut page: Vec<Message>) -> Result<Vec<Message>, StorageError> {
 pub(crate) fn message_by_client_id(
     conn: &Connection,
     conversation: &ConversationId,
+    sender: &UserId,
     client_msg_id: &ClientMsgId,
 ) -> Result<Option<Message>, StorageError> {
     first(
         conn,
         MESSAGE_BY_CLIENT_ID,
-        [&conversation.0, &client_msg_id.0],
+        [&conversation.0, &sender.0, &client_msg_id.0],
         decode_message,
     )
 }
@@ -349,7 +351,7 @@ mod tests {
             (MESSAGES_NEWEST, vec![c, n], "SEARCH messages USING INDEX"),
             (MESSAGES_AFTER, vec![c, s, n], "SEARCH messages USING INDEX"),
             (MESSAGES_OLDEST, vec![c, n], "SEARCH messages USING INDEX"),
-            (MESSAGE_BY_CLIENT_ID, vec![c, c], "SEARCH messages USING INDEX"),
+            (MESSAGE_BY_CLIENT_ID, vec![c, c, c], "SEARCH messages USING INDEX sqlite_autoindex_messages_1 (conversation=? AND sender=? AND client_msg_id=?)"),
             // Unsent rows are few (the outbox): found by the seq index, then sorted.
             (UNSENT, vec![c], "SEARCH messages USING INDEX sqlite_autoindex_messages_2 (conversation=? AND seq=?)"),
         ];
@@ -362,7 +364,7 @@ mod tests {
                      INSERT INTO sqlite_stat1 VALUES \
                        ('conversations', 'conversations_by_activity', '100000 2 1'), \
                        ('conversations', 'sqlite_autoindex_conversations_1', '100000 1'), \
-                       ('messages', 'sqlite_autoindex_messages_1', '1000000 100 1'), \
+                       ('messages', 'sqlite_autoindex_messages_1', '1000000 100 2 1'), \
                        ('messages', 'sqlite_autoindex_messages_2', '1000000 100 1'), \
                                ('outbox', 'outbox_by_age', '10 1 1'); \
                      ANALYZE sqlite_schema;",

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension};
 use tidemark_engine::storage::merge_put;
 use tidemark_engine::{
-    ClientMsgId, ConversationId, Message, Seq, SeqRanges, StorageError, WriteBatch, WriteOp,
+    ClientMsgId, ConversationId, Message, Seq, SeqRanges, StorageError, UserId, WriteBatch, WriteOp,
 };
 
 use super::codec::{
@@ -39,19 +39,19 @@ const PUT_CONVERSATION: &str = concat!(
 const MESSAGE_BY_CLIENT_ID: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND client_msg_id = ?2"
+    " FROM messages WHERE conversation = ?1 AND sender = ?2 AND client_msg_id = ?3"
 );
 const HOLDER_OF_SEQ: &str =
-    "SELECT client_msg_id FROM messages WHERE conversation = ?1 AND seq = ?2";
-// Insert or replace by (conversation, client id): the merged row is written whole, whether it
-// is new or replaces a pending one. The seq's holder was checked before, so the UNIQUE on
-// (conversation, seq) only fires on a bug, and then as a rejection.
+    "SELECT sender, client_msg_id FROM messages WHERE conversation = ?1 AND seq = ?2";
+// Insert or replace by (conversation, sender, client id): the merged row is written whole,
+// whether it is new or replaces a pending one. The seq's holder was checked before, so the
+// UNIQUE on (conversation, seq) only fires on a bug, and then as a rejection.
 const PUT_MESSAGE: &str = concat!(
     "INSERT INTO messages (",
     message_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-     ON CONFLICT (conversation, client_msg_id) DO UPDATE SET seq = excluded.seq, \
-     sender = excluded.sender, kind = excluded.kind, kind_name = excluded.kind_name, \
+     ON CONFLICT (conversation, sender, client_msg_id) DO UPDATE SET seq = excluded.seq, \
+     kind = excluded.kind, kind_name = excluded.kind_name, \
      target_seq = excluded.target_seq, content = excluded.content, \
      created_at = excluded.created_at, server_time = excluded.server_time, \
      status = excluded.status, failure_reason = excluded.failure_reason, \
@@ -68,6 +68,7 @@ const DELETE_SEQ_RANGE: &str =
 const TOMBSTONES: &str = "SELECT conversation, ranges FROM tombstones WHERE conversation = ?1";
 const PUT_TOMBSTONES: &str = "INSERT INTO tombstones (conversation, ranges) VALUES (?1, ?2) \
      ON CONFLICT (conversation) DO UPDATE SET ranges = excluded.ranges";
+// Every unsent row with the client id: unsent rows are this device's own sends.
 const DELETE_PENDING: &str =
     "DELETE FROM messages WHERE conversation = ?1 AND client_msg_id = ?2 AND seq IS NULL";
 const PUT_OUTBOX: &str = concat!(
@@ -224,15 +225,17 @@ fn put_message(
             return Ok(());
         }
     }
-    let existing = stored_by_client_id(conn, &m.conversation, &m.client_msg_id)?;
+    let existing = stored_by_client_id(conn, &m.conversation, &m.sender, &m.client_msg_id)?;
     // The row itself holding the seq is no conflict; only look further when it does not.
     let holder = match m.seq {
         Some(seq) if existing.as_ref().and_then(|e| e.seq) != Some(seq) => {
-            holder_of(conn, &m.conversation, seq)?.map(ClientMsgId)
+            holder_of(conn, &m.conversation, seq)?
+                .map(|(sender, id)| (UserId(sender), ClientMsgId(id)))
         }
         _ => None,
     };
-    let Some(merged) = merge_put(existing.as_ref(), holder.as_ref(), false, m)? else {
+    let holder = holder.as_ref().map(|(sender, id)| (sender, id));
+    let Some(merged) = merge_put(existing.as_ref(), holder, false, m)? else {
         return Ok(());
     };
     let row = MessageRow::new(&merged)?;
@@ -242,17 +245,18 @@ fn put_message(
     Ok(())
 }
 
-/// The stored row with this client id.
+/// The stored row with this sender and client id.
 fn stored_by_client_id(
     conn: &Connection,
     conversation: &ConversationId,
+    sender: &UserId,
     client_msg_id: &ClientMsgId,
 ) -> Result<Option<Message>, StorageError> {
     let mut stmt = conn
         .prepare_cached(MESSAGE_BY_CLIENT_ID)
         .map_err(batch_error)?;
     let mut rows = stmt
-        .query([&conversation.0, &client_msg_id.0])
+        .query([&conversation.0, &sender.0, &client_msg_id.0])
         .map_err(batch_error)?;
     match rows.next().map_err(batch_error)? {
         Some(row) => decode_message(row).map(Some),
@@ -260,16 +264,16 @@ fn stored_by_client_id(
     }
 }
 
-/// The client id of the row at `seq`, if any.
+/// The sender and client id of the row at `seq`, if any.
 fn holder_of(
     conn: &Connection,
     conversation: &ConversationId,
     seq: Seq,
-) -> Result<Option<String>, StorageError> {
+) -> Result<Option<(String, String)>, StorageError> {
     let seq = int(seq.0, "seq")?;
     conn.prepare_cached(HOLDER_OF_SEQ)
         .and_then(|mut s| {
-            s.query_row(params![conversation.0, seq], |r| r.get(0))
+            s.query_row(params![conversation.0, seq], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
         .map_err(batch_error)

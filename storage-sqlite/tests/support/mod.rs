@@ -438,11 +438,14 @@ pub async fn assert_same_reads(
         );
         for id in ids {
             let id = ClientMsgId(id.clone());
-            assert_eq!(
-                a.message_by_client_id(&c, &id).await.unwrap(),
-                b.message_by_client_id(&c, &id).await.unwrap(),
-                "{context}: message_by_client_id({conv}, {id})"
-            );
+            // The senders of `random_message`.
+            for sender in (0..3).map(|i| UserId(format!("u{i}"))) {
+                assert_eq!(
+                    a.message_by_client_id(&c, &sender, &id).await.unwrap(),
+                    b.message_by_client_id(&c, &sender, &id).await.unwrap(),
+                    "{context}: message_by_client_id({conv}, {sender}, {id})"
+                );
+            }
         }
         let anchors: Vec<Option<Seq>> = if thorough {
             std::iter::once(None)

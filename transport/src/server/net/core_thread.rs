@@ -16,6 +16,9 @@ use crate::server::{
 };
 use crate::wire::{error_code, ServerFrame};
 
+/// Most commands handled in one group commit: bounds how long the first one's answer waits.
+const MAX_GROUP: usize = 512;
+
 /// A job for the core thread.
 pub(crate) type AdminJob<St> = Box<dyn FnOnce(&mut ServerCore<St>, Timestamp) + Send>;
 
@@ -76,43 +79,52 @@ where
         routes: HashMap::new(),
     };
     let mut clock = Clock::default();
-    while let Some(command) = commands.blocking_recv() {
-        let now = clock.now();
-        match command {
-            Command::Connect {
-                conn,
-                user,
-                device,
-                token,
-                outgoing,
-                kill,
-                reply,
-            } => {
-                let answer = host.authenticate(now, conn, user, device, &token);
-                let accepted = answer.is_ok();
-                if accepted {
-                    host.routes.insert(
-                        conn,
-                        Route {
-                            outgoing,
-                            kill: Some(kill),
-                        },
-                    );
-                }
-                if reply.send(answer.map(|()| now)).is_err() && accepted {
-                    // The connection went away while waiting.
-                    host.forget(conn);
-                }
+    let mut stopping = false;
+    while let Some(first) = commands.blocking_recv() {
+        // Group commit: the commands already queued are handled in one store transaction,
+        // and nothing they cause (acks above all) is routed before it commits. Under load
+        // one durable commit serves many requests; idle, a group is one command.
+        let mut group = Some(first);
+        let mut grouped = 0;
+        let mut group_open = match host.core.store_mut().begin_group() {
+            Ok(()) => true,
+            Err(err) => {
+                // Without a group every call commits on its own: slower, still correct.
+                tracing::warn!(%err, "could not start a group commit");
+                false
             }
-            Command::Request { conn, id, request } => {
-                host.core.handle_request(now, conn, id, request);
+        };
+        while let Some(command) = group.take() {
+            let now = clock.now();
+            match command {
+                Command::Admin(job) => {
+                    // An admin job reports its result at once, so it must see (and leave)
+                    // durable state: end the group before it.
+                    if group_open {
+                        host.commit_group();
+                        group_open = false;
+                    }
+                    job(&mut host.core, now);
+                }
+                Command::Shutdown => {
+                    stopping = true;
+                    break;
+                }
+                other => host.handle(now, other),
             }
-            Command::Disconnect { conn } => host.forget(conn),
-            Command::Admin(job) => job(&mut host.core, now),
-            Command::Shutdown => break,
+            grouped += 1;
+            if grouped < MAX_GROUP && group_open {
+                group = commands.try_recv().ok();
+            }
+        }
+        if group_open {
+            host.commit_group();
         }
         host.route();
         connections.store(host.routes.len(), Ordering::Relaxed);
+        if stopping {
+            break;
+        }
     }
     // Dropping every outgoing queue: each connection writes what it holds, then the
     // shutdown error, and closes.
@@ -161,6 +173,61 @@ where
                 tracing::error!(conn = conn.0, %err, "connect failed");
                 Err(internal())
             }
+        }
+    }
+
+    /// Handles a connection's command.
+    fn handle(&mut self, now: Timestamp, command: Command<St>) {
+        match command {
+            Command::Connect {
+                conn,
+                user,
+                device,
+                token,
+                outgoing,
+                kill,
+                reply,
+            } => {
+                let answer = self.authenticate(now, conn, user, device, &token);
+                let accepted = answer.is_ok();
+                if accepted {
+                    self.routes.insert(
+                        conn,
+                        Route {
+                            outgoing,
+                            kill: Some(kill),
+                        },
+                    );
+                }
+                if reply.send(answer.map(|()| now)).is_err() && accepted {
+                    // The connection went away while waiting.
+                    self.forget(conn);
+                }
+            }
+            Command::Request { conn, id, request } => {
+                self.core.handle_request(now, conn, id, request);
+            }
+            Command::Disconnect { conn } => self.forget(conn),
+            // The run loop handles these itself.
+            Command::Admin(_) | Command::Shutdown => {}
+        }
+    }
+
+    /// Commits the open group. When that fails nothing of the group is stored, so nothing it
+    /// caused may be told: the queued outputs are dropped and every connection is closed
+    /// with `internal`; clients reconnect, resend (sends are idempotent) and pull.
+    fn commit_group(&mut self) {
+        let Err(err) = self.core.store_mut().commit_group() else {
+            return;
+        };
+        tracing::error!(%err, "group commit failed: closing every connection");
+        while self.core.poll_output().is_some() {}
+        let conns: Vec<ConnId> = self.routes.keys().copied().collect();
+        for conn in conns {
+            if let Some(kill) = self.routes.get_mut(&conn).and_then(|r| r.kill.take()) {
+                let _ = kill.send(internal());
+            }
+            self.forget(conn);
         }
     }
 

@@ -3,8 +3,10 @@
 //! Shape:
 //! - One std thread owns the core and its store (the SQLite store does blocking I/O, which
 //!   must not stall the async workers). It takes commands from a bounded channel
-//!   (authenticate and connect, request, disconnect, admin closures, shutdown), and after
-//!   every command drains [`ServerCore::poll_output`] into the connections' outgoing queues.
+//!   (authenticate and connect, request, disconnect, admin closures, shutdown). It handles
+//!   the commands already queued (up to 512) as one group commit
+//!   ([`ServerStore::begin_group`]), then drains [`ServerCore::poll_output`] into the
+//!   connections' outgoing queues: acks and pushes leave only after the group committed.
 //! - One tokio task per connection: the WebSocket upgrade and the hello (with a timeout),
 //!   then frames in (decoded with [`Limits::client_frames`], rate limited by a token bucket)
 //!   and frames out (its bounded outgoing queue), a WebSocket ping every heartbeat and an

@@ -7,7 +7,9 @@
 //!
 //! - Every mutating method is one `IMMEDIATE` transaction: it applies whole or not at all, and
 //!   takes the write lock up front so a second process (an admin command on the same file)
-//!   waits on the busy timeout instead of failing a lock upgrade midway.
+//!   waits on the busy timeout instead of failing a lock upgrade midway. Inside a group
+//!   ([`ServerStore::begin_group`]) each method runs in a savepoint of the group's one
+//!   transaction instead: still whole or nothing, durable at the group's commit.
 //! - The schema lives in numbered migrations (`transport/migrations/server/NNN_name.sql`),
 //!   version in `PRAGMA user_version`. A file that is not a server store, or is newer than
 //!   this build, is refused with [`ServerStoreError::Corrupt`] or
@@ -15,6 +17,7 @@
 //! - Statements are prepared once and kept in rusqlite's statement cache.
 //!
 //! [`ServerStore`]: super::ServerStore
+//! [`ServerStore::begin_group`]: super::ServerStore::begin_group
 //! [`AccountStore`]: super::AccountStore
 
 use std::path::Path;
