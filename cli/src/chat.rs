@@ -150,6 +150,7 @@ where
     T: Transport + 'static,
     I: AsyncBufRead + Unpin,
 {
+    let me = config.user.clone();
     let (mut client, mut events) =
         Client::start(config, storage.clone(), transport, TokioRuntime::new())
             .await
@@ -157,6 +158,7 @@ where
     let handle = client.handle();
     let driver = tokio::spawn(async move { client.run().await });
     let mut chat = Chat {
+        me,
         storage,
         handle: handle.clone(),
         open: None,
@@ -213,6 +215,8 @@ where
 
 /// The chat's state between lines.
 struct Chat {
+    /// The signed-in user (own messages are looked up by sender and client id).
+    me: UserId,
     storage: SqliteStorage,
     handle: ClientHandle,
     /// Where plain lines go.
@@ -428,7 +432,7 @@ impl Chat {
                 if Some(&conversation) == self.open.as_ref() {
                     if let Ok(Some(m)) = self
                         .storage
-                        .message_by_client_id(&conversation, &client_msg_id)
+                        .message_by_client_id(&conversation, &self.me, &client_msg_id)
                         .await
                     {
                         print_message(&m);
