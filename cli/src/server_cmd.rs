@@ -165,6 +165,15 @@ pub async fn run(args: ServerArgs) -> CliResult<()> {
 }
 
 async fn serve(args: ServeArgs) -> CliResult<()> {
+    // The host logs connections, refusals and shutdown through `tracing`; RUST_LOG filters.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second subscriber (never the case in this program) would only lose logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
     let store = open(&args.db)?;
     let options = ServerOptions {
         listen: args.listen,

@@ -4,6 +4,8 @@
 //! wire before the first ack is awaited, so throughput is bound by the server, not by round
 //! trips. All senders run at once. Every send must be acked; an error stops the demo.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -62,28 +64,31 @@ pub fn jobs_for(
     jobs
 }
 
-/// Runs the jobs concurrently; returns how many sends were acked.
+/// Runs the jobs concurrently; returns how many sends were acked. `acked` counts acks as
+/// they arrive, for a progress display.
 pub async fn run_jobs(
     url: &str,
     plan: &Plan,
     jobs: Vec<SenderJob>,
     window: usize,
+    acked: Arc<AtomicU64>,
 ) -> CliResult<u64> {
     let mut tasks = Vec::with_capacity(jobs.len());
     for job in jobs {
         let url = url.to_owned();
         let conversations: Vec<_> = plan.conversations.iter().map(|c| c.id.clone()).collect();
+        let counter = acked.clone();
         tasks.push(tokio::spawn(async move {
-            send_all(&url, &conversations, job, window).await
+            send_all(&url, &conversations, job, window, &counter).await
         }));
     }
-    let mut acked = 0;
+    let mut total = 0;
     for task in tasks {
-        acked += task
+        total += task
             .await
             .map_err(|e| CliError::new(format!("a sender task failed: {e}")))??;
     }
-    Ok(acked)
+    Ok(total)
 }
 
 /// One connection sending one job's messages, pipelined.
@@ -92,6 +97,7 @@ async fn send_all(
     conversations: &[tidemark_engine::ConversationId],
     job: SenderJob,
     window: usize,
+    progress: &AtomicU64,
 ) -> CliResult<u64> {
     let options = WsOptions::default();
     let mut conn = WsConnection::open(url, &job.user, &job.device, &job.token, &options)
@@ -159,6 +165,7 @@ async fn send_all(
                 Some(Ok(ServerFrame::Response { response, id })) => match response {
                     Response::SendAck { .. } => {
                         acked += 1;
+                        progress.fetch_add(1, Ordering::Relaxed);
                         in_flight = in_flight.saturating_sub(1);
                     }
                     Response::Error(e) => {

@@ -19,6 +19,8 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -157,6 +159,18 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             .cloned()
             .collect()
     };
+    let acked = Arc::new(AtomicU64::new(0));
+    let bar = progress_bar(plan.messages.len() as u64, "sending", "messages");
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    let ticker = {
+        let (bar, acked) = (bar.clone(), acked.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(acked.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let mut sent = 0;
     let mut connections = 0;
     for batch in [
@@ -166,8 +180,15 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     ] {
         let jobs = load::jobs_for(&plan, &batch, &sender_tokens, &alice_token);
         connections += jobs.len();
-        sent += load::run_jobs(&url, &plan, jobs, args.window.max(1)).await?;
+        let result = load::run_jobs(&url, &plan, jobs, args.window.max(1), acked.clone()).await;
+        if result.is_err() {
+            ticker.abort();
+            bar.finish_and_clear();
+        }
+        sent += result?;
     }
+    ticker.abort();
+    bar.finish_and_clear();
     let send_secs = step.elapsed().as_secs_f64();
     println!(
         "[3/5] sent {sent} messages over {connections} WebSocket connections in {send_secs:.2} s: \
@@ -307,6 +328,21 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     }
 }
 
+/// A bar, hidden until given a draw target (stderr draws only on a terminal: piped output
+/// stays clean).
+fn progress_bar(len: u64, prefix: &'static str, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "      {{prefix}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} {unit} {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
 /// Most messages per pull: small enough that the sync takes many steps (so the kill lands
 /// in the middle), large enough to be efficient.
 fn pull_size(messages: usize) -> u32 {
@@ -412,15 +448,11 @@ impl ChildCommand {
             .take()
             .ok_or_else(|| CliError::new("the client process has no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "      {prefix} [{bar:40.cyan/blue}] {pos}/{len} conversations {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        let bar = progress_bar(
+            0,
+            if kill_at > 0 { "run 1" } else { "run 2" },
+            "conversations",
         );
-        bar.set_prefix(if kill_at > 0 { "run 1" } else { "run 2" });
         let mut run = ChildRun {
             started_held: None,
             killed_at: None,
@@ -428,6 +460,7 @@ impl ChildCommand {
             elapsed: Duration::ZERO,
         };
         let mut failure = None;
+        let mut shown = false;
         while let Some(line) = lines
             .next_line()
             .await
@@ -443,10 +476,14 @@ impl ChildCommand {
             }
             match parsed {
                 ChildLine::Started { held, .. } => run.started_held = Some(held),
-                ChildLine::Connected => bar.set_message("(connected)"),
+                ChildLine::Connected => {}
                 ChildLine::Progress { done, total } => {
                     bar.set_length(total);
                     bar.set_position(done);
+                    if !shown {
+                        bar.set_draw_target(ProgressDrawTarget::stderr());
+                        shown = true;
+                    }
                     if kill_at > 0
                         && done < total
                         && done.saturating_mul(100) >= kill_at.saturating_mul(total)
