@@ -222,7 +222,12 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
             }
         ),
         None => println!(
-            "      run 1: finished before the kill point ({:.2} s); nothing to resume",
+            "      run 1: finished {} ({:.2} s); run 2 restarts on its complete store",
+            if args.kill_at == 0 {
+                "without a kill (--kill-at 0)"
+            } else {
+                "before the kill point"
+            },
             first_run.elapsed.as_secs_f64()
         ),
     }
