@@ -8,7 +8,7 @@
 #   FUZZ_SECONDS=300 scripts/fuzz.sh                 # a longer campaign
 #   scripts/fuzz.sh engine_inputs seq_ranges         # only these targets
 #   FUZZ_SANITIZER=address scripts/fuzz.sh           # with ASan (about 3x slower)
-#   FUZZ_STRICT=1 scripts/fuzz.sh                    # do not tolerate the known bugs
+#   FUZZ_STRICT=1 scripts/fuzz.sh                    # do not tolerate known bugs (none today)
 #
 # Each target reads its committed seeds (fuzz/corpus/<target>/) and grows a working corpus
 # in fuzz/work/<target>/ (ignored by git, kept between runs). Before fuzzing, every

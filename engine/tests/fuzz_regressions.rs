@@ -515,3 +515,37 @@ async fn another_senders_message_with_the_id_of_a_send_is_its_own_row() {
     assert_eq!(row.and_then(|m| m.seq), Some(Seq(3)));
     assert!(store.outbox().await.unwrap().is_empty());
 }
+
+/// A send acked at a seq already held (the held row wins, `MessageSent` at that seq) and then
+/// delivered again at another seq by a server contradicting itself: `MessageSent` is not
+/// emitted a second time (within the process: the engine remembers such acks in memory only).
+#[test]
+fn send_acked_at_a_held_seq_is_sent_once() {
+    let mut engine = connected_engine(vec![entry("c", 0)]);
+    let now = Timestamp(5);
+    engine.handle_push(now, Push::Message(msg("c", 1, "bob")));
+    drain(&mut engine, now);
+    let id = engine
+        .send_message(now, &"c".into(), ContentKind::Text, b"hi".to_vec())
+        .unwrap();
+    let (reqs, _) = drain(&mut engine, now);
+    let send = reqs
+        .iter()
+        .find_map(|(rid, r)| matches!(r, Request::Send { .. }).then_some(*rid))
+        .expect("the send goes out");
+    engine.handle_response(
+        now,
+        send,
+        Response::SendAck {
+            client_msg_id: id.clone(),
+            seq: Seq(1),
+            server_time: Timestamp(7),
+        },
+    );
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(sent_events(&events), vec![("c".to_owned(), id.clone(), 1)]);
+    engine.handle_push(now, Push::Message(own_message("c", 2, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert!(sent_events(&events).is_empty(), "{events:?}");
+    assert_eq!(received_seqs(&events), vec![2]);
+}

@@ -1,15 +1,17 @@
-//! Plain reproductions of two engine/storage bugs the `engine_inputs` target found (see
-//! README.md, "Known bugs"), without the fuzz harness:
+//! Plain reproductions of two engine/storage bugs the `engine_inputs` target found, both
+//! fixed now (see README.md, "Known bugs and regressions"), without the fuzz harness; the
+//! output shows the fixed behaviour (no announcement of the deleted message; both senders'
+//! messages stored, the engine never stopped):
 //!
 //! ```text
 //! cd fuzz && cargo run --example known_bugs
 //! ```
 //!
-//! 1. `announced-then-deleted`: a message waiting for the seqs below it is announced and
-//!    deleted in one batch; the app's `MessagesReceived` handler finds no row.
+//! 1. `announced-then-deleted`: a message waiting for the seqs below it was announced and
+//!    deleted in one batch; the app's `MessagesReceived` handler found no row.
 //! 2. `foreign-sender-same-client-id`: two senders using the same client id in one
-//!    conversation make the store refuse the second message for good; the engine stops, and
-//!    stops again after a restart.
+//!    conversation made the store refuse the second message for good; the engine stopped, and
+//!    stopped again after a restart.
 
 use futures::executor::block_on;
 use tidemark_engine::*;
@@ -48,9 +50,13 @@ fn drain(e: &mut Engine, s: &MemoryStorage, now: u64) -> bool {
                     let rows: Vec<bool> = messages
                         .iter()
                         .map(|m| {
-                            block_on(s.message_by_client_id(conversation, &m.client_msg_id))
-                                .unwrap()
-                                .is_some()
+                            block_on(s.message_by_client_id(
+                                conversation,
+                                &m.sender,
+                                &m.client_msg_id,
+                            ))
+                            .unwrap()
+                            .is_some()
                         })
                         .collect();
                     println!(

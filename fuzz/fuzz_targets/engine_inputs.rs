@@ -33,10 +33,10 @@ use arbitrary::Arbitrary;
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
 use tidemark_engine::{
-    BatchId, ClientMsgId, ConnectionState, ContentKind, ConversationId, ConversationKind,
-    DeletionsEntry, DeviceId, Engine, EngineConfig, Event, MaxSeqEntry, MemoryStorage,
-    MessageStatus, Output, PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges,
-    ServerError, ServerMessage, Storage, StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
+    BatchId, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry, DeviceId,
+    Engine, EngineConfig, Event, MaxSeqEntry, MemoryStorage, MessageStatus, Output, PulledRange,
+    Push, Request, RequestId, Response, Seq, SeqRanges, ServerError, ServerMessage, Storage,
+    StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
 };
 
 const CONVS: [&str; 3] = ["a", "b", "c"];
@@ -296,7 +296,7 @@ struct Input {
 
 // ----- statistics (TIDEMARK_FUZZ_STATS=1: printed every 1000 runs, to judge the depth) -----
 
-const STAT_NAMES: [&str; 9] = [
+const STAT_NAMES: [&str; 8] = [
     "runs",
     "batches committed",
     "batches refused by the store",
@@ -305,9 +305,8 @@ const STAT_NAMES: [&str; 9] = [
     "sends failed",
     "sync finished",
     "history loaded",
-    "known bug tolerated: announced then deleted",
 ];
-static STATS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static STATS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 fn stat(i: usize) {
     STATS[i].fetch_add(1, Ordering::Relaxed);
@@ -318,36 +317,9 @@ fn stats_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("TIDEMARK_FUZZ_STATS").is_some())
 }
 
-/// Known bugs are tolerated (so campaigns go on looking for others) unless the environment
-/// says otherwise: TIDEMARK_FUZZ_STRICT=1 for all of them, or one variable per bug:
-/// TIDEMARK_FUZZ_STRICT_ANNOUNCE (regressions/engine_inputs/announced-then-deleted),
-/// TIDEMARK_FUZZ_STRICT_ECHO (regressions/engine_inputs/echo-in-other-conversation) and
-/// TIDEMARK_FUZZ_STRICT_CLIENT_IDS (regressions/engine_inputs/foreign-sender-same-client-id,
-/// regressions/engine_inputs/client-id-reused-after-restart).
-fn strict_about(var: &'static str) -> bool {
-    std::env::var_os("TIDEMARK_FUZZ_STRICT").is_some() || std::env::var_os(var).is_some()
-}
-
-/// TIDEMARK_FUZZ_ANY_CONNECTED=1: call handle_connected whatever the connection state.
-fn any_connected() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| strict_about("TIDEMARK_FUZZ_ANY_CONNECTED"))
-}
-
-fn strict_echo() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| strict_about("TIDEMARK_FUZZ_STRICT_ECHO"))
-}
-
-fn strict_announce() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| strict_about("TIDEMARK_FUZZ_STRICT_ANNOUNCE"))
-}
-
-fn strict_client_ids() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| strict_about("TIDEMARK_FUZZ_STRICT_CLIENT_IDS"))
-}
+// No known bug is tolerated: the five found so far (regressions/engine_inputs/) are fixed,
+// and every check is strict. A bug found later and not fixed at once may be tolerated behind a
+// TIDEMARK_FUZZ_STRICT_* switch (see fuzz/README.md) so that campaigns go on.
 
 /// TIDEMARK_FUZZ_TRACE=1: print every step and output (to read a reproducer).
 fn trace() -> bool {
@@ -384,7 +356,7 @@ struct Harness {
     announced: BTreeSet<(ConversationId, Seq)>,
     /// Seqs stored when the current process started.
     stored_at_start: BTreeSet<(ConversationId, Seq)>,
-    sent: BTreeSet<(ConversationId, ClientMsgId)>,
+    sent: BTreeSet<ClientMsgId>,
 }
 
 impl Harness {
@@ -440,27 +412,6 @@ impl Harness {
 
     // ----- building server values -----
 
-    /// A server message's client id. Client ids are unique per (sender, conversation) only,
-    /// so two senders may use the same one; the store keys rows by (conversation, client id),
-    /// which is a known engine/storage bug
-    /// (regressions/engine_inputs/foreign-sender-same-client-id). Unless
-    /// TIDEMARK_FUZZ_STRICT_CLIENT_IDS is set, ids of other senders are prefixed with the
-    /// sender so campaigns go on looking for other bugs.
-    fn sender_client_id(
-        &self,
-        id: ArbClientId,
-        conv: &ConversationId,
-        seq: Seq,
-        sender: &UserId,
-    ) -> ClientMsgId {
-        let id = self.client_id(id, conv, seq);
-        if strict_client_ids() || sender.as_str() == "me" {
-            id
-        } else {
-            ClientMsgId(format!("{sender}:{id}"))
-        }
-    }
-
     fn client_id(&self, id: ArbClientId, conv: &ConversationId, seq: Seq) -> ClientMsgId {
         match id {
             ArbClientId::Derived => ClientMsgId(format!("srv-{conv}-{}", seq.0)),
@@ -485,7 +436,9 @@ impl Harness {
     ) -> ServerMessage {
         let sender = user(sender);
         ServerMessage {
-            client_msg_id: self.sender_client_id(id, &conversation, seq, &sender),
+            // Client ids are unique per (sender, conversation) only: every sender draws from
+            // the same ids (regressions/engine_inputs/foreign-sender-same-client-id).
+            client_msg_id: self.client_id(id, &conversation, seq),
             conversation,
             seq,
             sender,
@@ -750,14 +703,11 @@ impl Harness {
         let mut timeout_at = None;
         match step {
             Step::Connected => {
-                // The driver contract: handle_connected answers Output::Connect. Called while
-                // already connected, the engine starts a second sync run over the first
-                // (regressions/engine_inputs/connected-twice-sync-progress), so the harness
-                // keeps the contract unless TIDEMARK_FUZZ_ANY_CONNECTED is set.
-                if any_connected() || self.engine.connection_state() == ConnectionState::Connecting
-                {
-                    self.engine.handle_connected(now);
-                }
+                // Whatever the connection state: the contract says after Output::Connect, but
+                // the engine must stay sane when a driver breaks it (called while connected it
+                // is a disconnect and a connect:
+                // regressions/engine_inputs/connected-twice-sync-progress).
+                self.engine.handle_connected(now);
             }
             Step::Disconnected => self.engine.handle_disconnected(now, "fuzz"),
             Step::Tick(d) => {
@@ -902,15 +852,8 @@ impl Harness {
     }
 
     fn restart(&mut self) {
-        // A new engine makes client ids from the seed and the start time: one started in the
-        // same millisecond with the same seed makes the ids the previous one made, and a
-        // repeated id silently replaces an outbox entry (regressions/engine_inputs/
-        // client-id-reused-after-restart). A real restart takes at least a millisecond (the
-        // driver's restart delay), so the harness moves time unless
-        // TIDEMARK_FUZZ_STRICT_CLIENT_IDS is set.
-        if !strict_client_ids() {
-            self.now += 1;
-        }
+        // In the same millisecond, with the same seed: client ids must still not repeat
+        // (regressions/engine_inputs/client-id-reused-after-restart).
         self.uncommitted.clear();
         self.requests.clear();
         self.fail_next_write = false;
@@ -1044,22 +987,15 @@ impl Harness {
                         "{conversation}: seq {} announced as new but stored before this process",
                         s.0
                     );
-                    let row = block_on(
-                        self.store
-                            .message_by_client_id(&conversation, &m.client_msg_id),
-                    )
+                    let row = block_on(self.store.message_by_client_id(
+                        &conversation,
+                        &m.sender,
+                        &m.client_msg_id,
+                    ))
                     .expect("memory store reads");
+                    // Never a message deleted in the same batch
+                    // (regressions/engine_inputs/announced-then-deleted).
                     if row.as_ref().is_some_and(|r| r.seq == Some(s)) {
-                        continue;
-                    }
-                    // Known engine bug (regressions/engine_inputs/announced-then-deleted): a
-                    // deletion that also raises the floor announces the waiting message it
-                    // deletes. Tolerated unless TIDEMARK_FUZZ_STRICT_ANNOUNCE is set.
-                    let tombstoned = block_on(self.store.tombstones(&conversation))
-                        .expect("memory store reads")
-                        .contains(s);
-                    if tombstoned && !strict_announce() {
-                        stat(8);
                         continue;
                     }
                     panic!(
@@ -1074,25 +1010,18 @@ impl Harness {
                 seq,
             } => {
                 stat(4);
-                // Known engine weakness (regressions/engine_inputs/echo-in-other-conversation):
-                // a message of this user whose id carries this device's prefix counts as the
-                // echo of a send in whatever conversation it arrives, so a server that delivers
-                // one id in two conversations gets two MessageSent (and the first removes the
-                // outbox entry of the conversation the send was made in). Counted per
-                // conversation unless TIDEMARK_FUZZ_STRICT_ECHO is set.
-                let key = if strict_echo() {
-                    (ConversationId::from(""), client_msg_id.clone())
-                } else {
-                    (conversation.clone(), client_msg_id.clone())
-                };
+                // Once per client id over the whole run, even when a misbehaving server
+                // delivers the id in several conversations
+                // (regressions/engine_inputs/echo-in-other-conversation).
                 assert!(
-                    self.sent.insert(key),
+                    self.sent.insert(client_msg_id.clone()),
                     "MessageSent twice for {client_msg_id}"
                 );
-                let row = block_on(
-                    self.store
-                        .message_by_client_id(&conversation, &client_msg_id),
-                )
+                let row = block_on(self.store.message_by_client_id(
+                    &conversation,
+                    &self.config.user,
+                    &client_msg_id,
+                ))
                 .expect("memory store reads");
                 assert!(
                     row.as_ref().is_none_or(|r| r.seq == Some(seq)),
@@ -1106,10 +1035,11 @@ impl Harness {
                 ..
             } => {
                 stat(5);
-                let row = block_on(
-                    self.store
-                        .message_by_client_id(&conversation, &client_msg_id),
-                )
+                let row = block_on(self.store.message_by_client_id(
+                    &conversation,
+                    &self.config.user,
+                    &client_msg_id,
+                ))
                 .expect("memory store reads");
                 assert!(
                     row.as_ref()

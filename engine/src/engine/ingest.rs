@@ -135,7 +135,10 @@ impl Engine {
                 .outbox
                 .get(&msg.client_msg_id)
                 .map(|o| &o.entry.conversation == id);
+            // A send already acked at a held seq has had its `MessageSent`: a later copy at
+            // another seq is not its echo.
             let echo_of_send = own
+                && !self.acked_at_held_seq.contains(&msg.client_msg_id)
                 && in_outbox.unwrap_or_else(|| self.is_own_client_id_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.

@@ -161,6 +161,10 @@ pub struct Engine {
     pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>>,
     /// Read seqs set locally that the server has not acked yet.
     reads_to_send: BTreeMap<ConversationId, Seq>,
+    /// Sends acked at a seq already held (so no row of theirs is stored): a later delivery of
+    /// the same id elsewhere is not their echo, and `MessageSent` is not emitted again. Only a
+    /// server contradicting itself fills it; process memory only.
+    acked_at_held_seq: BTreeSet<ClientMsgId>,
 
     connection: ConnectionState,
     kicked: bool,
@@ -258,6 +262,7 @@ impl Engine {
             outbox,
             pending_changes,
             reads_to_send: BTreeMap::new(),
+            acked_at_held_seq: BTreeSet::new(),
             connection: ConnectionState::Disconnected,
             kicked: false,
             stopped: false,

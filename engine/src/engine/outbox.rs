@@ -84,6 +84,7 @@ impl Engine {
             // pull that raced the ack under another id. The held row is the truth; the send
             // itself succeeded.
             self.outbox.remove(client_msg_id);
+            self.acked_at_held_seq.insert(client_msg_id.clone());
             self.ops.push(WriteOp::RemoveOutbox(client_msg_id.clone()));
             self.ops.push(WriteOp::DeletePendingMessage {
                 conversation: id.clone(),
