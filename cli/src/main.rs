@@ -33,7 +33,11 @@ enum Command {
     #[command(hide = true)]
     DemoClient(demo::child::ChildArgs),
     /// Run the reference server, or administer its store.
-    Server(server_cmd::ServerArgs),
+    Server {
+        /// What to do.
+        #[command(subcommand)]
+        command: tidemark_transport::server::net::cli::ServerCommand,
+    },
     /// Chat interactively (or from a pipe) as one user on one device.
     Chat(chat::ChatArgs),
     /// Show what a client store holds, read-only.
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::DemoClient(args) => demo::child::run(args).await,
-            Command::Server(args) => server_cmd::run(args).await,
+            Command::Server { command } => server_cmd::run(command).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
         }

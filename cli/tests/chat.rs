@@ -101,7 +101,7 @@ fn a_message_sent_from_a_piped_chat_reaches_another_chat() {
 
     let mut server = Running(
         Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--db"])
+            .args(["server", "serve", "--listen", "127.0.0.1:0", "--db"])
             .arg(&db)
             .stdout(Stdio::piped())
             .spawn()

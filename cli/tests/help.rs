@@ -11,6 +11,7 @@ fn every_subcommand_has_help() {
         &["demo", "--help"],
         &["demo-client", "--help"],
         &["server", "--help"],
+        &["server", "serve", "--help"],
         &["server", "create-user", "--help"],
         &["server", "token", "--help"],
         &["server", "create-conversation", "--help"],

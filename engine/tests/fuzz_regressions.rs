@@ -124,6 +124,47 @@ fn deletion_raising_the_floor_does_not_announce_the_waiting_message_it_deletes()
     assert_eq!(received_seqs(&events), vec![4]);
 }
 
+/// The max-seq path (found by the strict fuzz harness): a message pushed before the listing
+/// waits for 1..10; one page lists its conversation twice (a misbehaving server), first with
+/// the floor at 11 (which releases the message) and then at 119 (which deletes it). The
+/// message is deleted within the same input, so it must not be announced.
+#[test]
+fn max_seq_page_raising_the_floor_twice_does_not_announce_a_message_it_deletes() {
+    let now = Timestamp(1);
+    let mut engine = Engine::new(cfg(), SyncSnapshot::default(), now);
+    engine.handle_push(now, Push::Message(msg("a", 11, "bob")));
+    let (_, events) = drain(&mut engine, now);
+    assert!(received_seqs(&events).is_empty(), "11 waits for 1..10");
+    engine.handle_connected(now);
+    let (reqs, _) = drain(&mut engine, now);
+    let (id, _) = reqs
+        .iter()
+        .find(|(_, r)| matches!(r, Request::GetMaxSeqs { .. }))
+        .expect("the listing");
+    let floor = |min: u64, max: u64| MaxSeqEntry {
+        min_seq: Seq(min),
+        ..entry("a", max)
+    };
+    engine.handle_response(
+        now,
+        *id,
+        Response::MaxSeqs {
+            entries: vec![floor(11, 11), floor(119, 119)],
+            has_more: false,
+        },
+    );
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(
+        received_seqs(&events),
+        Vec::<u64>::new(),
+        "11 was deleted by the same page: {events:?}"
+    );
+    assert!(events.contains(&Event::MessagesDeleted {
+        conversation: "a".into(),
+        seqs: SeqRanges::from_range(Seq(11), Seq(11)),
+    }));
+}
+
 /// The same ordering in a pull reply: a message pushed while the sync pull of `1..=5` is in
 /// flight waits for 1..2; the reply raises the floor to 3 (completing the run below it) and
 /// reports 3..5 missing. 3 is deleted, never announced.

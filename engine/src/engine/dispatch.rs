@@ -57,6 +57,15 @@ impl Engine {
         self.flush();
     }
 
+    /// Takes back the announcements this input queued for messages it then deleted (a floor
+    /// raised twice in one max-seq page, a deletion after a release): their rows are gone
+    /// when the batch commits, so announcing them would send the app to a missing row.
+    pub(super) fn unannounce(&mut self, id: &ConversationId, seqs: &SeqRanges) {
+        if let Some(messages) = self.received.get_mut(id) {
+            messages.retain(|m| m.seq.is_none_or(|s| !seqs.contains(s)));
+        }
+    }
+
     /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
     pub(super) fn flush(&mut self) {
         let changed = std::mem::take(&mut self.changed);

@@ -68,6 +68,7 @@ impl Engine {
         if let Some(d) = self.dispatch.get_mut(id) {
             d.waiting.retain(|s, _| *s >= min_seq);
         }
+        self.unannounce(id, &below);
         if !gone.is_empty() {
             self.events.push(Event::MessagesDeleted {
                 conversation: id.clone(),
@@ -263,6 +264,7 @@ impl Engine {
                 }
             }
         }
+        self.unannounce(id, &all);
         self.forget_changes_targeting(id, &all);
         self.ops.push(WriteOp::PutTombstones {
             conversation: id.clone(),

@@ -27,6 +27,7 @@
 //!
 //! Server time is the wall clock in milliseconds, never running backwards within one run.
 
+pub mod cli;
 mod conn;
 mod core_thread;
 pub mod ops;
