@@ -451,6 +451,47 @@ async fn client_ids_do_not_repeat_after_a_restart_in_the_same_millisecond() {
     assert!(id > id_c2, "{id} sorts after {id_c2}");
 }
 
+/// Found by the strict harness in session 2 (regressions/engine_inputs/
+/// own-id-pushed-after-uncommitted-restart): a send whose batch never committed is lost at a
+/// restart in the same millisecond, so the new engine starts from the same snapshot and its
+/// random part repeats. If a message with that id then arrives (the harness's server is free
+/// to deliver any id), the next send must not take the id again: its pending row would merge
+/// into the stored sent row and leave an outbox entry without a row.
+#[tokio::test]
+async fn a_new_send_never_takes_an_own_id_already_delivered() {
+    let mut config = cfg();
+    config.connect_on_start = false;
+    let now = Timestamp(1_000);
+    let store = MemoryStorage::new();
+    let put = WriteBatch {
+        ops: ["a", "b"]
+            .map(|c| {
+                WriteOp::PutConversation(Conversation::new(c.into(), ConversationKind::Direct))
+            })
+            .to_vec(),
+    };
+    store.apply(put).await.unwrap();
+
+    // The first engine's send is never committed: nothing of it reaches the store.
+    let mut first = Engine::new(config.clone(), store.load_snapshot().await.unwrap(), now);
+    let lost = first
+        .send_message(now, &"a".into(), ContentKind::Text, b"lost".to_vec())
+        .unwrap();
+    drop(first);
+
+    let mut second = Engine::new(config.clone(), store.load_snapshot().await.unwrap(), now);
+    let mut echo = msg("a", 1, "me");
+    echo.client_msg_id = lost.clone();
+    second.handle_push(now, Push::Message(echo));
+    drain_into(&mut second, &store, now).await;
+    let id = second
+        .send_message(now, &"a".into(), ContentKind::Text, b"new".to_vec())
+        .unwrap();
+    drain_into(&mut second, &store, now).await;
+    assert_ne!(id, lost, "the new send reused a delivered id");
+    store.check_integrity().await.unwrap();
+}
+
 /// Drains outputs of a connected engine, applying writes to `store`; returns the requests
 /// and the events, and panics if the store refuses a batch.
 async fn drive(

@@ -127,6 +127,15 @@ impl Engine {
             }
             self.changed.insert(id.clone());
             let own = msg.sender == me;
+            if own {
+                // A new id must never equal a stored one of this device: after a restart in
+                // the same millisecond the random part can repeat (the snapshot the digest
+                // comes from may not show a send that never committed). Ids go on above
+                // every own counter seen.
+                if let Some(counter) = self.own_id_counter(&msg.client_msg_id) {
+                    self.sends_created = self.sends_created.max(counter);
+                }
+            }
             // This device's send: still in the outbox for this conversation, or (an id not in
             // the outbox) one it gave up on (failed, or cancelled while on the wire) that
             // reached the server after all, known by the device prefix and the id's tag for
