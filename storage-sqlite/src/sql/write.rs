@@ -3,10 +3,12 @@
 //! The rules are [`tidemark_engine::MemoryStorage`]'s, op for op (see [`WriteOp`]). The merge
 //! of [`WriteOp::PutMessages`] is done in Rust on the decoded row, as the memory store does
 //! it, rather than in SQL: one statement of the rule is easier to keep equal to the reference
-//! (the differential test checks it). Any error leaves the transaction to be rolled back by
-//! the caller.
+//! (the differential test checks it). A message at a seq that holds no row (one range scan per
+//! conversation finds them) is first tried as a plain insert, which succeeds exactly when the
+//! rule would store it unchanged; only the others pay the rule's lookups. Any error leaves the
+//! transaction to be rolled back by the caller.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tidemark_engine::storage::merge_put;
@@ -40,6 +42,15 @@ const MESSAGE_BY_CLIENT_ID: &str = concat!(
     "SELECT ",
     message_columns!(),
     " FROM messages WHERE conversation = ?1 AND sender = ?2 AND client_msg_id = ?3"
+);
+const SEQS_IN_SPAN: &str =
+    "SELECT seq FROM messages WHERE conversation = ?1 AND seq BETWEEN ?2 AND ?3";
+// A message at a free seq with an unknown id: a plain insert, which fails (and changes
+// nothing) when the id is stored already.
+const INSERT_NEW_MESSAGE: &str = concat!(
+    "INSERT INTO messages (",
+    message_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
 const HOLDER_OF_SEQ: &str =
     "SELECT sender, client_msg_id FROM messages WHERE conversation = ?1 AND seq = ?2";
@@ -105,8 +116,24 @@ fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
         WriteOp::PutMessages(messages) => {
             // Tombstones cannot change within one op: read each conversation's once.
             let mut tombstones = HashMap::new();
+            let mut occupied = occupied_seqs(conn, &messages)?;
             for m in messages {
-                put_message(conn, m, &mut tombstones)?;
+                if tombstoned(conn, &m, &mut tombstones)? {
+                    continue;
+                }
+                let seq = m.seq.and_then(|s| i64::try_from(s.0).ok());
+                let at = seq.map(|s| (m.conversation.clone(), s));
+                if let Some(key) = &at {
+                    if !occupied.contains(key) && insert_new(conn, &m)? {
+                        occupied.insert(key.clone());
+                        continue;
+                    }
+                }
+                put_message(conn, m)?;
+                // Whatever the full rule did, the seq may hold a row now.
+                if let Some(key) = at {
+                    occupied.insert(key);
+                }
             }
         }
         WriteOp::EditMessage {
@@ -207,24 +234,74 @@ fn tombstones_of(
     }
 }
 
-/// One message of [`WriteOp::PutMessages`], by the memory store's rules.
-fn put_message(
+/// Whether `m`'s seq is tombstoned (then it is not stored). Reads each conversation's
+/// tombstones once per op.
+fn tombstoned(
     conn: &Connection,
-    m: Message,
+    m: &Message,
     tombstones: &mut HashMap<ConversationId, SeqRanges>,
-) -> Result<(), StorageError> {
-    if let Some(seq) = m.seq {
-        if !tombstones.contains_key(&m.conversation) {
-            let t = tombstones_of(conn, &m.conversation)?;
-            tombstones.insert(m.conversation.clone(), t);
-        }
-        if tombstones
-            .get(&m.conversation)
-            .is_some_and(|t| t.contains(seq))
-        {
-            return Ok(());
+) -> Result<bool, StorageError> {
+    let Some(seq) = m.seq else {
+        return Ok(false);
+    };
+    if !tombstones.contains_key(&m.conversation) {
+        let t = tombstones_of(conn, &m.conversation)?;
+        tombstones.insert(m.conversation.clone(), t);
+    }
+    Ok(tombstones
+        .get(&m.conversation)
+        .is_some_and(|t| t.contains(seq)))
+}
+
+/// The seqs that hold a row, within the span of seqs each conversation of `messages` writes:
+/// one range scan per conversation instead of a lookup per message (the common case of a
+/// sync is a run of new messages at free seqs).
+fn occupied_seqs(
+    conn: &Connection,
+    messages: &[Message],
+) -> Result<HashSet<(ConversationId, i64)>, StorageError> {
+    let mut spans: HashMap<&ConversationId, (i64, i64)> = HashMap::new();
+    for m in messages {
+        let Some(seq) = m.seq.and_then(|s| i64::try_from(s.0).ok()) else {
+            continue;
+        };
+        let span = spans.entry(&m.conversation).or_insert((seq, seq));
+        span.0 = span.0.min(seq);
+        span.1 = span.1.max(seq);
+    }
+    let mut occupied = HashSet::new();
+    let mut stmt = conn.prepare_cached(SEQS_IN_SPAN).map_err(batch_error)?;
+    for (conversation, (from, to)) in spans {
+        let seqs = stmt
+            .query_map(params![conversation.0, from, to], |r| r.get::<_, i64>(0))
+            .map_err(batch_error)?;
+        for seq in seqs {
+            occupied.insert((conversation.clone(), seq.map_err(batch_error)?));
         }
     }
+    Ok(occupied)
+}
+
+/// Stores `m` as a new row when no row has its (conversation, sender, client id) either:
+/// what the merge rule does with no existing row and a free seq. Returns `false`, having
+/// changed nothing, when such a row exists (then the full rule in [`put_message`] decides).
+fn insert_new(conn: &Connection, m: &Message) -> Result<bool, StorageError> {
+    let row = MessageRow::new(m)?;
+    let inserted = conn
+        .prepare_cached(INSERT_NEW_MESSAGE)
+        .and_then(|mut s| s.execute(&row.params()[..]));
+    match inserted {
+        Ok(_) => Ok(true),
+        // The statement alone is undone (SQLite's ABORT); the transaction goes on.
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            Ok(false)
+        }
+        Err(e) => Err(batch_error(e)),
+    }
+}
+
+/// One message of [`WriteOp::PutMessages`], by the memory store's rules.
+fn put_message(conn: &Connection, m: Message) -> Result<(), StorageError> {
     let existing = stored_by_client_id(conn, &m.conversation, &m.sender, &m.client_msg_id)?;
     // The row itself holding the seq is no conflict; only look further when it does not.
     let holder = match m.seq {
