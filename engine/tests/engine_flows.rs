@@ -1,41 +1,10 @@
 //! Hand-driven sans-IO flows: the engine against a scripted server, no storage, no I/O.
 //! The full simulated-server scenarios live in tidemark-conformance.
 
+mod common;
+
+use common::{cfg, drain, msg};
 use tidemark_engine::*;
-
-fn cfg() -> EngineConfig {
-    let mut c = EngineConfig::new(UserId::from("me"), DeviceId::from("phone"));
-    c.seed = 7;
-    c
-}
-
-fn msg(conv: &str, seq: u64, sender: &str) -> ServerMessage {
-    ServerMessage {
-        conversation: ConversationId::from(conv),
-        seq: Seq(seq),
-        client_msg_id: ClientMsgId(format!("{sender}-{seq}")),
-        sender: UserId::from(sender),
-        kind: ContentKind::Text,
-        content: format!("m{seq}").into_bytes(),
-        created_at: Timestamp(seq),
-        server_time: Timestamp(1000 + seq),
-    }
-}
-
-/// Drains outputs; commits every write at once; returns requests and events.
-fn drain(engine: &mut Engine, now: Timestamp) -> (Vec<(RequestId, Request)>, Vec<Event>) {
-    let mut requests = Vec::new();
-    let mut events = Vec::new();
-    loop {
-        match engine.poll_output() {
-            Output::Timeout(_) => return (requests, events),
-            Output::Write(id, _) => engine.handle_batch_committed(now, id),
-            Output::Request(id, r) => requests.push((id, r)),
-            Output::Event(e) => events.push(e),
-            Output::Connect | Output::Disconnect { .. } => {}
-        }
-    }
-}
 
 fn connected_engine(entries: Vec<MaxSeqEntry>) -> (Engine, Vec<(RequestId, Request)>, Vec<Event>) {
     let now = Timestamp(1);
