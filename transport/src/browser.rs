@@ -233,7 +233,7 @@ impl Transport for BrowserWsTransport {
                 match wire::decode_server(text.as_bytes(), &self.limits) {
                     Ok(ServerFrame::Welcome { .. }) => {}
                     Ok(ServerFrame::Error { code, message, .. }) => {
-                        return Err(TransportError::Refused(format!("{code}: {message}")));
+                        return Err(TransportError::Refused(wire::error_text(&code, &message)));
                     }
                     Ok(other) => {
                         return Err(TransportError::Protocol(format!(

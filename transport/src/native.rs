@@ -52,28 +52,7 @@ impl Default for WsOptions {
     }
 }
 
-/// The error code inside a [`TransportError`] made from a server's
-/// [`ServerFrame::Error`]: a refused handshake ([`TransportError::Refused`], e.g.
-/// [`wire::error_code::UNAUTHORIZED`], [`wire::error_code::TOKEN_EXPIRED`],
-/// [`wire::error_code::UNSUPPORTED_VERSION`]) or a fatal error that ended a connection
-/// ([`TransportError::Connection`], e.g. [`wire::error_code::SHUTDOWN`]). `None` for errors
-/// that did not come from the server.
-pub fn refusal_code(err: &TransportError) -> Option<&str> {
-    let text = match err {
-        TransportError::Refused(text) | TransportError::Connection(text) => text,
-        _ => return None,
-    };
-    let (code, _) = text.split_once(": ")?;
-    // Errors of this module that did not come from the server never start with a bare
-    // snake_case word and a colon; the server's codes always do.
-    let is_code = !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-    is_code.then_some(code)
-}
-
-/// How a server's error frame reads as text: `"<code>: <message>"`, see [`refusal_code`].
-fn server_error_text(code: &str, message: &str) -> String {
-    format!("{code}: {message}")
-}
+pub use crate::wire::refusal_code;
 
 /// A [`Transport`] over a WebSocket to a Tidemark server, for one (user, device, token).
 #[derive(Clone)]
@@ -226,7 +205,7 @@ impl WsConnection {
             )),
             Ok(Some(Ok(ServerFrame::Error { code, message, .. }))) => {
                 conn.socket.close(None).await.ok();
-                Err(TransportError::Refused(server_error_text(&code, &message)))
+                Err(TransportError::Refused(wire::error_text(&code, &message)))
             }
             Ok(Some(Ok(other))) => Err(TransportError::Protocol(format!(
                 "expected a welcome, got {}",
@@ -471,10 +450,11 @@ impl FusedStream for WsFrames {
     }
 }
 
-/// The receiving half of a [`WsTransport`] connection: responses and pushes. An undecodable
-/// frame or a non-fatal server error is a [`TransportError::Protocol`] item (the driver drops
-/// the connection and resyncs); a fatal server error is a [`TransportError::Connection`]
-/// item carrying its code (see [`refusal_code`]), then the end; a closed socket is the end.
+/// The receiving half of a [`WsTransport`] connection: responses and pushes, mapped by
+/// [`wire::incoming`]. An undecodable frame is a [`TransportError::Protocol`] item; a server
+/// error frame is a [`TransportError::Connection`] item carrying its code (see
+/// [`refusal_code`]), and after a fatal one the stream ends; a closed socket is the end. The
+/// driver drops the connection and resyncs on every error item.
 #[derive(Debug)]
 pub struct WsSource {
     frames: WsFrames,
@@ -491,26 +471,13 @@ impl Stream for WsSource {
             Poll::Ready(Some(item)) => item,
         };
         Poll::Ready(Some(match item {
-            Ok(ServerFrame::Response { id, response }) => Ok(Incoming::Response(id, response)),
-            Ok(ServerFrame::Push { push }) => Ok(Incoming::Push(push)),
-            Ok(ServerFrame::Welcome { .. }) => Err(TransportError::Protocol(
-                "a second welcome from the server".to_owned(),
-            )),
-            Ok(ServerFrame::Error {
-                code,
-                message,
-                fatal,
-            }) => {
-                if fatal {
+            Ok(frame) => {
+                if matches!(frame, ServerFrame::Error { fatal: true, .. }) {
                     // The server closes the socket next; end here so nothing after the
                     // error is taken for part of this session.
                     this.frames.done = true;
-                    Err(TransportError::Connection(server_error_text(
-                        &code, &message,
-                    )))
-                } else {
-                    Err(TransportError::Protocol(server_error_text(&code, &message)))
                 }
+                wire::incoming(frame)
             }
             Err(err) => Err(err),
         }))
@@ -529,9 +496,9 @@ mod tests {
 
     #[test]
     fn refusal_codes_are_read_back() {
-        let refused = TransportError::Refused(server_error_text("token_expired", "too old: yes"));
+        let refused = TransportError::Refused(wire::error_text("token_expired", "too old: yes"));
         assert_eq!(refusal_code(&refused), Some("token_expired"));
-        let shut = TransportError::Connection(server_error_text("shutdown", "bye"));
+        let shut = TransportError::Connection(wire::error_text("shutdown", "bye"));
         assert_eq!(refusal_code(&shut), Some("shutdown"));
         let local = TransportError::Connection("cannot connect to ws://x: refused".to_owned());
         assert_eq!(refusal_code(&local), None);

@@ -386,10 +386,34 @@ pub fn incoming(frame: ServerFrame) -> Result<Incoming, TransportError> {
         )),
         // Even a non-fatal error means the server dropped one of our frames, whose request
         // would then never be answered: starting over is the only safe reaction.
-        ServerFrame::Error { code, message, .. } => Err(TransportError::Connection(format!(
-            "server error {code}: {message}"
-        ))),
+        ServerFrame::Error { code, message, .. } => {
+            Err(TransportError::Connection(error_text(&code, &message)))
+        }
     }
+}
+
+/// How a server's error frame reads inside a [`TransportError`]: `"<code>: <message>"`, so
+/// that [`refusal_code`] can read the code back.
+pub fn error_text(code: &str, message: &str) -> String {
+    format!("{code}: {message}")
+}
+
+/// The error code inside a [`TransportError`] made from a server's
+/// [`ServerFrame::Error`]: a refused handshake ([`TransportError::Refused`], e.g.
+/// [`error_code::UNAUTHORIZED`], [`error_code::TOKEN_EXPIRED`],
+/// [`error_code::UNSUPPORTED_VERSION`]) or an error that ended a connection
+/// ([`TransportError::Connection`], e.g. [`error_code::SHUTDOWN`]). `None` for errors that
+/// did not come from the server.
+pub fn refusal_code(err: &TransportError) -> Option<&str> {
+    let text = match err {
+        TransportError::Refused(text) | TransportError::Connection(text) => text,
+        _ => return None,
+    };
+    let (code, _) = text.split_once(": ")?;
+    // Errors of the client transports that did not come from the server never start with a
+    // bare snake_case word and a colon; the server's codes always do.
+    let is_code = !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    is_code.then_some(code)
 }
 
 #[cfg(test)]
