@@ -122,17 +122,21 @@ fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
                     continue;
                 }
                 let seq = m.seq.and_then(|s| i64::try_from(s.0).ok());
-                let at = seq.map(|s| (m.conversation.clone(), s));
-                if let Some(key) = &at {
-                    if !occupied.contains(key) && insert_new(conn, &m)? {
-                        occupied.insert(key.clone());
-                        continue;
-                    }
-                }
-                put_message(conn, m)?;
-                // Whatever the full rule did, the seq may hold a row now.
-                if let Some(key) = at {
-                    occupied.insert(key);
+                let free = seq.is_some_and(|s| {
+                    !occupied
+                        .get(&m.conversation)
+                        .is_some_and(|taken| taken.contains(&s))
+                });
+                let conversation = if free && insert_new(conn, &m)? {
+                    m.conversation
+                } else {
+                    let conversation = m.conversation.clone();
+                    put_message(conn, m)?;
+                    conversation
+                };
+                // Whatever was stored, the seq may hold a row now.
+                if let Some(s) = seq {
+                    occupied.entry(conversation).or_default().insert(s);
                 }
             }
         }
@@ -259,7 +263,7 @@ fn tombstoned(
 fn occupied_seqs(
     conn: &Connection,
     messages: &[Message],
-) -> Result<HashSet<(ConversationId, i64)>, StorageError> {
+) -> Result<HashMap<ConversationId, HashSet<i64>>, StorageError> {
     let mut spans: HashMap<&ConversationId, (i64, i64)> = HashMap::new();
     for m in messages {
         let Some(seq) = m.seq.and_then(|s| i64::try_from(s.0).ok()) else {
@@ -269,15 +273,15 @@ fn occupied_seqs(
         span.0 = span.0.min(seq);
         span.1 = span.1.max(seq);
     }
-    let mut occupied = HashSet::new();
+    let mut occupied = HashMap::with_capacity(spans.len());
     let mut stmt = conn.prepare_cached(SEQS_IN_SPAN).map_err(batch_error)?;
     for (conversation, (from, to)) in spans {
         let seqs = stmt
             .query_map(params![conversation.0, from, to], |r| r.get::<_, i64>(0))
+            .map_err(batch_error)?
+            .collect::<Result<HashSet<i64>, _>>()
             .map_err(batch_error)?;
-        for seq in seqs {
-            occupied.insert((conversation.clone(), seq.map_err(batch_error)?));
-        }
+        occupied.insert(conversation.clone(), seqs);
     }
     Ok(occupied)
 }
