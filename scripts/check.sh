@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# Every check Tidemark has, in the order CI runs them. Needs the wasm32-unknown-unknown target
-# and clang (`.ci/run` installs both on a fresh machine).
+# Every check Tidemark has, in the order CI runs them. On a fresh machine it first installs
+# what it needs and is missing: the wasm32-unknown-unknown target (rustup) and clang (apt, for
+# SQLite's C on wasm32); scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is
+# there. `.ci/run` is this script and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== set-up: what a fresh machine lacks"
+if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
+    rustup target add wasm32-unknown-unknown
+fi
+if ! command -v clang > /dev/null; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update
+        apt-get install -y clang
+    else
+        sudo apt-get update
+        sudo apt-get install -y clang
+    fi
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -421,6 +421,14 @@ impl Chat {
             Event::MessagesDeleted { conversation, seqs } => {
                 println!("* {} messages of {conversation} deleted", seqs.count())
             }
+            Event::MessageContained {
+                conversation,
+                seq,
+                containment,
+            } => println!(
+                "! message #{} of {conversation} contained: {containment:?}",
+                seq.0
+            ),
             Event::MessageSent {
                 conversation,
                 client_msg_id,

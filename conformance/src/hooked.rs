@@ -5,8 +5,8 @@
 
 use tidemark_engine::storage::{SendOutsideWasm, SyncOutsideWasm};
 use tidemark_engine::{
-    ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
+    Applied, ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message,
+    OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
 };
 
 /// What a [`HookedStore`] does around `apply`.
@@ -19,7 +19,7 @@ pub trait ApplyHook: SendOutsideWasm + SyncOutsideWasm {
     }
 
     /// Runs after the wrapped store's `apply`, with its result.
-    fn after_apply(&self, result: &Result<(), StorageError>) {
+    fn after_apply(&self, result: &Result<Applied, StorageError>) {
         let _ = result;
     }
 }
@@ -55,7 +55,7 @@ impl<S: Storage, H: ApplyHook> Storage for HookedStore<S, H> {
         self.inner.load_snapshot().await
     }
 
-    async fn apply(&self, mut batch: WriteBatch) -> Result<(), StorageError> {
+    async fn apply(&self, mut batch: WriteBatch) -> Result<Applied, StorageError> {
         self.hook.before_apply(&mut batch)?;
         let result = self.inner.apply(batch).await;
         self.hook.after_apply(&result);

@@ -51,6 +51,7 @@ async fn changed_content_is_found() {
                 conversation: "g".into(),
                 target: m.seq.unwrap(),
                 edit_seq: Seq(1_000),
+                sender: m.sender.clone(),
                 content: m.content.clone(),
             }],
         })

@@ -10,7 +10,7 @@
 
 use tidemark_conformance::server::ServerStore;
 use tidemark_conformance::sim::{LinkConfig, MemoryStoreFactory, Sim, SimError, SimRng};
-use tidemark_engine::{ContentKind, ConversationKind, Output, Seq, SeqRanges, SyncPolicy};
+use tidemark_engine::{ContentKind, ConversationKind, Output, Seq, SeqRanges, SyncPolicy, UserId};
 
 async fn soup(seed: u64) -> Sim<MemoryStoreFactory> {
     let mut rng = SimRng::new(seed ^ 0xF00D);
@@ -134,20 +134,21 @@ async fn soup(seed: u64) -> Sim<MemoryStoreFactory> {
                     .store()
                     .messages(&"g".into(), Seq(1), Seq(u64::MAX), usize::MAX)
                     .unwrap();
-                let texts: Vec<Seq> = all
+                let texts: Vec<(Seq, UserId)> = all
                     .iter()
                     .filter(|m| m.kind == ContentKind::Text)
-                    .map(|m| m.seq)
+                    .map(|m| (m.seq, m.sender.clone()))
                     .collect();
                 if !texts.is_empty() {
-                    let target = texts[rng.below(texts.len() as u64) as usize];
+                    // Only the author may change a message: the change comes from them.
+                    let (target, author) = texts[rng.below(texts.len() as u64) as usize].clone();
                     let kind = if rng.below(2) == 0 {
                         ContentKind::Edit { target }
                     } else {
                         ContentKind::Revoke { target }
                     };
                     let content = format!("edit{step}").into_bytes();
-                    sim.append_as("carol", "g", kind, content).unwrap();
+                    sim.append_as(author, "g", kind, content).unwrap();
                 }
             }
         }

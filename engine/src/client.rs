@@ -486,9 +486,10 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
 
     async fn write(&mut self, id: BatchId, batch: WriteBatch) {
         match self.storage.apply(batch).await {
-            Ok(()) => {
+            Ok(applied) => {
                 self.restart.failures = 0;
-                self.engine.handle_batch_committed(self.runtime.now(), id);
+                self.engine
+                    .handle_batch_committed(self.runtime.now(), id, &applied);
             }
             Err(e) => {
                 self.engine.handle_batch_failed(self.runtime.now(), id, &e);

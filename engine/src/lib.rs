@@ -24,6 +24,7 @@
 
 pub mod client;
 pub mod config;
+pub mod containment;
 mod content_serde;
 pub mod engine;
 pub mod memory;
@@ -44,7 +45,7 @@ pub use model::{
     LatestMessage, Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage,
     Timestamp, UserId,
 };
-pub use output::{ConnectionState, Event, MessageChange, Output};
+pub use output::{ConnectionState, Containment, Event, MessageChange, Output};
 pub use protocol::{
     DeletionsEntry, Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId,
     Response, ServerError,
@@ -54,7 +55,7 @@ pub use runtime::TokioRuntime;
 pub use runtime::{ManualRuntime, Runtime};
 pub use seq_ranges::{SeqRange, SeqRanges};
 pub use storage::{
-    BatchId, ConversationCursor, Direction, Storage, StorageError, SyncSnapshot, WriteBatch,
-    WriteOp,
+    Applied, BatchId, ConversationCursor, Direction, RefusedChange, Storage, StorageError,
+    SyncSnapshot, WriteBatch, WriteOp,
 };
 pub use transport::{Incoming, RequestSink, Transport, TransportError};

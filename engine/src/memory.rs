@@ -20,8 +20,8 @@ use crate::model::{
 };
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{
-    merge_put, ConversationCursor, Direction, Storage, StorageError, SyncSnapshot, WriteBatch,
-    WriteOp,
+    may_change, merge_put, Applied, ConversationCursor, Direction, RefusedChange, Storage,
+    StorageError, SyncSnapshot, WriteBatch, WriteOp,
 };
 
 /// The reference in-memory [`Storage`]. Cheap to clone; clones share the same state.
@@ -217,6 +217,7 @@ impl State {
 struct Tx<'a> {
     state: &'a mut State,
     undo: Vec<Undo>,
+    applied: Applied,
 }
 
 impl<'a> Tx<'a> {
@@ -224,7 +225,33 @@ impl<'a> Tx<'a> {
         Self {
             state,
             undo: Vec::new(),
+            applied: Applied::default(),
         }
+    }
+
+    /// The stored message at `target`, unless the change's `sender` may not change it (then
+    /// the change is reported as refused).
+    fn change_target(
+        &mut self,
+        conversation: &ConversationId,
+        target: Seq,
+        change_seq: Seq,
+        sender: &UserId,
+    ) -> Option<Message> {
+        let old = self
+            .state
+            .messages
+            .get(conversation)
+            .and_then(|c| c.at_seq(target))?;
+        if !may_change(&old.sender, sender) {
+            self.applied.refused_changes.push(RefusedChange {
+                conversation: conversation.clone(),
+                target,
+                change_seq,
+            });
+            return None;
+        }
+        Some(old.clone())
     }
 
     fn rollback(self) {
@@ -272,18 +299,15 @@ impl<'a> Tx<'a> {
                 conversation,
                 target,
                 edit_seq,
+                sender,
                 content,
             } => {
                 // A missing target is a no-op: the engine only edits what it holds. A revoked
                 // row or a newer edit wins.
-                if let Some(old) = self
-                    .state
-                    .messages
-                    .get(&conversation)
-                    .and_then(|c| c.at_seq(target))
+                if let Some(mut m) = self
+                    .change_target(&conversation, target, edit_seq, &sender)
                     .filter(|m| !m.revoked && m.edit_seq.is_none_or(|e| e < edit_seq))
                 {
-                    let mut m = old.clone();
                     m.content = content;
                     m.edit_seq = Some(edit_seq);
                     let id = MsgKey::of(&m);
@@ -293,14 +317,11 @@ impl<'a> Tx<'a> {
             WriteOp::RevokeMessage {
                 conversation,
                 target,
+                revoke_seq,
+                sender,
             } => {
-                if let Some(old) = self
-                    .state
-                    .messages
-                    .get(&conversation)
-                    .and_then(|c| c.at_seq(target))
+                if let Some(mut m) = self.change_target(&conversation, target, revoke_seq, &sender)
                 {
-                    let mut m = old.clone();
                     m.content.clear();
                     m.revoked = true;
                     let id = MsgKey::of(&m);
@@ -451,7 +472,7 @@ impl MemoryStorage {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn apply_sync(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn apply_sync(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
         let mut inner = self.lock()?;
         if inner.fail_applies > 0 {
             inner.fail_applies -= 1;
@@ -464,9 +485,10 @@ impl MemoryStorage {
                 return Err(e);
             }
         }
+        let applied = std::mem::take(&mut tx.applied);
         drop(tx);
         inner.applied += 1;
-        Ok(())
+        Ok(applied)
     }
 
     fn load_snapshot_sync(&self) -> Result<SyncSnapshot, StorageError> {
@@ -570,7 +592,7 @@ impl Storage for MemoryStorage {
         self.load_snapshot_sync()
     }
 
-    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
         self.apply_sync(batch)
     }
 
@@ -773,7 +795,7 @@ mod tests {
         WriteBatch { ops }
     }
 
-    fn apply(store: &MemoryStorage, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+    fn apply(store: &MemoryStorage, ops: Vec<WriteOp>) -> Result<Applied, StorageError> {
         block_on(store.apply(batch(ops)))
     }
 
@@ -832,6 +854,7 @@ mod tests {
                 conversation: cid("c"),
                 target: Seq(1),
                 edit_seq: Seq(5),
+                sender: UserId::from("me"),
                 content: b"edited".to_vec(),
             },
             WriteOp::PutOutbox(OutboxEntry {
@@ -846,6 +869,7 @@ mod tests {
                 conversation: cid("c"),
                 seq: Seq(9),
                 target: Seq(8),
+                sender: UserId::from("me"),
                 kind: ContentKind::Revoke { target: Seq(8) },
                 content: Vec::new(),
             }),
@@ -988,11 +1012,14 @@ mod tests {
                     conversation: cid("c"),
                     target: Seq(7),
                     edit_seq: Seq(8),
+                    sender: UserId::from("me"),
                     content: b"x".to_vec(),
                 },
                 WriteOp::RevokeMessage {
                     conversation: cid("zz"),
                     target: Seq(1),
+                    revoke_seq: Seq(8),
+                    sender: UserId::from("me"),
                 },
                 WriteOp::DeletePendingMessage {
                     conversation: cid("c"),
@@ -1009,6 +1036,8 @@ mod tests {
                 WriteOp::RevokeMessage {
                     conversation: cid("c"),
                     target: Seq(1),
+                    revoke_seq: Seq(10),
+                    sender: UserId::from("me"),
                 },
                 WriteOp::DeletePendingMessage {
                     conversation: cid("c"),
@@ -1163,6 +1192,7 @@ mod tests {
             conversation: cid("c"),
             seq: Seq(4),
             target: Seq(2),
+            sender: UserId::from("me"),
             kind: ContentKind::Edit { target: Seq(2) },
             content: b"new".to_vec(),
         };

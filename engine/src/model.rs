@@ -373,6 +373,9 @@ pub struct PendingChange {
     pub seq: Seq,
     /// Seq of the message it changes.
     pub target: Seq,
+    /// Who sent the change: it applies only to a target of the same author
+    /// ([`crate::storage::may_change`]).
+    pub sender: UserId,
     /// Edit or revoke.
     pub kind: ContentKind,
     /// New content for an edit.

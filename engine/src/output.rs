@@ -68,6 +68,16 @@ pub enum Event {
         /// The seqs.
         seqs: crate::seq_ranges::SeqRanges,
     },
+    /// Something the server delivered was not stored or applied as it came (see
+    /// [`crate::containment`]): the sync goes on around it.
+    MessageContained {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The seq of the delivered message.
+        seq: Seq,
+        /// What the client did instead.
+        containment: Containment,
+    },
     /// A send was acked (or its echo arrived first).
     MessageSent {
         /// The conversation.
@@ -132,6 +142,33 @@ pub enum Event {
     StorageFailed {
         /// The error, as text.
         error: String,
+    },
+}
+
+/// What the client did with a delivered message it would not store or apply as it came.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Containment {
+    /// Stored with these values (comma-separated field names) clamped to
+    /// [`crate::containment::MAX_STORABLE`].
+    Clamped {
+        /// The clamped fields.
+        fields: String,
+    },
+    /// Its seq is held as a tombstone: accounted for, never unread, never shown.
+    Tombstoned {
+        /// Why.
+        reason: String,
+    },
+    /// Not held at all: no store can hold its seq.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// An edit or revoke of a message its sender did not write: stored as a change message,
+    /// never applied.
+    ChangeRefused {
+        /// The seq of the message it tried to change.
+        target: Seq,
     },
 }
 

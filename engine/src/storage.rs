@@ -37,7 +37,9 @@ pub enum WriteOp {
     PutMessages(Vec<Message>),
     /// Replace the content of the message at `target` with this edit's, unless the message is
     /// revoked or already carries an edit with a higher `edit_seq` (edits apply in seq order,
-    /// and a revoke wins over every edit). A missing target is a no-op.
+    /// and a revoke wins over every edit). A missing target is a no-op. A target written by
+    /// another user than `sender` is left as it is and the edit is reported in
+    /// [`Applied::refused_changes`] ([`may_change`]).
     EditMessage {
         /// The conversation.
         conversation: ConversationId,
@@ -45,15 +47,23 @@ pub enum WriteOp {
         target: Seq,
         /// Seq of the edit message.
         edit_seq: Seq,
+        /// Who sent the edit.
+        sender: UserId,
         /// The new content.
         content: Vec<u8>,
     },
-    /// Clear the content of the message at `target` and mark it revoked.
+    /// Clear the content of the message at `target` and mark it revoked. A missing target is
+    /// a no-op; a target written by another user than `sender` is left as it is and the
+    /// revoke is reported in [`Applied::refused_changes`] ([`may_change`]).
     RevokeMessage {
         /// The conversation.
         conversation: ConversationId,
         /// The revoked message's seq.
         target: Seq,
+        /// Seq of the revoke message.
+        revoke_seq: Seq,
+        /// Who sent the revoke.
+        sender: UserId,
     },
     /// Record seqs that no longer exist on the server, deleting any stored message there.
     PutTombstones {
@@ -99,6 +109,33 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+}
+
+/// What [`Storage::apply`] reports about a batch it committed: the parts of it that the
+/// merge rules left out on purpose. The engine uses it to tell the app only what happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Edits and revokes not applied because their sender did not write the target.
+    pub refused_changes: Vec<RefusedChange>,
+}
+
+/// An edit or revoke the store did not apply: its sender is not the target's author.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedChange {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The seq of the message it tried to change.
+    pub target: Seq,
+    /// The seq of the edit or revoke message.
+    pub change_seq: Seq,
+}
+
+/// The authority rule for edits and revokes, shared by the engine and every backend: only
+/// the author of a message may change it. There are no roles (no admin or owner may edit or
+/// revoke someone else's message); a server that refuses such changes never sends them, and
+/// a client applies none that reach it anyway.
+pub fn may_change(target_author: &UserId, change_sender: &UserId) -> bool {
+    target_author == change_sender
 }
 
 /// Everything the engine needs to resume, loaded in one call. The order of `conversations`
@@ -291,8 +328,9 @@ pub trait Storage: SendOutsideWasm + SyncOutsideWasm {
     /// Loads everything the engine needs to resume. Called once at start.
     async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError>;
 
-    /// Applies a batch atomically.
-    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError>;
+    /// Applies a batch atomically and reports what its merge rules left out on purpose
+    /// ([`Applied`]); on error nothing of the batch is applied.
+    async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError>;
 
     /// One conversation's record.
     async fn conversation(&self, id: &ConversationId)

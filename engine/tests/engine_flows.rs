@@ -162,7 +162,7 @@ fn send_goes_out_after_commit_and_ack_marks_read() {
     };
     assert!(w.ops.iter().any(|op| matches!(op, WriteOp::PutOutbox(_))));
     assert!(matches!(engine.poll_output(), Output::Timeout(_)));
-    engine.handle_batch_committed(now, batch);
+    engine.handle_batch_committed(now, batch, &Applied::default());
     let (reqs, _) = drain(&mut engine, now);
     let (id, Request::Send { client_msg_id, .. }) = reqs.last().unwrap() else {
         panic!("{reqs:?}")

@@ -348,8 +348,8 @@ async fn drain_into(engine: &mut Engine, store: &MemoryStorage, now: Timestamp) 
         match engine.poll_output() {
             Output::Timeout(_) => return,
             Output::Write(id, batch) => {
-                store.apply(batch).await.expect("the store takes the batch");
-                engine.handle_batch_committed(now, id);
+                let applied = store.apply(batch).await.expect("the store takes the batch");
+                engine.handle_batch_committed(now, id, &applied);
             }
             _ => {}
         }
@@ -474,12 +474,12 @@ async fn drive(
         match engine.poll_output() {
             Output::Timeout(_) => return (requests, events),
             Output::Write(id, batch) => {
-                store.apply(batch).await.expect("the store takes the batch");
+                let applied = store.apply(batch).await.expect("the store takes the batch");
                 store
                     .check_integrity()
                     .await
                     .expect("the store stays consistent");
-                engine.handle_batch_committed(now, id);
+                engine.handle_batch_committed(now, id, &applied);
             }
             Output::Request(id, r) => requests.push((id, r)),
             Output::Event(e) => events.push(e),

@@ -92,12 +92,15 @@ fn sample() -> WriteBatch {
             conversation: ConversationId::from(name),
             target: Seq(1),
             edit_seq: Seq(8),
+            sender: UserId::from("u1"),
             content: b"edited".to_vec(),
         });
     }
     ops.push(WriteOp::RevokeMessage {
         conversation: ConversationId::from("beta"),
         target: Seq(2),
+        revoke_seq: Seq(9),
+        sender: UserId::from("u1"),
     });
     let mut failed = message("alpha", "failed-1", None, ContentKind::Text);
     failed.status = MessageStatus::Failed {
@@ -119,6 +122,7 @@ fn sample() -> WriteBatch {
         conversation: ConversationId::from("beta"),
         seq: Seq(12),
         target: Seq(11),
+        sender: UserId::from("u1"),
         kind: ContentKind::Revoke { target: Seq(11) },
         content: Vec::new(),
     }));

@@ -35,7 +35,7 @@ fn drain(e: &mut Engine, s: &MemoryStorage, now: u64) -> bool {
         match e.poll_output() {
             Output::Timeout(_) => return true,
             Output::Write(id, b) => match block_on(s.apply(b)) {
-                Ok(()) => e.handle_batch_committed(Timestamp(now), id),
+                Ok(applied) => e.handle_batch_committed(Timestamp(now), id, &applied),
                 Err(err) => {
                     println!("  store refused batch {id:?}: {err}");
                     e.handle_batch_failed(Timestamp(now), id, &err);

@@ -33,10 +33,10 @@ use arbitrary::Arbitrary;
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
 use tidemark_engine::{
-    BatchId, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry, DeviceId,
-    Engine, EngineConfig, Event, MaxSeqEntry, MemoryStorage, MessageStatus, Output, PulledRange,
-    Push, Request, RequestId, Response, Seq, SeqRanges, ServerError, ServerMessage, Storage,
-    StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
+    Applied, BatchId, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry,
+    DeviceId, Engine, EngineConfig, Event, MaxSeqEntry, MemoryStorage, MessageStatus, Output,
+    PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges, ServerError, ServerMessage,
+    Storage, StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
 };
 
 const CONVS: [&str; 3] = ["a", "b", "c"];
@@ -832,7 +832,8 @@ impl Harness {
                 let front = self.uncommitted.front().map(|(id, _)| *id);
                 let id = BatchId(u64::from(*k));
                 if front != Some(id) {
-                    self.engine.handle_batch_committed(now, id);
+                    self.engine
+                        .handle_batch_committed(now, id, &Applied::default());
                 }
             }
             Step::Restart => self.restart(),
@@ -881,12 +882,12 @@ impl Harness {
     fn apply(&mut self, id: BatchId, batch: WriteBatch) {
         let now = self.t();
         match block_on(self.store.apply(batch.clone())) {
-            Ok(()) => {
+            Ok(applied) => {
                 stat(1);
                 if let Err(e) = block_on(self.store.check_integrity()) {
                     panic!("store fails its integrity check after batch {id:?}: {e}\n{batch:#?}");
                 }
-                self.engine.handle_batch_committed(now, id);
+                self.engine.handle_batch_committed(now, id, &applied);
             }
             // A misbehaving server can make the engine write a batch the store refuses (one
             // client id at two seqs): the engine stops, and a restart resumes.

@@ -142,7 +142,7 @@ impl Msg {
             conversation: conv(self.conv),
             seq: self.seq.map(Num::seq),
             client_msg_id: client_id(self.id),
-            sender: UserId(format!("u{}", self.sender % 3)),
+            sender: user(self.sender),
             kind: self.kind.build(),
             content: bytes(&self.content),
             created_at: self.created_at.time(),
@@ -198,6 +198,11 @@ impl Conv {
     }
 }
 
+/// One of the three senders messages and changes are drawn from.
+fn user(n: u8) -> UserId {
+    UserId(format!("u{}", n % 3))
+}
+
 #[derive(Arbitrary, Debug, Clone)]
 enum Op {
     PutConversation(Conv),
@@ -206,11 +211,14 @@ enum Op {
         conv: u8,
         target: Num,
         edit_seq: Num,
+        sender: u8,
         content: Vec<u8>,
     },
     RevokeMessage {
         conv: u8,
         target: Num,
+        revoke_seq: Num,
+        sender: u8,
     },
     PutTombstones {
         conv: u8,
@@ -233,6 +241,7 @@ enum Op {
         conv: u8,
         seq: Num,
         target: Num,
+        sender: u8,
         revoke: bool,
         content: Vec<u8>,
     },
@@ -253,16 +262,25 @@ impl Op {
                 conv: c,
                 target,
                 edit_seq,
+                sender,
                 content,
             } => WriteOp::EditMessage {
                 conversation: conv(*c),
                 target: target.seq(),
                 edit_seq: edit_seq.seq(),
+                sender: user(*sender),
                 content: bytes(content),
             },
-            Op::RevokeMessage { conv: c, target } => WriteOp::RevokeMessage {
+            Op::RevokeMessage {
+                conv: c,
+                target,
+                revoke_seq,
+                sender,
+            } => WriteOp::RevokeMessage {
                 conversation: conv(*c),
                 target: target.seq(),
+                revoke_seq: revoke_seq.seq(),
+                sender: user(*sender),
             },
             Op::PutTombstones { conv: c, seqs } => WriteOp::PutTombstones {
                 conversation: conv(*c),
@@ -292,6 +310,7 @@ impl Op {
                 conv: c,
                 seq,
                 target,
+                sender,
                 revoke,
                 content,
             } => {
@@ -300,6 +319,7 @@ impl Op {
                     conversation: conv(*c),
                     seq: seq.seq(),
                     target,
+                    sender: user(*sender),
                     kind: if *revoke {
                         ContentKind::Revoke { target }
                     } else {
@@ -510,7 +530,7 @@ fuzz_target!(|input: Input| {
         let rm = block_on(memory.apply(batch.clone()));
         let rq = block_on(sqlite.apply(batch.clone()));
         match (&rm, &rq) {
-            (Ok(()), Ok(())) => {}
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "batch {i}: the stores report different refusals"),
             (Err(a), Err(b)) if variant(a) == variant(b) => {
                 assert_eq!(
                     snapshot(&memory, "memory"),

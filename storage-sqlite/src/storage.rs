@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 use tidemark_engine::{
-    ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
+    Applied, ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message,
+    OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
 };
 
 use crate::sql::error::{batch_error, storage_error};
@@ -102,9 +102,9 @@ impl SqliteStorage {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn apply_sync(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    fn apply_sync(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Applied::default());
         }
         let mut conn = self.lock();
         // IMMEDIATE takes the write lock up front: a busy store fails (after the busy timeout)
@@ -113,8 +113,9 @@ impl SqliteStorage {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(batch_error)?;
         // On error the transaction is dropped, which rolls every op of the batch back.
-        write::apply_batch(&tx, batch)?;
-        tx.commit().map_err(batch_error)
+        let applied = write::apply_batch(&tx, batch)?;
+        tx.commit().map_err(batch_error)?;
+        Ok(applied)
     }
 }
 
@@ -126,7 +127,7 @@ impl Storage for SqliteStorage {
         read::load_snapshot(&self.lock())
     }
 
-    async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
         self.apply_sync(batch)
     }
 

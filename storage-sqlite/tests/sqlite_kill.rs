@@ -240,6 +240,18 @@ impl Round<'_> {
             13..=15 => (ContentKind::Custom("poll".into()), self.body("poll")),
             _ => (ContentKind::Text, self.body("text")),
         };
+        // Only a message's author may edit or revoke it: the change comes from them.
+        let sender = match kind.change_target() {
+            Some(target) => {
+                self.server
+                    .store()
+                    .messages(conv, target, target, 1)
+                    .unwrap()
+                    .remove(0)
+                    .sender
+            }
+            None => sender,
+        };
         let now = self.now();
         self.server
             .append_as(now, &sender, conv, kind, content)
@@ -569,7 +581,7 @@ impl ApplyHook for Marks {
         Ok(())
     }
 
-    fn after_apply(&self, _result: &Result<(), StorageError>) {
+    fn after_apply(&self, _result: &Result<tidemark_engine::Applied, StorageError>) {
         let micros = self
             .started
             .lock()

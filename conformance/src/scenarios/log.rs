@@ -173,6 +173,11 @@ impl Renderer<'_> {
             Event::MessagesDeleted { conversation, seqs } => {
                 format!("MessagesDeleted {conversation} {}", ranges(seqs))
             }
+            Event::MessageContained {
+                conversation,
+                seq,
+                containment,
+            } => format!("MessageContained {conversation}#{} {containment:?}", seq.0),
             Event::MessageSent {
                 conversation,
                 client_msg_id,

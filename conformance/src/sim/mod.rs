@@ -952,7 +952,7 @@ impl<F: StoreFactory> Sim<F> {
                 let dev = &mut self.devices[d];
                 let result = dev.store.apply(batch).await;
                 match result {
-                    Ok(()) => {
+                    Ok(applied) => {
                         for ((conversation, sender, client_msg_id), _) in &written {
                             if sender != &dev.user {
                                 continue;
@@ -973,7 +973,7 @@ impl<F: StoreFactory> Sim<F> {
                             }
                         }
                         if let Some(engine) = dev.engine.as_mut() {
-                            engine.handle_batch_committed(now, id);
+                            engine.handle_batch_committed(now, id, &applied);
                         }
                     }
                     Err(err) => {

@@ -38,6 +38,46 @@ pub async fn edit_replaces_content<F: StorageFactory>(factory: F) -> CaseResult 
     Ok(())
 }
 
+/// Only the author changes a message: an edit or revoke by anyone else leaves the row as it
+/// was and is reported in [`tidemark_engine::Applied::refused_changes`], in the same batch
+/// as an allowed one; a change of a missing target is a no-op, not a refusal.
+pub async fn changes_by_another_sender_are_refused_and_reported<F: StorageFactory>(
+    factory: F,
+) -> CaseResult {
+    let store = factory.create().await?;
+    let m = sent("c", "m", 3);
+    apply(
+        &store,
+        vec![put_conv(conv("c", 1, 0, 10)), put(vec![m.clone()])],
+    )
+    .await?;
+    let applied = apply(
+        &store,
+        vec![
+            edit_by("mallory", "c", 3, 5, b"forged"),
+            revoke_by("mallory", "c", 3, 6),
+            edit_by("mallory", "c", 9, 7, b"missing target"),
+        ],
+    )
+    .await?;
+    let refused = |change_seq: u64| tidemark_engine::RefusedChange {
+        conversation: cid("c"),
+        target: Seq(3),
+        change_seq: Seq(change_seq),
+    };
+    assert_eq!(applied.refused_changes, vec![refused(5), refused(6)]);
+    assert_eq!(must_row(&store, "m").await?, m, "the row is unchanged");
+
+    let applied = apply(&store, vec![edit("c", 3, 8, b"own words")]).await?;
+    assert!(applied.refused_changes.is_empty());
+    assert_eq!(must_row(&store, "m").await?.content, b"own words".to_vec());
+    let applied = apply(&store, vec![revoke("c", 3)]).await?;
+    assert!(applied.refused_changes.is_empty());
+    assert!(must_row(&store, "m").await?.revoked);
+    store.check_integrity().await?;
+    Ok(())
+}
+
 /// Edits apply in seq order whatever order they arrive in: an older edit after a newer one is
 /// ignored, the same edit again changes nothing, and within one batch the newest wins too.
 pub async fn edits_apply_in_seq_order<F: StorageFactory>(factory: F) -> CaseResult {

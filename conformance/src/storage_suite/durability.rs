@@ -138,7 +138,7 @@ async fn expect_caught<S: Storage>(
     what: &str,
 ) -> CaseResult {
     match apply(store, ops).await {
-        Ok(()) => {
+        Ok(_) => {
             expect_corrupt(store, what).await;
             apply(store, fix).await?;
         }

@@ -1,9 +1,9 @@
 //! Test data and small helpers shared by the cases.
 
 use tidemark_engine::{
-    ClientMsgId, ContentKind, Conversation, ConversationCursor, ConversationId, ConversationKind,
-    Direction, Message, MessageStatus, OutboxEntry, PendingChange, Seq, SeqRanges, Storage,
-    StorageError, Timestamp, UserId, WriteBatch, WriteOp,
+    Applied, ClientMsgId, ContentKind, Conversation, ConversationCursor, ConversationId,
+    ConversationKind, Direction, Message, MessageStatus, OutboxEntry, PendingChange, Seq,
+    SeqRanges, Storage, StorageError, Timestamp, UserId, WriteBatch, WriteOp,
 };
 
 use super::{conversations_in_pages, CaseError};
@@ -123,6 +123,7 @@ pub(crate) fn edit_change(conv: &str, seq: u64, target: u64, content: &str) -> P
         conversation: cid(conv),
         seq: Seq(seq),
         target: Seq(target),
+        sender: UserId::from("bob"),
         kind: ContentKind::Edit {
             target: Seq(target),
         },
@@ -135,6 +136,7 @@ pub(crate) fn revoke_change(conv: &str, seq: u64, target: u64) -> PendingChange 
         conversation: cid(conv),
         seq: Seq(seq),
         target: Seq(target),
+        sender: UserId::from("bob"),
         kind: ContentKind::Revoke {
             target: Seq(target),
         },
@@ -149,19 +151,38 @@ pub(crate) fn tombstones(conv: &str, start: u64, end: u64) -> WriteOp {
     }
 }
 
+/// An edit by bob, the sender of [`sent`] messages.
 pub(crate) fn edit(conv: &str, target: u64, edit_seq: u64, content: &[u8]) -> WriteOp {
+    edit_by("bob", conv, target, edit_seq, content)
+}
+
+pub(crate) fn edit_by(
+    sender: &str,
+    conv: &str,
+    target: u64,
+    edit_seq: u64,
+    content: &[u8],
+) -> WriteOp {
     WriteOp::EditMessage {
         conversation: cid(conv),
         target: Seq(target),
         edit_seq: Seq(edit_seq),
+        sender: UserId::from(sender),
         content: content.to_vec(),
     }
 }
 
+/// A revoke at `revoke_seq` by bob, the sender of [`sent`] messages.
 pub(crate) fn revoke(conv: &str, target: u64) -> WriteOp {
+    revoke_by("bob", conv, target, target + 100)
+}
+
+pub(crate) fn revoke_by(sender: &str, conv: &str, target: u64, revoke_seq: u64) -> WriteOp {
     WriteOp::RevokeMessage {
         conversation: cid(conv),
         target: Seq(target),
+        revoke_seq: Seq(revoke_seq),
+        sender: UserId::from(sender),
     }
 }
 
@@ -187,7 +208,10 @@ pub(crate) fn cursor(activity: u64, id: &str) -> ConversationCursor {
     }
 }
 
-pub(crate) async fn apply<S: Storage>(store: &S, ops: Vec<WriteOp>) -> Result<(), StorageError> {
+pub(crate) async fn apply<S: Storage>(
+    store: &S,
+    ops: Vec<WriteOp>,
+) -> Result<Applied, StorageError> {
     store.apply(WriteBatch { ops }).await
 }
 
@@ -196,7 +220,7 @@ pub(crate) async fn expect_rejected<S: Storage>(store: &S, ops: Vec<WriteOp>, wh
     match store.apply(WriteBatch { ops }).await {
         Err(StorageError::Rejected(_)) => {}
         Err(other) => panic!("{what}: expected StorageError::Rejected, got {other:?}"),
-        Ok(()) => panic!("{what}: expected StorageError::Rejected, the batch was accepted"),
+        Ok(_) => panic!("{what}: expected StorageError::Rejected, the batch was accepted"),
     }
 }
 

@@ -652,6 +652,7 @@ macro_rules! storage_suite {
             edit_replaces_content,
             edits_apply_in_seq_order,
             revoke_wins_over_edits,
+            changes_by_another_sender_are_refused_and_reported,
             changes_to_missing_targets_are_noops,
             reput_keeps_edits_and_newer_copy_applies,
             reput_keeps_revoke_and_revoked_copy_revokes,

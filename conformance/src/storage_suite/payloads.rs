@@ -83,7 +83,7 @@ pub async fn unicode_round_trips_everywhere<F: StorageFactory>(factory: F) -> Ca
             WriteOp::PutOutbox(entry.clone()),
             WriteOp::PutPendingChange(change.clone()),
             tombstones(UNICODE_CONV, 3, 3),
-            edit(UNICODE_CONV, 2, 5, &edited),
+            edit_by(&m2.sender.0, UNICODE_CONV, 2, 5, &edited),
         ],
     )
     .await?;

@@ -113,14 +113,45 @@ impl Engine {
         let mut to_store = Vec::new();
         // Edits and revokes go after the rows they change, in seq order.
         let mut later_ops = Vec::new();
-        for msg in messages {
+        // Seqs held as tombstones by the containment rule (never stored as messages).
+        let mut contained = SeqRanges::new();
+        for mut msg in messages {
             let seq = msg.seq;
             let Some(conv) = self.conversations.get_mut(id) else {
                 return;
             };
-            if seq.0 == 0 || conv.held.contains(seq) || seq < conv.server_min_seq {
+            if conv.held.contains(seq) || seq < conv.server_min_seq {
                 continue;
             }
+            let verdict = containment::contain_message(&mut msg);
+            let containment = match verdict {
+                MessageVerdict::Store { clamped } => clamped,
+                MessageVerdict::Skip(containment) => {
+                    // Seq 0 is "nothing" in the protocol; only report a real seq.
+                    if seq.0 != 0 {
+                        self.contained(id, seq, containment);
+                    }
+                    continue;
+                }
+                MessageVerdict::Tombstone(containment) => {
+                    conv.held.insert(seq);
+                    if conv.server_max_seq < seq {
+                        conv.server_max_seq = seq;
+                    }
+                    contained.insert(seq);
+                    self.changed.insert(id.clone());
+                    self.mark_not_unread(id, seq);
+                    self.enqueue_dispatch(id, seq, None);
+                    self.contained(id, seq, containment);
+                    continue;
+                }
+            };
+            if let Some(containment) = containment {
+                self.contained(id, seq, containment);
+            }
+            let Some(conv) = self.conversations.get_mut(id) else {
+                return;
+            };
             conv.held.insert(seq);
             if conv.server_max_seq < seq {
                 conv.server_max_seq = seq;
@@ -165,19 +196,30 @@ impl Engine {
                 if !self.pending_changes.is_empty() {
                     if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
                         for change in changes {
-                            apply_change_to(
-                                &mut message,
-                                &change.kind,
-                                change.seq,
-                                &change.content,
-                            );
-                            later_ops.push(change_op(
-                                id,
-                                seq,
-                                &change.kind,
-                                change.seq,
-                                change.content,
-                            ));
+                            // The target is in hand: the author rule is checked here, and the
+                            // store never sees a refused change.
+                            if may_change(&message.sender, &change.sender) {
+                                apply_change_to(
+                                    &mut message,
+                                    &change.kind,
+                                    change.seq,
+                                    &change.content,
+                                );
+                                later_ops.push(change_op(
+                                    id,
+                                    seq,
+                                    &change.kind,
+                                    change.seq,
+                                    &change.sender,
+                                    change.content,
+                                ));
+                            } else {
+                                self.contained(
+                                    id,
+                                    change.seq,
+                                    Containment::ChangeRefused { target: seq },
+                                );
+                            }
                             later_ops.push(WriteOp::RemovePendingChange {
                                 conversation: id.clone(),
                                 seq: change.seq,
@@ -212,6 +254,12 @@ impl Engine {
         }
         if !to_store.is_empty() {
             self.ops.push(WriteOp::PutMessages(to_store));
+        }
+        if !contained.is_empty() {
+            self.ops.push(WriteOp::PutTombstones {
+                conversation: id.clone(),
+                seqs: contained,
+            });
         }
         self.ops.extend(later_ops);
         self.ingest_missing(id, missing);
@@ -303,7 +351,16 @@ impl Engine {
             return None;
         }
         if conv.held.contains(target) {
-            let op = change_op(id, target, &change.kind, seq, change.content.clone());
+            // The store checks the author (it holds the target); the update event below is
+            // turned into a refusal at commit if it does not apply.
+            let op = change_op(
+                id,
+                target,
+                &change.kind,
+                seq,
+                &change.sender,
+                change.content.clone(),
+            );
             let update = match change.kind {
                 ContentKind::Revoke { .. } => MessageChange::Revoked,
                 _ => MessageChange::Edited {
@@ -316,7 +373,13 @@ impl Engine {
                 seq: target,
                 change: update,
             });
-            if conv.latest.as_ref().and_then(|l| l.seq) == Some(target) {
+            // The list entry holds the latest message's author, so its preview follows the
+            // same rule as the store without asking it.
+            if conv
+                .latest
+                .as_ref()
+                .is_some_and(|l| l.seq == Some(target) && may_change(&l.sender, &change.sender))
+            {
                 if let Some(conv) = self.conversations.get_mut(id) {
                     if let Some(latest) = conv.latest.as_mut() {
                         match change.kind {
@@ -335,6 +398,7 @@ impl Engine {
             conversation: id.clone(),
             seq,
             target,
+            sender: change.sender.clone(),
             kind: change.kind.clone(),
             content: change.content.clone(),
         };
@@ -345,6 +409,15 @@ impl Engine {
         list.push(pending.clone());
         list.sort_by_key(|c| c.seq);
         Some(WriteOp::PutPendingChange(pending))
+    }
+
+    /// Tells the app what the containment rule did with the message at `seq`.
+    pub(super) fn contained(&mut self, id: &ConversationId, seq: Seq, containment: Containment) {
+        self.events.push(Event::MessageContained {
+            conversation: id.clone(),
+            seq,
+            containment,
+        });
     }
 
     pub(super) fn mark_not_unread(&mut self, id: &ConversationId, seq: Seq) {
@@ -400,23 +473,28 @@ impl Engine {
     }
 }
 
-/// The storage op for an edit or revoke at `change_seq` of the message at `target`.
+/// The storage op for an edit or revoke at `change_seq`, sent by `sender`, of the message at
+/// `target`.
 pub(super) fn change_op(
     conversation: &ConversationId,
     target: Seq,
     kind: &ContentKind,
     change_seq: Seq,
+    sender: &UserId,
     content: Vec<u8>,
 ) -> WriteOp {
     match kind {
         ContentKind::Revoke { .. } => WriteOp::RevokeMessage {
             conversation: conversation.clone(),
             target,
+            revoke_seq: change_seq,
+            sender: sender.clone(),
         },
         _ => WriteOp::EditMessage {
             conversation: conversation.clone(),
             target,
             edit_seq: change_seq,
+            sender: sender.clone(),
             content,
         },
     }

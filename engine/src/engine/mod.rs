@@ -21,17 +21,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use crate::config::{EngineConfig, SyncPolicy};
+use crate::containment::{self, MessageVerdict};
 use crate::model::{
     ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage,
-    Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage, Timestamp,
+    Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage, Timestamp, UserId,
 };
-use crate::output::{ConnectionState, Event, MessageChange, Output};
+use crate::output::{ConnectionState, Containment, Event, MessageChange, Output};
 use crate::protocol::{
     DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response,
     ServerError,
 };
 use crate::seq_ranges::SeqRanges;
-use crate::storage::{BatchId, StorageError, SyncSnapshot, WriteBatch, WriteOp};
+use crate::storage::{
+    may_change, Applied, BatchId, RefusedChange, StorageError, SyncSnapshot, WriteBatch, WriteOp,
+};
 
 mod dispatch;
 mod ingest;
@@ -424,13 +427,16 @@ impl Engine {
 
     /// The response to request `id`. Responses to requests of an earlier connection are
     /// ignored.
-    pub fn handle_response(&mut self, now: Timestamp, id: RequestId, response: Response) {
+    pub fn handle_response(&mut self, now: Timestamp, id: RequestId, mut response: Response) {
         if self.stopped {
             return;
         }
         let Some(state) = self.requests.remove(&id) else {
             return;
         };
+        if !containment::contain_response(&mut response) {
+            response = Response::Error(unexpected());
+        }
         match (state.what, response) {
             (InFlight::MaxSeqs, Response::MaxSeqs { entries, has_more }) => {
                 self.on_max_seqs(now, entries, has_more)
@@ -488,10 +494,11 @@ impl Engine {
     }
 
     /// A push from the server.
-    pub fn handle_push(&mut self, now: Timestamp, push: Push) {
+    pub fn handle_push(&mut self, now: Timestamp, mut push: Push) {
         if self.stopped {
             return;
         }
+        containment::contain_push(&mut push);
         match push {
             Push::Message(msg) => {
                 let conversation = msg.conversation.clone();
@@ -537,8 +544,10 @@ impl Engine {
         self.after_input(now);
     }
 
-    /// Batch `id` committed: releases its events and the sends waiting for it.
-    pub fn handle_batch_committed(&mut self, now: Timestamp, id: BatchId) {
+    /// Batch `id` committed: releases its events and the sends waiting for it. `applied` is
+    /// what the store reported ([`Storage::apply`](crate::Storage::apply)): an edit or revoke
+    /// it refused is announced as [`Containment::ChangeRefused`], not as an update.
+    pub fn handle_batch_committed(&mut self, now: Timestamp, id: BatchId, applied: &Applied) {
         if self.stopped {
             return;
         }
@@ -547,9 +556,12 @@ impl Engine {
         if self.uncommitted.front().map(|(b, _)| *b) != Some(id) {
             return;
         }
-        let Some((_, pending)) = self.uncommitted.pop_front() else {
+        let Some((_, mut pending)) = self.uncommitted.pop_front() else {
             return;
         };
+        for refused in &applied.refused_changes {
+            refuse_change_event(&mut pending.events, refused);
+        }
         self.outputs
             .extend(pending.events.into_iter().map(Output::Event));
         for client_msg_id in pending.send_after {
@@ -961,6 +973,36 @@ impl Engine {
             },
         );
         self.outputs.push_back(Output::Request(id, request));
+    }
+}
+
+/// Turns the update event of a change the store refused into its containment event. Two
+/// identical revokes of one target in one batch produce identical events, so which of them
+/// is turned does not matter.
+fn refuse_change_event(events: &mut [Event], refused: &RefusedChange) {
+    let found = events.iter_mut().find(|e| match e {
+        Event::MessageUpdated {
+            conversation,
+            seq,
+            change,
+        } => {
+            conversation == &refused.conversation
+                && *seq == refused.target
+                && match change {
+                    MessageChange::Edited { edit_seq, .. } => *edit_seq == refused.change_seq,
+                    MessageChange::Revoked => true,
+                }
+        }
+        _ => false,
+    });
+    if let Some(event) = found {
+        *event = Event::MessageContained {
+            conversation: refused.conversation.clone(),
+            seq: refused.change_seq,
+            containment: Containment::ChangeRefused {
+                target: refused.target,
+            },
+        };
     }
 }
 

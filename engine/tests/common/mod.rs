@@ -28,7 +28,7 @@ pub fn drain(engine: &mut Engine, now: Timestamp) -> (Vec<(RequestId, Request)>,
     loop {
         match engine.poll_output() {
             Output::Timeout(_) => return (requests, events),
-            Output::Write(id, _) => engine.handle_batch_committed(now, id),
+            Output::Write(id, _) => engine.handle_batch_committed(now, id, &Applied::default()),
             Output::Request(id, r) => requests.push((id, r)),
             Output::Event(e) => events.push(e),
             Output::Connect | Output::Disconnect { .. } => {}

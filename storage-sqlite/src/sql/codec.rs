@@ -555,7 +555,7 @@ impl<'a> OutboxRow<'a> {
 /// Column list of [`decode_pending_change`].
 macro_rules! pending_change_columns {
     () => {
-        "conversation, seq, target, kind, kind_name, target_seq, content"
+        "conversation, seq, target, kind, kind_name, target_seq, content, sender"
     };
 }
 pub(crate) use pending_change_columns;
@@ -575,6 +575,7 @@ pub(crate) fn decode_pending_change(row: &Row<'_>) -> Result<PendingChange, Stor
         target: Seq(uint(row, 2, at, "target")?),
         kind: kind_cols(row, 3, at, false)?,
         content: get(row, 6)?,
+        sender: UserId(get(row, 7)?),
         conversation: ConversationId(conversation),
     })
 }
@@ -597,7 +598,7 @@ impl<'a> PendingChangeRow<'a> {
         })
     }
 
-    pub(crate) fn params(&self) -> [&dyn ToSql; 7] {
+    pub(crate) fn params(&self) -> [&dyn ToSql; 8] {
         [
             &self.c.conversation.0,
             &self.seq,
@@ -606,6 +607,7 @@ impl<'a> PendingChangeRow<'a> {
             &self.kind.name,
             &self.kind.target,
             &self.c.content,
+            &self.c.sender.0,
         ]
     }
 }

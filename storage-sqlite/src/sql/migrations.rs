@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "002_messages_keyed_by_sender",
         sql: include_str!("../../migrations/002_messages_keyed_by_sender.sql"),
     },
+    Migration {
+        version: 3,
+        name: "003_pending_change_sender",
+        sql: include_str!("../../migrations/003_pending_change_sender.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it can open.
@@ -215,8 +220,11 @@ mod tests {
                VALUES ('c', 9, 8, 'edit', 8, X'03');",
         )
         .unwrap();
-        let before = super::super::read::load_snapshot(&conn).unwrap();
+        // The snapshot as this build reads it, less what later versions added (the pending
+        // change's sender, from migration 003).
         let c = ConversationId::from("c");
+        let conversations_before = super::super::read::conversations_page(&conn, None, 10).unwrap();
+        let outbox_before = super::super::read::outbox(&conn).unwrap();
         let page = |conn: &Connection| {
             super::super::read::messages_page(conn, &c, None, Direction::After, 10).unwrap()
         };
@@ -227,8 +235,23 @@ mod tests {
 
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
-        assert_eq!(super::super::read::load_snapshot(&conn).unwrap(), before);
+        assert_eq!(SCHEMA_VERSION, 3);
+        let after = super::super::read::load_snapshot(&conn).unwrap();
+        assert_eq!(after.conversations, conversations_before);
+        assert_eq!(after.outbox, outbox_before);
+        // The change message at seq 9 was never stored: its sender cannot be known, and the
+        // empty one matches no author, so the change never applies.
+        assert_eq!(
+            after.pending_changes,
+            vec![tidemark_engine::PendingChange {
+                conversation: c.clone(),
+                seq: Seq(9),
+                target: Seq(8),
+                sender: UserId::from(""),
+                kind: tidemark_engine::ContentKind::Edit { target: Seq(8) },
+                content: vec![3],
+            }]
+        );
         assert_eq!(page(&conn), page_before);
         assert_eq!(unsent(&conn), unsent_before);
         assert!(matches!(
@@ -255,7 +278,7 @@ mod tests {
             sender: UserId::from("carol"),
             ..page_before[0].clone()
         };
-        let mut conv = before.conversations[0].clone();
+        let mut conv = conversations_before[0].clone();
         conv.server_max_seq = Seq(4);
         conv.held.insert(Seq(4));
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
@@ -273,5 +296,33 @@ mod tests {
         assert_eq!(by_id("carol", "x"), Some(carols));
         assert_eq!(by_id("bob", "x").as_ref(), Some(&page_before[0]));
         super::super::integrity::check(&conn).unwrap();
+    }
+
+    /// Migration 003 fills a pending change's sender from its change message, stored at the
+    /// change's seq in the same batch as the pending change.
+    #[test]
+    fn version_2_pending_changes_learn_their_sender() {
+        let conn = Connection::open_in_memory().unwrap();
+        for m in &MIGRATIONS[..2] {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                m.sql, m.version
+            ))
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, target_seq, \
+               content, created_at, server_time, status, revoked) \
+               VALUES ('c', 9, 'e', 'carol', 'edit', 8, X'03', 5, 6, 'sent', 0); \
+             INSERT INTO pending_changes (conversation, seq, target, kind, target_seq, content) \
+               VALUES ('c', 9, 8, 'edit', 8, X'03');",
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        let changes = super::super::read::load_snapshot(&conn)
+            .unwrap()
+            .pending_changes;
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].sender, tidemark_engine::UserId::from("carol"));
     }
 }

@@ -11,9 +11,10 @@
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tidemark_engine::storage::merge_put;
+use tidemark_engine::storage::{may_change, merge_put};
 use tidemark_engine::{
-    ClientMsgId, ConversationId, Message, Seq, SeqRanges, StorageError, UserId, WriteBatch, WriteOp,
+    Applied, ClientMsgId, ConversationId, Message, RefusedChange, Seq, SeqRanges, StorageError,
+    UserId, WriteBatch, WriteOp,
 };
 
 use super::codec::{
@@ -54,6 +55,7 @@ const INSERT_NEW_MESSAGE: &str = concat!(
 );
 const HOLDER_OF_SEQ: &str =
     "SELECT sender, client_msg_id FROM messages WHERE conversation = ?1 AND seq = ?2";
+const AUTHOR_OF_SEQ: &str = "SELECT sender FROM messages WHERE conversation = ?1 AND seq = ?2";
 // Insert or replace by (conversation, sender, client id): the merged row is written whole,
 // whether it is new or replaces a pending one. The seq's holder was checked before, so the
 // UNIQUE on (conversation, seq) only fires on a bug, and then as a rejection.
@@ -91,21 +93,22 @@ const REMOVE_OUTBOX: &str = "DELETE FROM outbox WHERE client_msg_id = ?1";
 const PUT_PENDING_CHANGE: &str = concat!(
     "INSERT OR REPLACE INTO pending_changes (",
     pending_change_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 );
 const REMOVE_PENDING_CHANGE: &str =
     "DELETE FROM pending_changes WHERE conversation = ?1 AND seq = ?2";
 
 /// Applies every op of `batch` in order on `conn`, which must be inside a transaction the
-/// caller commits on `Ok` and rolls back on `Err`.
-pub(crate) fn apply_batch(conn: &Connection, batch: WriteBatch) -> Result<(), StorageError> {
+/// caller commits on `Ok` and rolls back on `Err`. Returns what the merge rules left out.
+pub(crate) fn apply_batch(conn: &Connection, batch: WriteBatch) -> Result<Applied, StorageError> {
+    let mut applied = Applied::default();
     for op in batch.ops {
-        apply_op(conn, op)?;
+        apply_op(conn, op, &mut applied)?;
     }
-    Ok(())
+    Ok(applied)
 }
 
-fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
+fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(), StorageError> {
     match op {
         WriteOp::PutConversation(conv) => {
             let row = ConversationRow::new(&conv)?;
@@ -144,12 +147,13 @@ fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
             conversation,
             target,
             edit_seq,
+            sender,
             content,
         } => {
-            // A target above i64::MAX is not stored: a no-op, like any missing target.
-            let Ok(target) = i64::try_from(target.0) else {
+            if !may_apply_change(conn, &conversation, target, edit_seq, &sender, applied)? {
                 return Ok(());
-            };
+            }
+            let target = int(target.0, "edit target")?;
             let edit_seq = int(edit_seq.0, "edit seq")?;
             conn.prepare_cached(EDIT_MESSAGE)
                 .and_then(|mut s| s.execute(params![conversation.0, target, edit_seq, content]))
@@ -158,10 +162,13 @@ fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
         WriteOp::RevokeMessage {
             conversation,
             target,
+            revoke_seq,
+            sender,
         } => {
-            let Ok(target) = i64::try_from(target.0) else {
+            if !may_apply_change(conn, &conversation, target, revoke_seq, &sender, applied)? {
                 return Ok(());
-            };
+            }
+            let target = int(target.0, "revoke target")?;
             conn.prepare_cached(REVOKE_MESSAGE)
                 .and_then(|mut s| s.execute(params![conversation.0, target]))
                 .map_err(batch_error)?;
@@ -224,6 +231,42 @@ fn apply_op(conn: &Connection, op: WriteOp) -> Result<(), StorageError> {
         }
     }
     Ok(())
+}
+
+/// Whether an edit or revoke by `sender` of the message at `target` goes ahead: `false` for
+/// a missing target (a no-op) and for a target by another author, which is reported in
+/// `applied` ([`may_change`]).
+fn may_apply_change(
+    conn: &Connection,
+    conversation: &ConversationId,
+    target: Seq,
+    change_seq: Seq,
+    sender: &UserId,
+    applied: &mut Applied,
+) -> Result<bool, StorageError> {
+    // A target above i64::MAX is not stored: a no-op, like any missing target.
+    let Ok(at) = i64::try_from(target.0) else {
+        return Ok(false);
+    };
+    let author: Option<UserId> = conn
+        .prepare_cached(AUTHOR_OF_SEQ)
+        .and_then(|mut s| {
+            s.query_row(params![conversation.0, at], |r| r.get(0).map(UserId))
+                .optional()
+        })
+        .map_err(batch_error)?;
+    match author {
+        None => Ok(false),
+        Some(author) if may_change(&author, sender) => Ok(true),
+        Some(_) => {
+            applied.refused_changes.push(RefusedChange {
+                conversation: conversation.clone(),
+                target,
+                change_seq,
+            });
+            Ok(false)
+        }
+    }
 }
 
 fn tombstones_of(

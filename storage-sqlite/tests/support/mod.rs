@@ -124,11 +124,14 @@ pub fn sample_batch() -> WriteBatch {
         conversation: cid("alpha"),
         target: Seq(1),
         edit_seq: Seq(5),
+        sender: UserId::from("me"),
         content: b"edited".to_vec(),
     });
     ops.push(WriteOp::RevokeMessage {
         conversation: cid("beta"),
         target: Seq(2),
+        revoke_seq: Seq(6),
+        sender: UserId::from("me"),
     });
     let mut failed = pending("alpha", "failed-1", 7);
     failed.status = MessageStatus::Failed {
@@ -150,6 +153,7 @@ pub fn sample_batch() -> WriteBatch {
         conversation: cid("gamma"),
         seq: Seq(14),
         target: Seq(13),
+        sender: UserId::from("me"),
         kind: ContentKind::Revoke { target: Seq(13) },
         content: Vec::new(),
     }));
@@ -293,11 +297,14 @@ pub fn random_op(rng: &mut Rng, ids: &[String]) -> WriteOp {
             conversation: random_conv(rng),
             target: Seq(rng.below(MAX_SEQ + 1)),
             edit_seq: Seq(rng.below(MAX_SEQ + 1)),
+            sender: UserId(format!("u{}", rng.below(3))),
             content: random_bytes(rng),
         },
         6 => WriteOp::RevokeMessage {
             conversation: random_conv(rng),
             target: Seq(rng.below(MAX_SEQ + 1)),
+            revoke_seq: Seq(rng.below(MAX_SEQ + 1)),
+            sender: UserId(format!("u{}", rng.below(3))),
         },
         7 => WriteOp::PutTombstones {
             conversation: random_conv(rng),
@@ -332,6 +339,7 @@ pub fn random_op(rng: &mut Rng, ids: &[String]) -> WriteOp {
                     conversation,
                     seq,
                     target,
+                    sender: UserId(format!("u{}", rng.below(3))),
                     kind: if rng.chance(2) {
                         ContentKind::Edit { target }
                     } else {
