@@ -4,6 +4,11 @@
 //! conversation, the other conversations of the same pull or later syncs, and no one's
 //! edit or revoke changes another user's message.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup step is a failed test"
+)]
+
 use tidemark_engine::containment::MAX_STORABLE;
 use tidemark_engine::*;
 use tidemark_storage_sqlite::SqliteStorage;
