@@ -31,7 +31,7 @@ mod tests;
 
 pub use accounts::{check_token, hash_token, issue_token, AccountStore, TokenCheck, TokenHash};
 pub use error::{AdminError, ServerStoreError};
-pub use inbox::{ConnId, ServerConfig, ServerCore, ServerOutput, Session};
+pub use inbox::{ConnId, ServerConfig, ServerConfigError, ServerCore, ServerOutput, Session};
 pub use memory::MemoryServerStore;
 #[cfg(feature = "server")]
 pub use sqlite::{Durability, SqliteServerOptions, SqliteServerStore, SERVER_SCHEMA_VERSION};
