@@ -840,6 +840,10 @@ impl<St: ServerStore> ServerCore<St> {
     /// connected: it is fanned out to every online connection of every member (the user's
     /// included) and marks the conversation read for `user`, like a send. Its client id is
     /// `admin-N`.
+    ///
+    /// Only membership is checked: none of a send's value or authority checks. Tests use it
+    /// to play a server that breaks its promises (a foreign edit, a target that does not
+    /// exist), which clients must contain.
     pub fn append_as(
         &mut self,
         now: Timestamp,
