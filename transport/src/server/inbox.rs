@@ -951,8 +951,11 @@ impl<St: ServerStore> ServerCore<St> {
         true
     }
 
-    /// Fault hook: the next `n` send requests are answered with `error` before any rule runs
-    /// (nothing is stored). Use `permanent: false` for transient failures.
+    /// Fault hook: the next `n` sends that would store a new message are answered with
+    /// `error` instead (nothing is stored), as a server failing to store them would. Resends
+    /// of stored messages and sends the rules refuse do not take a fault: a correct server
+    /// never refuses a resend of a message it holds. Use `permanent: false` for transient
+    /// failures.
     pub fn fail_next_sends(&mut self, n: usize, error: ServerError) {
         self.send_faults.extend(std::iter::repeat_n(error, n));
     }
