@@ -94,7 +94,8 @@ pub enum ServerFrame {
 }
 
 /// The codes of [`ServerFrame::Error`]: the wire forms of the connection-level
-/// [`ErrorCode`]s (the one set of codes, which also holds the refusals of single requests).
+/// [`ErrorCode`](tidemark_engine::protocol::ErrorCode)s (the one set of codes, which also
+/// holds the refusals of single requests).
 pub mod error_code {
     use tidemark_engine::protocol::ErrorCode;
 
