@@ -48,6 +48,13 @@ pub struct EngineConfig {
     pub max_seqs_page: u32,
     /// Most messages one pull request asks for.
     pub pull_max_messages: u32,
+    /// Most bytes of encoded messages one pull reply should carry, sent to the server with
+    /// each pull (it uses the smaller of this and its own budget). Keeps every reply far
+    /// below the 64 MiB frame limit of the client transports: a reply over it is refused
+    /// whole, and asking again would get the same reply. A server always sends at least one
+    /// message when any is due, so a budget below one message still makes progress.
+    #[serde(default = "default_pull_max_bytes")]
+    pub pull_max_bytes: u64,
     /// Most conversations one pull request covers.
     pub pull_max_conversations: u32,
     /// Most pull requests in flight at once.
@@ -81,6 +88,7 @@ impl EngineConfig {
             },
             max_seqs_page: 1000,
             pull_max_messages: 2000,
+            pull_max_bytes: default_pull_max_bytes(),
             pull_max_conversations: 200,
             pulls_in_flight: 4,
             heartbeat_interval_ms: 25_000,
@@ -92,4 +100,12 @@ impl EngineConfig {
             connect_on_start: true,
         }
     }
+}
+
+/// 4 MiB: a sixteenth of the client transports' 64 MiB frame limit, the reference server's
+/// default budget too. Four pulls in flight keep a link of up to 16 MiB in flight busy, a
+/// reply takes seconds even on a slow mobile link, and a client holding four decoded replies
+/// stays within tens of MiB.
+fn default_pull_max_bytes() -> u64 {
+    4 * 1024 * 1024
 }

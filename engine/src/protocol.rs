@@ -29,8 +29,15 @@ pub enum Request {
     Pull {
         /// One inclusive range per conversation.
         ranges: Vec<PullRange>,
+        /// The most bytes of encoded messages the client wants in the reply; the server uses
+        /// the smaller of this and its own budget, and still sends at least one message when
+        /// any is due. `None` (and a frame without the field, from an older client): the
+        /// server's budget alone. Older servers ignore the field.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes: Option<u64>,
     },
-    /// Send a message; idempotent by (sender, client message id).
+    /// Send a message; idempotent by (sender, client message id): a resend of a stored one is
+    /// answered with the original ack, even after that seq was deleted.
     Send {
         /// The conversation.
         conversation: ConversationId,
@@ -133,12 +140,135 @@ pub struct PulledRange {
 /// Why the server refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerError {
-    /// Machine-readable code, e.g. `not_member`, `rate_limited`, `too_large`.
+    /// Machine-readable code: one of [`ErrorCode`] from a Tidemark server; other servers may
+    /// send codes of their own, so the wire form stays a string.
     pub code: String,
     /// Human-readable detail.
     pub message: String,
     /// Permanent errors fail a send for good; others are retried with backoff.
     pub permanent: bool,
+}
+
+impl ServerError {
+    /// An error with `code`, permanent as [`ErrorCode::is_permanent`] says.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            permanent: code.is_permanent(),
+        }
+    }
+
+    /// The code as an [`ErrorCode`], `None` for a code this build does not know.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+}
+
+/// Every error code a Tidemark server sends, in one place: in [`ServerError::code`] (the
+/// refusal of one request) and in the wire protocol's connection-level error frames. The
+/// strings are the wire form and never change; `docs/protocol.md` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `not_member`: the user is not a member of the conversation (or it does not exist).
+    NotMember,
+    /// `too_large`: content over the server's limit, or a frame over the frame limit.
+    TooLarge,
+    /// `invalid_value`: a value no store can hold or a rule forbids: a time above
+    /// `i64::MAX`, an id or custom kind name over its length limit.
+    InvalidValue,
+    /// `invalid_target`: an edit or revoke whose target is not an existing, ordinary
+    /// (not an edit or revoke) message of that conversation.
+    InvalidTarget,
+    /// `not_author`: an edit or revoke by someone other than the target's author.
+    NotAuthor,
+    /// `client_id_conflict`: the sender already used this client message id in another
+    /// conversation.
+    ClientIdConflict,
+    /// `rate_limited`: too many requests; retry later.
+    RateLimited,
+    /// `internal`: the server failed; retry later.
+    Internal,
+    /// `unauthorized`: the token is unknown, or not this user's.
+    Unauthorized,
+    /// `token_expired`: the token has expired.
+    TokenExpired,
+    /// `unsupported_version`: the client's protocol version is not spoken here.
+    UnsupportedVersion,
+    /// `malformed`: a frame that is not valid JSON of a known type, or breaks a validation
+    /// rule.
+    Malformed,
+    /// `protocol`: the first frame was not a hello, or a hello came twice.
+    Protocol,
+    /// `idle_timeout`: no frame arrived within the idle timeout.
+    IdleTimeout,
+    /// `slow_consumer`: the connection could not keep up with what the server had to send.
+    SlowConsumer,
+    /// `shutdown`: the server is shutting down.
+    Shutdown,
+}
+
+impl ErrorCode {
+    /// Every code, for tables and tests.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::NotMember,
+        ErrorCode::TooLarge,
+        ErrorCode::InvalidValue,
+        ErrorCode::InvalidTarget,
+        ErrorCode::NotAuthor,
+        ErrorCode::ClientIdConflict,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Malformed,
+        ErrorCode::Protocol,
+        ErrorCode::IdleTimeout,
+        ErrorCode::SlowConsumer,
+        ErrorCode::Shutdown,
+    ];
+
+    /// The wire form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::InvalidValue => "invalid_value",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::NotAuthor => "not_author",
+            ErrorCode::ClientIdConflict => "client_id_conflict",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::Protocol => "protocol",
+            ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Shutdown => "shutdown",
+        }
+    }
+
+    /// The code with this wire form, if any.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// Whether a request refused with this code fails for good (the same request can never
+    /// succeed) rather than being retried. Only `rate_limited` and `internal` are retried;
+    /// the connection-level codes end a connection and are not request refusals.
+    pub const fn is_permanent(self) -> bool {
+        !matches!(self, ErrorCode::RateLimited | ErrorCode::Internal)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The server's answer to a [`Request`].

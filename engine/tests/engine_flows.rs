@@ -43,7 +43,7 @@ fn entry(conv: &str, max: u64) -> MaxSeqEntry {
 fn newest_first_pulls_window_and_announces_in_order() {
     let (mut engine, reqs, _) = connected_engine(vec![entry("a", 50)]);
     assert_eq!(reqs.len(), 1);
-    let (id, Request::Pull { ranges }) = &reqs[0] else {
+    let (id, Request::Pull { ranges, .. }) = &reqs[0] else {
         panic!("expected a pull: {reqs:?}")
     };
     assert_eq!(
@@ -105,7 +105,7 @@ fn push_beyond_next_is_held_back_until_the_gap_is_pulled() {
             .any(|e| matches!(e, Event::MessagesReceived { .. })),
         "4 waits for 2..3"
     );
-    let (id, Request::Pull { ranges }) = &reqs[0] else {
+    let (id, Request::Pull { ranges, .. }) = &reqs[0] else {
         panic!()
     };
     assert_eq!((ranges[0].from, ranges[0].to), (Seq(2), Seq(3)));

@@ -140,7 +140,7 @@ fn max_seq_page_raising_the_floor_twice_does_not_announce_a_message_it_deletes()
 #[test]
 fn pull_reply_raising_the_floor_does_not_announce_a_waiting_message_it_deletes() {
     let (mut engine, reqs) = listed_engine(vec![entry("a", 5)]);
-    let (id, Request::Pull { ranges }) = &reqs[0] else {
+    let (id, Request::Pull { ranges, .. }) = &reqs[0] else {
         panic!("expected the sync pull: {reqs:?}")
     };
     assert_eq!((ranges[0].from, ranges[0].to), (Seq(1), Seq(5)));
@@ -222,7 +222,7 @@ fn connected_twice_restarts_the_sync_run() {
     };
     engine.handle_response(now, second_listing, listing());
     let (reqs, mut events) = drain(&mut engine, now);
-    let (pull, Request::Pull { ranges }) = &reqs[0] else {
+    let (pull, Request::Pull { ranges, .. }) = &reqs[0] else {
         panic!("expected the sync pull: {reqs:?}")
     };
     // The first connection's listing comes back late: it belongs to no run.

@@ -507,7 +507,7 @@ impl Harness {
                     has_more: fit.has_more,
                 }
             }
-            Request::Pull { ranges } => {
+            Request::Pull { ranges, .. } => {
                 let mut out = Vec::new();
                 for (i, r) in ranges.iter().enumerate() {
                     let default = PullFit {

@@ -26,7 +26,7 @@ use tidemark_engine::{
 };
 use tidemark_transport::native::{refusal_code, WsConnection, WsOptions, WsTransport};
 use tidemark_transport::server::net::{wall_clock, Server, ServerHandle, ServerOptions};
-use tidemark_transport::server::{issue_token, MemoryServerStore, ServerStore};
+use tidemark_transport::server::{issue_token, MemoryServerStore, NewMessage, ServerStore};
 use tidemark_transport::wire::{self, error_code, Limits, ServerFrame};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -366,6 +366,93 @@ async fn fresh_device_syncs_every_conversation() {
     host.shutdown().await.unwrap();
 }
 
+/// Failure 2 of issue 9: 1,000 images of 64 KiB in one conversation made a pull reply over
+/// the client's 64 MiB frame limit; the client asked for the same pull forever and the
+/// other conversation in that pull stayed empty. Replies are now capped by bytes (the
+/// server's and the client's budget), so both conversations sync, with default limits.
+#[tokio::test]
+async fn a_conversation_too_big_for_one_frame_syncs_with_the_others() {
+    let (mut store, accounts) = fixture();
+    let small = ConversationId::from("small");
+    store
+        .create_conversation(
+            &small,
+            ConversationKind::Group,
+            &[user("alice"), user("bob")],
+        )
+        .unwrap();
+    // The small conversation first, so the big one is the most recently active: it is
+    // pulled first and the small one shares its pull.
+    let t = wall_clock();
+    for i in 0..3u64 {
+        append_direct(
+            &mut store,
+            &small,
+            "bob",
+            i,
+            ContentKind::Text,
+            vec![b's'; 10],
+            t,
+        );
+    }
+    for i in 0..1_000u64 {
+        let image = vec![(i % 251) as u8; 64 * 1024];
+        append_direct(
+            &mut store,
+            &ab(),
+            "alice",
+            i,
+            ContentKind::Image,
+            image,
+            t.plus_millis(1),
+        );
+    }
+    let host = start_server(store, ServerOptions::default()).await;
+    let started = std::time::Instant::now();
+    let mut bob = start_device(
+        &host.url(),
+        config("bob", "phone", 7),
+        &accounts.token("bob"),
+    )
+    .await;
+    bob.synced().await;
+    let elapsed = started.elapsed();
+    for id in [ab(), small.clone()] {
+        let expected = on_server(&host, &id).await;
+        assert_eq!(
+            stored(&bob.storage, &id).await,
+            expected,
+            "conversation {id}"
+        );
+    }
+    assert_eq!(stored(&bob.storage, &ab()).await.len(), 1_000);
+    assert_eq!(stored(&bob.storage, &small).await.len(), 3);
+    println!("1,000 x 64 KiB + 3 small messages synced in {elapsed:?}");
+    bob.stop().await;
+    host.shutdown().await.unwrap();
+}
+
+/// Stores a message straight into the server store (before the host starts).
+fn append_direct(
+    store: &mut MemoryServerStore,
+    conversation: &ConversationId,
+    sender: &str,
+    i: u64,
+    kind: ContentKind,
+    content: Vec<u8>,
+    now: Timestamp,
+) {
+    let message = NewMessage {
+        conversation: conversation.clone(),
+        sender: user(sender),
+        client_msg_id: ClientMsgId(format!("{conversation}-{i}")),
+        kind,
+        content,
+        created_at: now,
+    };
+    store.append(message, now).unwrap();
+}
+
 // ----- (b) a send is acked and fanned out -----
 
 #[tokio::test]
@@ -638,6 +725,7 @@ async fn bad_tokens_are_refused_and_strangers_read_nothing() {
             from: Seq(1),
             to: Seq(100),
         }],
+        max_bytes: None,
     };
     let max_seqs = Request::GetMaxSeqs {
         after: None,

@@ -73,7 +73,7 @@ pub struct RequestLog {
 impl RequestLog {
     pub(crate) fn record(&mut self, request: &Request) {
         *self.counts.entry(RequestKind::of(request)).or_default() += 1;
-        if let Request::Pull { ranges } = request {
+        if let Request::Pull { ranges, .. } = request {
             self.pulled.extend(ranges.iter().map(|r| PullRecord {
                 conversation: r.conversation.clone(),
                 from: r.from,

@@ -289,7 +289,14 @@ impl Engine {
                 })
                 .collect();
             self.pulls_in_flight += 1;
-            self.request(now, InFlight::Pull(chunks), Request::Pull { ranges });
+            // The byte budget travels with every pull: a server caps its reply by it, so no
+            // conversation is too big to sync and no reply exceeds the frame limit.
+            let max_bytes = Some(self.config.pull_max_bytes.max(1));
+            self.request(
+                now,
+                InFlight::Pull(chunks),
+                Request::Pull { ranges, max_bytes },
+            );
         }
     }
 
@@ -304,54 +311,51 @@ impl Engine {
             .map(|r| ((r.conversation.clone(), r.from), r))
             .collect();
         let mut sync_progress = false;
+        // Whether the reply brought anything new, and the chunks it left out: a server that
+        // hits its count or byte cap cuts that range and leaves out the ranges after it.
+        let mut progressed = false;
+        let mut left_out = Vec::new();
         for chunk in chunks {
             let id = chunk.conversation.clone();
             let before = self
                 .conversations
                 .get(&id)
                 .map(|c| c.held.count_in(chunk.from, chunk.to));
-            if let Some(range) = by_key.remove(&(id.clone(), chunk.from)) {
-                self.raise_floor(&id, range.min_seq);
-                if let Some(conv) = self.conversations.get_mut(&id) {
-                    if conv.server_max_seq < range.max_seq {
-                        conv.server_max_seq = range.max_seq;
-                        self.changed.insert(id.clone());
-                    }
+            let Some(range) = by_key.remove(&(id.clone(), chunk.from)) else {
+                left_out.push(chunk);
+                continue;
+            };
+            self.raise_floor(&id, range.min_seq);
+            if let Some(conv) = self.conversations.get_mut(&id) {
+                if conv.server_max_seq < range.max_seq {
+                    conv.server_max_seq = range.max_seq;
+                    self.changed.insert(id.clone());
                 }
-                // Only what lies inside the chunk counts: a server cannot make us claim more.
-                let to = range.to.min(chunk.to);
-                let messages: Vec<ServerMessage> = range
-                    .messages
-                    .into_iter()
-                    .filter(|m| m.conversation == id && m.seq >= chunk.from && m.seq <= to)
-                    .collect();
-                let missing = range.missing.intersect(chunk.from, to);
-                // Drops the waiting entries of missing seqs, then releases what the floor
-                // and the messages completed.
-                self.ingest(&id, messages, &missing);
             }
-            if let Some(r) = self.requested.get_mut(&id) {
-                r.remove_range(chunk.from, chunk.to);
-            }
+            // Only what lies inside the chunk counts: a server cannot make us claim more.
+            let to = range.to.min(chunk.to);
+            let messages: Vec<ServerMessage> = range
+                .messages
+                .into_iter()
+                .filter(|m| m.conversation == id && m.seq >= chunk.from && m.seq <= to)
+                .collect();
+            let missing = range.missing.intersect(chunk.from, to);
+            // Drops the waiting entries of missing seqs, then releases what the floor
+            // and the messages completed.
+            self.ingest(&id, messages, &missing);
             let after = self
                 .conversations
                 .get(&id)
                 .map(|c| c.held.count_in(chunk.from, chunk.to));
-            let complete = self
-                .conversations
-                .get(&id)
-                .is_none_or(|c| c.held.contains_range(chunk.from, chunk.to));
+            progressed |= after > before;
             // A capped reply leaves a remainder: ask again while the server makes progress.
-            let requeued = if !complete && after > before {
-                self.queue_pull(&id, chunk.from, chunk.to, chunk.purpose, true)
-            } else {
-                0
-            };
-            // The requeued chunks replace this one in the purpose's outstanding count.
-            self.add_outstanding(&chunk, requeued.saturating_sub(1));
-            if requeued == 0 {
-                sync_progress |= self.chunk_done(&chunk);
-            }
+            sync_progress |= self.pulled_chunk_done(chunk, after > before);
+        }
+        // The chunks the reply left out are asked again while replies make progress; a
+        // reply that brought nothing ends them (until a later sync), so a server that never
+        // answers them cannot keep the engine asking.
+        for chunk in left_out {
+            sync_progress |= self.pulled_chunk_done(chunk, progressed);
         }
         if sync_progress {
             if let Some(sync) = &self.sync {
@@ -363,6 +367,27 @@ impl Engine {
         }
         let _ = now;
         self.check_sync_finished();
+    }
+
+    /// Ends the request of a pulled chunk: queues what it still misses again when `retry`
+    /// (the server made progress), else counts it done. Returns whether the sync progressed.
+    fn pulled_chunk_done(&mut self, chunk: PullChunk, retry: bool) -> bool {
+        let id = chunk.conversation.clone();
+        if let Some(r) = self.requested.get_mut(&id) {
+            r.remove_range(chunk.from, chunk.to);
+        }
+        let complete = self
+            .conversations
+            .get(&id)
+            .is_none_or(|c| c.held.contains_range(chunk.from, chunk.to));
+        let requeued = if retry && !complete {
+            self.queue_pull(&id, chunk.from, chunk.to, chunk.purpose, true)
+        } else {
+            0
+        };
+        // The requeued chunks replace this one in the purpose's outstanding count.
+        self.add_outstanding(&chunk, requeued.saturating_sub(1));
+        requeued == 0 && self.chunk_done(&chunk)
     }
 
     pub(super) fn on_pull_error(

@@ -14,32 +14,131 @@ use tidemark_engine::{
     ServerError, ServerMessage, Timestamp, UserId,
 };
 
-use super::{AdminError, AppendOutcome, NewMessage, ServerStore, ServerStoreError};
+use tidemark_engine::protocol::ErrorCode;
+
+use crate::wire::{size, Limits};
+
+use super::{AdminError, AppendOutcome, NewMessage, SentRecord, ServerStore, ServerStoreError};
 
 /// One connection, as the host numbers them. Unique for the life of the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ConnId(pub u64);
 
-/// Server limits.
+/// Server limits. [`ServerConfig::check`] says whether they fit the wire's frame limits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerConfig {
     /// Most messages one pull response carries; the range where the cap is hit is cut short
     /// and later ranges are left out.
     pub max_pull_messages: usize,
+    /// Most bytes of encoded messages one pull response carries (as
+    /// [`crate::wire::size::message`] estimates them), capped further by the client's
+    /// `max_bytes`; cut like the count. A response carries at least one message when any is
+    /// due, whatever its size.
+    #[serde(default = "default_max_pull_bytes")]
+    pub max_pull_bytes: usize,
     /// Largest accepted message content, in bytes.
     pub max_content_bytes: usize,
+    /// Longest accepted client message id, in bytes.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_id_bytes: usize,
+    /// Longest accepted custom kind name, in bytes.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_kind_name_bytes: usize,
     /// Largest max-seq page; larger requested limits are cut to it.
     pub max_seqs_page: u32,
+}
+
+/// 4 MiB, a sixteenth of the client transports' 64 MiB frame limit: with the single
+/// message a reply may carry beyond the budget, the range headers and the missing seqs, a
+/// reply stays far below the frame limit; written in seconds even on a slow mobile link
+/// (the host's per-frame write timeout is 30 s); and the engine's four pulls in flight keep
+/// up to 16 MiB on the way, enough to fill fast links.
+fn default_max_pull_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// The wire's id limit ([`Limits::max_id_bytes`]).
+fn default_max_id_bytes() -> usize {
+    128
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_pull_messages: 5_000,
+            max_pull_bytes: default_max_pull_bytes(),
             max_content_bytes: 64 * 1024,
+            max_id_bytes: default_max_id_bytes(),
+            max_kind_name_bytes: default_max_id_bytes(),
             max_seqs_page: 1_000,
         }
+    }
+}
+
+/// Why a [`ServerConfig`] cannot serve clients: a message or reply it allows would not fit
+/// a frame, so a client could never send or receive it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("server config: {0}")]
+pub struct ServerConfigError(pub String);
+
+impl ServerConfig {
+    /// Checks that everything these limits let through fits a frame: the largest send fits
+    /// `client_frames` (what the server reads), the largest message and the largest pull
+    /// reply fit [`Limits::server_frames`] (what the client transports read), and ids fit
+    /// the wire's id limit. A server refuses to start with a config that fails.
+    pub fn check(&self, client_frames: &Limits) -> Result<(), ServerConfigError> {
+        let server_frames = Limits::server_frames();
+        let id_limit = client_frames.max_id_bytes.min(server_frames.max_id_bytes);
+        if self.max_id_bytes > id_limit || self.max_kind_name_bytes > id_limit {
+            return Err(ServerConfigError(format!(
+                "max_id_bytes {} and max_kind_name_bytes {} must be at most the wire's id \
+                 limit of {id_limit}",
+                self.max_id_bytes, self.max_kind_name_bytes
+            )));
+        }
+        if self.max_pull_messages == 0 || self.max_pull_messages > server_frames.max_items {
+            return Err(ServerConfigError(format!(
+                "max_pull_messages {} must be 1 to {}, the most messages a client accepts \
+                 in one range",
+                self.max_pull_messages, server_frames.max_items
+            )));
+        }
+        // The largest message: every id and the kind name at their limits, each byte of
+        // them escaped.
+        let long = "\u{1}".repeat(id_limit);
+        let largest = size::message_parts(
+            &long,
+            &long,
+            &long,
+            &ContentKind::Custom(long.clone()),
+            self.max_content_bytes,
+        );
+        // A send carries the message without seq and server time, plus its request id.
+        let send = largest + size::RESPONSE_OVERHEAD;
+        if send > client_frames.max_frame_bytes {
+            return Err(ServerConfigError(format!(
+                "max_content_bytes {} makes a send of up to {send} bytes, over the {} bytes \
+                 of a client frame",
+                self.max_content_bytes, client_frames.max_frame_bytes
+            )));
+        }
+        // The messages of a reply stay within the byte budget, except a single message
+        // over it; a range header per requested range (at most `max_items`) and the seqs
+        // missing between messages (a range per message and range at most) come on top.
+        let ranges = client_frames.max_items;
+        let reply = size::RESPONSE_OVERHEAD
+            + self.max_pull_bytes.max(largest)
+            + ranges * size::pulled_range(&ConversationId(long.clone()))
+            + (self.max_pull_messages + ranges) * size::SEQ_RANGE;
+        if reply > server_frames.max_frame_bytes {
+            return Err(ServerConfigError(format!(
+                "max_pull_bytes {} and max_content_bytes {} make pull replies of up to \
+                 {reply} bytes, over the {} bytes of a client's frame",
+                self.max_pull_bytes, self.max_content_bytes, server_frames.max_frame_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -202,11 +301,7 @@ impl<St: ServerStore> ServerCore<St> {
         let response = match self.answer(now, conn, &session, req) {
             Ok(response) => response,
             // A store failure is the server's problem, not the client's: retry later.
-            Err(err) => Response::Error(ServerError {
-                code: "internal".into(),
-                message: err.to_string(),
-                permanent: false,
-            }),
+            Err(err) => Response::Error(ServerError::new(ErrorCode::Internal, err.to_string())),
         };
         self.outputs
             .insert(mark, ServerOutput::Respond { conn, id, response });
@@ -226,53 +321,26 @@ impl<St: ServerStore> ServerCore<St> {
     ) -> Result<Response, ServerStoreError> {
         match req {
             Request::GetMaxSeqs { after, limit } => self.max_seqs(&session.user, after, limit),
-            Request::Pull { ranges } => self.pull(&session.user, &ranges),
+            Request::Pull { ranges, max_bytes } => self.pull(&session.user, &ranges, max_bytes),
             Request::Send {
                 conversation,
                 client_msg_id,
                 kind,
                 content,
                 created_at,
-            } => {
-                if let Some(fault) = self.send_faults.pop_front() {
-                    return Ok(Response::Error(fault));
-                }
-                if !self.store.is_member(&conversation, &session.user)? {
-                    return Ok(not_member(&conversation));
-                }
-                if content.len() > self.config.max_content_bytes {
-                    return Ok(Response::Error(ServerError {
-                        code: "too_large".into(),
-                        message: format!(
-                            "content of {} bytes is over the limit of {}",
-                            content.len(),
-                            self.config.max_content_bytes
-                        ),
-                        permanent: true,
-                    }));
-                }
-                let message = NewMessage {
+            } => self.send(
+                now,
+                conn,
+                session,
+                NewMessage {
                     conversation,
                     sender: session.user.clone(),
-                    client_msg_id: client_msg_id.clone(),
+                    client_msg_id,
                     kind,
                     content,
                     created_at,
-                };
-                let (seq, server_time) = match self.store.append(message, now)? {
-                    // A resend: answer as the first time, and do not fan out again.
-                    AppendOutcome::Duplicate(record) => (record.seq, record.server_time),
-                    AppendOutcome::Appended(stored) => {
-                        self.after_append(&stored, Some(conn))?;
-                        (stored.seq, stored.server_time)
-                    }
-                };
-                Ok(Response::SendAck {
-                    client_msg_id,
-                    seq,
-                    server_time,
-                })
-            }
+                },
+            ),
             Request::MarkRead { conversation, seq } => {
                 if !self.store.is_member(&conversation, &session.user)? {
                     return Ok(not_member(&conversation));
@@ -313,6 +381,169 @@ impl<St: ServerStore> ServerCore<St> {
             }
             Request::Ping => Ok(Response::Pong { server_time: now }),
         }
+    }
+
+    /// A send: idempotency first, then the rules, then the fault hook, then the append.
+    ///
+    /// A resend of a (sender, client id) already stored in this conversation is answered
+    /// with its original ack before any other rule: the sender may have left the
+    /// conversation since, the limits may have changed, the seq may be deleted; none of that
+    /// makes the message unsent, and a refusal would make its device report a stored
+    /// message as failed.
+    fn send(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        session: &Session,
+        message: NewMessage,
+    ) -> Result<Response, ServerStoreError> {
+        if let Some(record) = self
+            .store
+            .sent_record(&session.user, &message.client_msg_id)?
+        {
+            return Ok(self.resend_answer(message.client_msg_id, &message.conversation, &record));
+        }
+        if !self.store.is_member(&message.conversation, &session.user)? {
+            return Ok(not_member(&message.conversation));
+        }
+        if let Some(refusal) = self.refusal_of(&message)? {
+            return Ok(Response::Error(refusal));
+        }
+        // The fault hook stands for a server failing to store: it only hits sends that
+        // would store something new, never a resend of a stored message.
+        if let Some(fault) = self.send_faults.pop_front() {
+            return Ok(Response::Error(fault));
+        }
+        let client_msg_id = message.client_msg_id.clone();
+        let conversation = message.conversation.clone();
+        let (seq, server_time) = match self.store.append(message, now)? {
+            // Known already (the store was changed behind the core's back): answer as the
+            // check above does.
+            AppendOutcome::Duplicate(record) => {
+                return Ok(self.resend_answer(client_msg_id, &conversation, &record));
+            }
+            AppendOutcome::Appended(stored) => {
+                self.after_append(&stored, Some(conn))?;
+                (stored.seq, stored.server_time)
+            }
+        };
+        Ok(Response::SendAck {
+            client_msg_id,
+            seq,
+            server_time,
+        })
+    }
+
+    /// The answer to a send whose (sender, client id) is stored: its original ack when it
+    /// was stored in this conversation (nothing is fanned out again), a conflict otherwise.
+    /// Acking a send to another conversation with the first one's seq would tell the sender
+    /// a message was stored that was not.
+    fn resend_answer(
+        &self,
+        client_msg_id: ClientMsgId,
+        conversation: &ConversationId,
+        record: &SentRecord,
+    ) -> Response {
+        if &record.conversation != conversation {
+            return Response::Error(ServerError::new(
+                ErrorCode::ClientIdConflict,
+                format!(
+                    "client message id {client_msg_id} was already used in another conversation"
+                ),
+            ));
+        }
+        Response::SendAck {
+            client_msg_id,
+            seq: record.seq,
+            server_time: record.server_time,
+        }
+    }
+
+    /// Why a new message of a member must not be stored, if it must not: a value that some
+    /// store cannot hold or that breaks a limit, or an edit or revoke that is not the
+    /// author's change of an ordinary message of this conversation. Every refusal is
+    /// permanent: the same send can never succeed.
+    fn refusal_of(&self, message: &NewMessage) -> Result<Option<ServerError>, ServerStoreError> {
+        let limits = &self.config;
+        let id = &message.client_msg_id.0;
+        if id.is_empty() || id.len() > limits.max_id_bytes {
+            return Ok(Some(ServerError::new(
+                ErrorCode::InvalidValue,
+                format!(
+                    "a client message id of {} bytes (1 to {} allowed)",
+                    id.len(),
+                    limits.max_id_bytes
+                ),
+            )));
+        }
+        if let ContentKind::Custom(name) = &message.kind {
+            if name.is_empty() || name.len() > limits.max_kind_name_bytes {
+                return Ok(Some(ServerError::new(
+                    ErrorCode::InvalidValue,
+                    format!(
+                        "a custom kind name of {} bytes (1 to {} allowed)",
+                        name.len(),
+                        limits.max_kind_name_bytes
+                    ),
+                )));
+            }
+        }
+        // SQLite stores integers as i64; every store must hold every accepted value.
+        if message.created_at.0 > MAX_STORABLE {
+            return Ok(Some(ServerError::new(
+                ErrorCode::InvalidValue,
+                format!(
+                    "created_at {} is above the largest storable time {MAX_STORABLE}",
+                    message.created_at.0
+                ),
+            )));
+        }
+        if message.content.len() > limits.max_content_bytes {
+            return Ok(Some(ServerError::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "content of {} bytes is over the limit of {}",
+                    message.content.len(),
+                    limits.max_content_bytes
+                ),
+            )));
+        }
+        let Some(target) = message.kind.change_target() else {
+            return Ok(None);
+        };
+        let what = match message.kind {
+            ContentKind::Revoke { .. } => "revoke",
+            _ => "edit",
+        };
+        let invalid = |why: &str| {
+            Ok(Some(ServerError::new(
+                ErrorCode::InvalidTarget,
+                format!(
+                    "cannot {what} seq {} of {}: {why}",
+                    target.0, message.conversation
+                ),
+            )))
+        };
+        // `message` finds only live messages: seq 0, seqs above the max seq (`u64::MAX`
+        // included), deleted seqs and seqs below the floor have none.
+        let Some(original) = self.store.message(&message.conversation, target)? else {
+            return invalid("no such message");
+        };
+        if original.kind.change_target().is_some() {
+            return invalid("it is itself an edit or revoke");
+        }
+        // No roles: only the author changes a message. A server with moderators would add
+        // them here, and say so in docs/protocol.md.
+        if original.sender != message.sender {
+            return Ok(Some(ServerError::new(
+                ErrorCode::NotAuthor,
+                format!(
+                    "cannot {what} seq {} of {}: only its author {} may",
+                    target.0, message.conversation, original.sender
+                ),
+            )));
+        }
+        Ok(None)
     }
 
     fn max_seqs(
@@ -384,7 +615,17 @@ impl<St: ServerStore> ServerCore<St> {
         Ok(out)
     }
 
-    fn pull(&mut self, user: &UserId, ranges: &[PullRange]) -> Result<Response, ServerStoreError> {
+    /// A pull, capped by message count and by bytes (the smaller of the server's and the
+    /// client's budget). The range where a cap is hit ends at its last message carried and
+    /// later ranges are left out; the client asks again for the rest. The first message of
+    /// a reply is carried whatever its size, so every pull with a message due makes progress
+    /// ([`ServerConfig::check`] makes sure one message always fits a frame).
+    fn pull(
+        &mut self,
+        user: &UserId,
+        ranges: &[PullRange],
+        client_max_bytes: Option<u64>,
+    ) -> Result<Response, ServerStoreError> {
         // Refuse the whole request when any range is not readable: answering part of it
         // would look like a short reply and the client would ask again forever.
         for range in ranges {
@@ -392,10 +633,16 @@ impl<St: ServerStore> ServerCore<St> {
                 return Ok(not_member(&range.conversation));
             }
         }
-        let mut budget = self.config.max_pull_messages;
+        let client_bytes =
+            client_max_bytes.map_or(usize::MAX, |b| usize::try_from(b).unwrap_or(usize::MAX));
+        let mut budget = PullBudget {
+            messages: self.config.max_pull_messages,
+            bytes: self.config.max_pull_bytes.min(client_bytes),
+            carried: 0,
+        };
         let mut out = Vec::with_capacity(ranges.len());
         for range in ranges {
-            if budget == 0 {
+            if budget.messages == 0 {
                 break;
             }
             let info = self
@@ -408,17 +655,16 @@ impl<St: ServerStore> ServerCore<St> {
             if from > to {
                 continue;
             }
-            // One message beyond the budget tells whether the cap cuts this range.
-            let mut messages =
-                self.store
-                    .messages(&range.conversation, from, to, budget.saturating_add(1))?;
-            let cut = messages.len() > budget;
-            messages.truncate(budget);
-            budget -= messages.len();
-            // A cut reply covers up to the last message it carries; the budget was at least 1
-            // here, so that message exists and `to >= from` holds.
+            budget.bytes = budget
+                .bytes
+                .saturating_sub(size::pulled_range(&range.conversation));
+            let (messages, cut) =
+                self.messages_within(&range.conversation, from, to, &mut budget)?;
+            // A cut reply covers up to the last message it carries. A range cut before its
+            // first message is left out, as the ranges after it are.
             let covered_to = match messages.last() {
                 Some(last) if cut => last.seq,
+                None if cut => break,
                 _ => to,
             };
             let present: SeqRanges = messages.iter().map(|m| m.seq).collect();
@@ -435,8 +681,49 @@ impl<St: ServerStore> ServerCore<St> {
                 min_seq: info.min_seq,
                 max_seq: info.max_seq,
             });
+            if cut {
+                break;
+            }
         }
         Ok(Response::Pulled { ranges: out })
+    }
+
+    /// The messages of `from..=to` the budget allows, ascending, and whether the budget cut
+    /// the range short. Reads the store in pages, so a cut after a few large messages does
+    /// not load thousands.
+    fn messages_within(
+        &self,
+        conversation: &ConversationId,
+        from: Seq,
+        to: Seq,
+        budget: &mut PullBudget,
+    ) -> Result<(Vec<ServerMessage>, bool), ServerStoreError> {
+        const PAGE: usize = 256;
+        let mut out = Vec::new();
+        let mut next = from;
+        loop {
+            // One message beyond the count budget tells whether the cap cuts this range.
+            let want = budget.messages.saturating_add(1).min(PAGE);
+            let page = self.store.messages(conversation, next, to, want)?;
+            let full = page.len() == want;
+            for m in page {
+                let bytes = size::message(&m);
+                let fits = budget.messages > 0 && (bytes <= budget.bytes || budget.carried == 0);
+                if !fits {
+                    return Ok((out, true));
+                }
+                budget.messages -= 1;
+                budget.bytes = budget.bytes.saturating_sub(bytes);
+                budget.carried += 1;
+                // Seqs stay far below u64::MAX (they grow by one per append and every store
+                // holds them as i64), so `next` never wraps.
+                next = m.seq.next();
+                out.push(m);
+            }
+            if !full || next > to {
+                return Ok((out, false));
+            }
+        }
     }
 
     /// What follows a new message: the sender has read up to it, every other online
@@ -553,6 +840,10 @@ impl<St: ServerStore> ServerCore<St> {
     /// connected: it is fanned out to every online connection of every member (the user's
     /// included) and marks the conversation read for `user`, like a send. Its client id is
     /// `admin-N`.
+    ///
+    /// Only membership is checked: none of a send's value or authority checks. Tests use it
+    /// to play a server that breaks its promises (a foreign edit, a target that does not
+    /// exist), which clients must contain.
     pub fn append_as(
         &mut self,
         now: Timestamp,
@@ -660,17 +951,30 @@ impl<St: ServerStore> ServerCore<St> {
         true
     }
 
-    /// Fault hook: the next `n` send requests are answered with `error` before any rule runs
-    /// (nothing is stored). Use `permanent: false` for transient failures.
+    /// Fault hook: the next `n` sends that would store a new message are answered with
+    /// `error` instead (nothing is stored), as a server failing to store them would. Resends
+    /// of stored messages and sends the rules refuse do not take a fault: a correct server
+    /// never refuses a resend of a message it holds. Use `permanent: false` for transient
+    /// failures.
     pub fn fail_next_sends(&mut self, n: usize, error: ServerError) {
         self.send_faults.extend(std::iter::repeat_n(error, n));
     }
 }
 
 fn not_member(conversation: &ConversationId) -> Response {
-    Response::Error(ServerError {
-        code: "not_member".into(),
-        message: format!("not a member of {conversation}"),
-        permanent: true,
-    })
+    Response::Error(ServerError::new(
+        ErrorCode::NotMember,
+        format!("not a member of {conversation}"),
+    ))
 }
+
+/// What a pull reply may still carry.
+struct PullBudget {
+    messages: usize,
+    bytes: usize,
+    /// Messages carried so far in the reply: the first is carried whatever its size.
+    carried: usize,
+}
+
+/// The largest time every store holds: SQLite's integers are i64.
+const MAX_STORABLE: u64 = i64::MAX as u64;

@@ -109,7 +109,15 @@ fn pull<St: ServerStore>(
             to: Seq(*to),
         })
         .collect();
-    request(server, T0, conn, Request::Pull { ranges })
+    request(
+        server,
+        T0,
+        conn,
+        Request::Pull {
+            ranges,
+            max_bytes: None,
+        },
+    )
 }
 
 fn fill<St: ServerStore>(server: &mut ServerCore<St>, conv: &str, user: &str, n: u64) {
@@ -626,6 +634,328 @@ fn unknown_users_cannot_connect<St: ServerStore>(store: St) {
     );
 }
 
+fn send_kind(conv: &str, cmid: &str, kind: ContentKind, created_at: Timestamp) -> Request {
+    Request::Send {
+        conversation: cid(conv),
+        client_msg_id: ClientMsgId::from(cmid),
+        kind,
+        content: b"x".to_vec(),
+        created_at,
+    }
+}
+
+fn max_seq<St: ServerStore>(s: &ServerCore<St>, conv: &str) -> Seq {
+    s.store().conversation(&cid(conv)).unwrap().unwrap().max_seq
+}
+
+/// Failure 1 of issue 9: values above what SQLite holds (i64) were acked, and every other
+/// member's client then failed to store them.
+fn values_no_store_can_hold_are_refused_for_good<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind("g", "t", ContentKind::Text, Timestamp(u64::MAX)),
+    );
+    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind("g", "t2", ContentKind::Text, Timestamp(i64::MAX as u64 + 1)),
+    );
+    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    for (i, kind) in [
+        ContentKind::Edit {
+            target: Seq(u64::MAX),
+        },
+        ContentKind::Revoke {
+            target: Seq(u64::MAX),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = request(&mut s, T0, 1, send_kind("g", &format!("e{i}"), kind, T0));
+        assert_eq!(error_code(&r), Some(("invalid_target", true)));
+    }
+    assert_eq!(max_seq(&s, "g"), Seq(0));
+    // Refused ids were not recorded: the same id with a good value is stored.
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind("g", "t", ContentKind::Text, Timestamp(i64::MAX as u64)),
+    );
+    assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }), "{r:?}");
+    let stored = s.store().message(&cid("g"), Seq(1)).unwrap().unwrap();
+    assert_eq!(stored.created_at, Timestamp(i64::MAX as u64));
+    // The server stamps its own time, whatever the client claims.
+    assert_eq!(stored.server_time, T0);
+}
+
+/// Edits and revokes change an existing, ordinary message of their own conversation.
+fn change_targets_must_be_live_ordinary_messages_of_the_conversation<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    for i in 1..=4 {
+        let r = request(&mut s, T0, 1, send_req("g", &format!("m{i}"), "hi"));
+        assert!(matches!(r, Response::SendAck { .. }));
+    }
+    s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(3)]))
+        .unwrap();
+    s.set_min_seq(&cid("g"), Seq(2)).unwrap();
+    drain(&mut s);
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind("g", "edit-4", ContentKind::Edit { target: Seq(4) }, T0),
+    );
+    assert!(matches!(r, Response::SendAck { seq: Seq(5), .. }), "{r:?}");
+    let cases = [
+        ("g", 0, "seq 0"),
+        ("g", 1, "below the floor"),
+        ("g", 3, "deleted"),
+        ("g", 5, "an edit"),
+        ("g", 6, "above the max seq"),
+        // alice's seq 4 of "g" is not a message of "d".
+        ("d", 4, "another conversation's"),
+    ];
+    for (i, (conv, target, why)) in cases.into_iter().enumerate() {
+        for (j, kind) in [
+            ContentKind::Edit {
+                target: Seq(target),
+            },
+            ContentKind::Revoke {
+                target: Seq(target),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let r = request(
+                &mut s,
+                T0,
+                1,
+                send_kind(conv, &format!("c{i}-{j}"), kind, T0),
+            );
+            assert_eq!(error_code(&r), Some(("invalid_target", true)), "{why}");
+        }
+    }
+    assert_eq!((max_seq(&s, "g"), max_seq(&s, "d")), (Seq(5), Seq(0)));
+}
+
+/// Failure 3 of issue 9: any member could rewrite anyone's message.
+fn only_the_author_edits_or_revokes<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    s.create_user(&uid("mallory")).unwrap();
+    s.create_conversation(
+        &cid("cm"),
+        ConversationKind::Group,
+        &[uid("carol"), uid("mallory")],
+    )
+    .unwrap();
+    s.connect(ConnId(5), uid("mallory"), "phone".into())
+        .unwrap();
+    drain(&mut s);
+    let r = request(&mut s, T0, 4, send_req("cm", "c1", "my own words"));
+    assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }));
+    let edit = ContentKind::Edit { target: Seq(1) };
+    let revoke = ContentKind::Revoke { target: Seq(1) };
+    let r = request(&mut s, T0, 5, send_kind("cm", "m1", edit.clone(), T0));
+    assert_eq!(error_code(&r), Some(("not_author", true)));
+    let r = request(&mut s, T0, 5, send_kind("cm", "m2", revoke.clone(), T0));
+    assert_eq!(error_code(&r), Some(("not_author", true)));
+    assert_eq!(max_seq(&s, "cm"), Seq(1));
+    // The author may.
+    let r = request(&mut s, T0, 4, send_kind("cm", "c2", edit, T0));
+    assert!(matches!(r, Response::SendAck { seq: Seq(2), .. }), "{r:?}");
+    let r = request(&mut s, T0, 4, send_kind("cm", "c3", revoke, T0));
+    assert!(matches!(r, Response::SendAck { seq: Seq(3), .. }), "{r:?}");
+}
+
+/// Failure 4 of issue 9: a client id reused in another conversation was acked with the
+/// first conversation's seq, and nothing was stored.
+fn client_id_reused_in_another_conversation_is_refused<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    let first = request(&mut s, T0, 1, send_req("g", "same", "to g"));
+    assert!(matches!(first, Response::SendAck { seq: Seq(1), .. }));
+    let r = request(&mut s, T0, 1, send_req("d", "same", "to d"));
+    assert_eq!(error_code(&r), Some(("client_id_conflict", true)));
+    assert_eq!(max_seq(&s, "d"), Seq(0));
+    // A resend to the first conversation is still acked as the first time.
+    assert_eq!(request(&mut s, T0, 2, send_req("g", "same", "to g")), first);
+}
+
+/// Ids and custom kind names over their limits are refused, before anything is stored.
+fn long_ids_and_kind_names_are_refused<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    let long = "k".repeat(129);
+    let r = request(&mut s, T0, 1, send_req("g", &long, "x"));
+    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind("g", "c", ContentKind::Custom(long.clone()), T0),
+    );
+    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    assert_eq!(max_seq(&s, "g"), Seq(0));
+    let r = request(
+        &mut s,
+        T0,
+        1,
+        send_kind(
+            "g",
+            &long[..128],
+            ContentKind::Custom(long[..128].into()),
+            T0,
+        ),
+    );
+    assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }), "{r:?}");
+}
+
+/// Failure 6 of issue 9: a resend of a stored send is answered with its original ack before
+/// any other rule: the fault hook, a deletion of its seq, a floor above it.
+fn resend_of_a_stored_send_is_acked_before_any_rule<St: ServerStore>(store: St) {
+    let mut s = server(store, ServerConfig::default());
+    let first = request(&mut s, T0, 1, send_req("g", "m1", "hello"));
+    assert!(matches!(first, Response::SendAck { seq: Seq(1), .. }));
+    s.delete_seqs(&cid("g"), &SeqRanges::from_iter([Seq(1)]))
+        .unwrap();
+    drain(&mut s);
+    let fault = ServerError {
+        code: "unavailable".into(),
+        message: "no".into(),
+        permanent: true,
+    };
+    s.fail_next_sends(1, fault.clone());
+    // The deleted seq's client id is not sendable again, and the fault does not hit it.
+    assert_eq!(
+        request(&mut s, T0.plus_millis(9), 2, send_req("g", "m1", "hello")),
+        first
+    );
+    // The fault is still queued for the next send that would store something.
+    assert_eq!(
+        request(&mut s, T0, 1, send_req("g", "m2", "new")),
+        Response::Error(fault)
+    );
+    s.set_min_seq(&cid("g"), Seq(5)).unwrap();
+    drain(&mut s);
+    assert_eq!(request(&mut s, T0, 1, send_req("g", "m1", "hello")), first);
+    assert_eq!(max_seq(&s, "g"), Seq(1));
+}
+
+/// Pull replies are capped by bytes too: the smaller of the server's and the client's
+/// budget; the first message always goes; a range cut before its first message is left out.
+fn pull_caps_replies_by_bytes<St: ServerStore>(store: St) {
+    let mut s = server(
+        store,
+        ServerConfig {
+            max_pull_bytes: 10_000,
+            ..ServerConfig::default()
+        },
+    );
+    // 3,000 bytes of content: about 4,300 encoded per message.
+    for i in 0..5u64 {
+        s.append_as(
+            T0,
+            &uid("bob"),
+            &cid("g"),
+            ContentKind::Image,
+            vec![i as u8; 3_000],
+        )
+        .unwrap();
+    }
+    s.append_as(T0, &uid("carol"), &cid("d"), ContentKind::Text, vec![1])
+        .unwrap();
+    drain(&mut s);
+    let pull_with = |s: &mut ServerCore<St>, max_bytes: Option<u64>| {
+        let ranges = vec![
+            PullRange {
+                conversation: cid("g"),
+                from: Seq(1),
+                to: Seq(5),
+            },
+            PullRange {
+                conversation: cid("d"),
+                from: Seq(1),
+                to: Seq(1),
+            },
+        ];
+        match request(s, T0, 1, Request::Pull { ranges, max_bytes }) {
+            Response::Pulled { ranges } => ranges
+                .iter()
+                .map(|r| (r.conversation.0.clone(), r.from.0, r.to.0, r.messages.len()))
+                .collect::<Vec<_>>(),
+            other => panic!("expected Pulled, got {other:?}"),
+        }
+    };
+    // The server's budget: two messages, cut inside "g"; "d" left out.
+    assert_eq!(pull_with(&mut s, None), vec![("g".into(), 1, 2, 2)]);
+    // A smaller client budget wins; a budget below one message still carries one.
+    assert_eq!(pull_with(&mut s, Some(5_000)), vec![("g".into(), 1, 1, 1)]);
+    assert_eq!(pull_with(&mut s, Some(1)), vec![("g".into(), 1, 1, 1)]);
+    // A larger client budget does not raise the server's.
+    assert_eq!(
+        pull_with(&mut s, Some(1 << 40)),
+        vec![("g".into(), 1, 2, 2)]
+    );
+    // The reply fits its budget as encoded.
+    let ranges = vec![PullRange {
+        conversation: cid("g"),
+        from: Seq(1),
+        to: Seq(5),
+    }];
+    let reply = request(
+        &mut s,
+        T0,
+        1,
+        Request::Pull {
+            ranges,
+            max_bytes: None,
+        },
+    );
+    assert!(serde_json::to_string(&reply).unwrap().len() <= 10_000);
+    // A range whose first message does not fit after another range's is left out, not
+    // answered as covering nothing.
+    s.append_as(
+        T0,
+        &uid("carol"),
+        &cid("d"),
+        ContentKind::Image,
+        vec![0; 9_000],
+    )
+    .unwrap();
+    drain(&mut s);
+    let ranges = vec![
+        PullRange {
+            conversation: cid("g"),
+            from: Seq(5),
+            to: Seq(5),
+        },
+        PullRange {
+            conversation: cid("d"),
+            from: Seq(2),
+            to: Seq(2),
+        },
+    ];
+    let Response::Pulled { ranges } = request(
+        &mut s,
+        T0,
+        1,
+        Request::Pull {
+            ranges,
+            max_bytes: None,
+        },
+    ) else {
+        panic!("expected Pulled");
+    };
+    assert_eq!(ranges.len(), 1);
+    assert_eq!(ranges[0].conversation, cid("g"));
+}
+
 /// Instantiates each generic test above once per store, as `memory::name` and `sqlite::name`.
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {
@@ -664,4 +994,34 @@ for_each_store!(
     deletions_and_floors_are_pushed_to_online_members,
     kick_pushes_then_closes_and_forgets_the_connection,
     unknown_users_cannot_connect,
+    values_no_store_can_hold_are_refused_for_good,
+    change_targets_must_be_live_ordinary_messages_of_the_conversation,
+    only_the_author_edits_or_revokes,
+    client_id_reused_in_another_conversation_is_refused,
+    long_ids_and_kind_names_are_refused,
+    resend_of_a_stored_send_is_acked_before_any_rule,
+    pull_caps_replies_by_bytes,
 );
+
+/// The default limits fit the frames; a content limit whose sends or replies cannot fit a
+/// frame is refused.
+#[test]
+fn configs_whose_messages_cannot_fit_a_frame_are_refused() {
+    let frames = crate::wire::Limits::client_frames();
+    assert_eq!(ServerConfig::default().check(&frames), Ok(()));
+    let too_big = ServerConfig {
+        max_content_bytes: 256 * 1024,
+        ..ServerConfig::default()
+    };
+    assert!(too_big.check(&frames).is_err());
+    let huge_pull = ServerConfig {
+        max_pull_bytes: 64 * 1024 * 1024,
+        ..ServerConfig::default()
+    };
+    assert!(huge_pull.check(&frames).is_err());
+    let long_ids = ServerConfig {
+        max_id_bytes: 129,
+        ..ServerConfig::default()
+    };
+    assert!(long_ids.check(&frames).is_err());
+}

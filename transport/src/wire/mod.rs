@@ -27,8 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 use tidemark_engine::{
-    ConversationId, DeviceId, Incoming, Push, Request, RequestId, Response, ServerMessage,
-    Timestamp, TransportError, UserId,
+    ContentKind, ConversationId, DeviceId, Incoming, Push, Request, RequestId, Response,
+    ServerMessage, Timestamp, TransportError, UserId,
 };
 
 /// The protocol version this crate speaks.
@@ -93,28 +93,32 @@ pub enum ServerFrame {
     },
 }
 
-/// The codes of [`ServerFrame::Error`].
+/// The codes of [`ServerFrame::Error`]: the wire forms of the connection-level
+/// [`ErrorCode`](tidemark_engine::protocol::ErrorCode)s (the one set of codes, which also
+/// holds the refusals of single requests).
 pub mod error_code {
+    use tidemark_engine::protocol::ErrorCode;
+
     /// The token is unknown, or not this user's.
-    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const UNAUTHORIZED: &str = ErrorCode::Unauthorized.as_str();
     /// The token has expired.
-    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const TOKEN_EXPIRED: &str = ErrorCode::TokenExpired.as_str();
     /// The client's protocol version is not spoken here.
-    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    pub const UNSUPPORTED_VERSION: &str = ErrorCode::UnsupportedVersion.as_str();
     /// The frame is not valid JSON of a known frame type, or breaks a validation rule.
-    pub const MALFORMED: &str = "malformed";
+    pub const MALFORMED: &str = ErrorCode::Malformed.as_str();
     /// The frame is larger than the server accepts.
-    pub const TOO_LARGE: &str = "too_large";
+    pub const TOO_LARGE: &str = ErrorCode::TooLarge.as_str();
     /// The first frame was not a hello, or a hello came twice.
-    pub const PROTOCOL: &str = "protocol";
+    pub const PROTOCOL: &str = ErrorCode::Protocol.as_str();
     /// No frame arrived within the idle timeout.
-    pub const IDLE: &str = "idle_timeout";
+    pub const IDLE: &str = ErrorCode::IdleTimeout.as_str();
     /// The connection could not keep up with what the server had to send it.
-    pub const SLOW_CONSUMER: &str = "slow_consumer";
+    pub const SLOW_CONSUMER: &str = ErrorCode::SlowConsumer.as_str();
     /// The server is shutting down.
-    pub const SHUTDOWN: &str = "shutdown";
+    pub const SHUTDOWN: &str = ErrorCode::Shutdown.as_str();
     /// The server failed; try again later.
-    pub const INTERNAL: &str = "internal";
+    pub const INTERNAL: &str = ErrorCode::Internal.as_str();
 }
 
 /// Sizes a decoder accepts.
@@ -150,6 +154,85 @@ impl Limits {
             max_token_bytes: 256,
             max_items: 100_000,
         }
+    }
+}
+
+/// Upper bounds of encoded sizes, cheap enough to compute per message: the server caps a
+/// pull reply by bytes with them, and checks at start that its limits fit the frame limits.
+///
+/// Every string is counted as serde_json writes it (quotes, and escapes of up to 6 bytes
+/// for a control character), content as its base64 length, numbers at 20 digits.
+pub mod size {
+    use tidemark_engine::{ContentKind, ConversationId, ServerMessage};
+
+    /// The JSON around a response's payload: `{"type":"response","id":…,"response":…}`.
+    pub const RESPONSE_OVERHEAD: usize = 128;
+
+    /// One encoded seq range in a [`tidemark_engine::SeqRanges`] (`{"start":…,"end":…}`
+    /// and its comma).
+    pub const SEQ_RANGE: usize = 64;
+
+    /// A string as JSON, its quotes included.
+    pub fn json_str(s: &str) -> usize {
+        2 + s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 2,
+                0..=0x1F => 6,
+                _ => 1,
+            })
+            .sum::<usize>()
+    }
+
+    /// Standard base64 of `n` bytes, padded.
+    pub fn base64(n: usize) -> usize {
+        n.div_ceil(3).saturating_mul(4)
+    }
+
+    /// A content kind as JSON.
+    pub fn kind(kind: &ContentKind) -> usize {
+        match kind {
+            // {"Custom":"…"}
+            ContentKind::Custom(name) => 12 + json_str(name),
+            // "Image", {"Revoke":{"target":…}} at most.
+            _ => 48,
+        }
+    }
+
+    /// One message in a pull reply or push, its separating comma included.
+    pub fn message(m: &ServerMessage) -> usize {
+        message_parts(
+            &m.conversation.0,
+            &m.client_msg_id.0,
+            &m.sender.0,
+            &m.kind,
+            m.content.len(),
+        )
+    }
+
+    /// [`message`] from its parts: for the largest message a configuration allows.
+    pub fn message_parts(
+        conversation: &str,
+        client_msg_id: &str,
+        sender: &str,
+        kind: &ContentKind,
+        content_len: usize,
+    ) -> usize {
+        // Keys, braces, colons and commas: under 120 bytes; three numbers of 20 digits.
+        let fixed = 120 + 3 * 20;
+        fixed
+            + json_str(conversation)
+            + json_str(client_msg_id)
+            + json_str(sender)
+            + self::kind(kind)
+            + base64(content_len)
+    }
+
+    /// One pulled range without its messages and missing seqs: the conversation, four
+    /// numbers, keys and brackets.
+    pub fn pulled_range(conversation: &ConversationId) -> usize {
+        // Keys and punctuation: under 100 bytes.
+        100 + 4 * 20 + json_str(&conversation.0)
     }
 }
 
@@ -286,7 +369,7 @@ pub fn validate_request(request: &Request, limits: &Limits) -> Result<(), FrameE
             }
             Ok(())
         }
-        Request::Pull { ranges } => {
+        Request::Pull { ranges, .. } => {
             check_count("pull ranges", ranges.len(), limits)?;
             for range in ranges {
                 check_conversation(&range.conversation, limits)?;
@@ -302,10 +385,17 @@ pub fn validate_request(request: &Request, limits: &Limits) -> Result<(), FrameE
         Request::Send {
             conversation,
             client_msg_id,
+            kind,
             ..
         } => {
             check_conversation(conversation, limits)?;
-            check_id("client message id", &client_msg_id.0, limits)
+            check_id("client message id", &client_msg_id.0, limits)?;
+            // A kind name is an identifier, bounded like one: a name repeated in every
+            // message must not make a conversation's replies huge.
+            if let ContentKind::Custom(name) = kind {
+                check_id("custom kind name", name, limits)?;
+            }
+            Ok(())
         }
         Request::GetDeletions { conversations } => {
             check_count("conversations", conversations.len(), limits)?;

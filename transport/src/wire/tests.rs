@@ -40,6 +40,7 @@ fn client_frames() -> Vec<ClientFrame> {
                     from: Seq(1),
                     to: Seq(50),
                 }],
+                max_bytes: None,
             },
         },
         ClientFrame::Request {
@@ -212,6 +213,7 @@ fn invalid_values_are_refused() {
                     from: Seq(5),
                     to: Seq(4),
                 }],
+                max_bytes: None,
             },
         },
         ClientFrame::Request {
@@ -232,6 +234,17 @@ fn invalid_values_are_refused() {
             request: Request::MarkRead {
                 conversation: conv(&long),
                 seq: Seq(1),
+            },
+        },
+        // A custom kind name is bounded like an id.
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::Send {
+                conversation: conv("c"),
+                client_msg_id: ClientMsgId("m".into()),
+                kind: ContentKind::Custom(long.clone()),
+                content: Vec::new(),
+                created_at: Timestamp(0),
             },
         },
     ];
@@ -302,4 +315,94 @@ fn the_fuzz_seeds_are_valid_frames() {
         seen += 1;
     }
     assert!(seen >= 10);
+}
+
+#[test]
+fn pulls_with_and_without_a_byte_budget_decode() {
+    let limits = Limits::client_frames();
+    // A frame of a client that predates the byte budget.
+    let old = br#"{"type":"request","id":1,"request":{"Pull":{"ranges":[{"conversation":"c","from":1,"to":2}]}}}"#;
+    let Ok(ClientFrame::Request {
+        request: Request::Pull { max_bytes, .. },
+        ..
+    }) = decode_client(old, &limits)
+    else {
+        panic!("an old pull frame must decode");
+    };
+    assert_eq!(max_bytes, None);
+    let new = br#"{"type":"request","id":1,"request":{"Pull":{"ranges":[],"max_bytes":4096}}}"#;
+    assert!(matches!(
+        decode_client(new, &limits),
+        Ok(ClientFrame::Request {
+            request: Request::Pull {
+                max_bytes: Some(4096),
+                ..
+            },
+            ..
+        })
+    ));
+    // Without a budget the frame is as before, byte for byte.
+    let frame = ClientFrame::Request {
+        id: RequestId(1),
+        request: Request::Pull {
+            ranges: Vec::new(),
+            max_bytes: None,
+        },
+    };
+    assert_eq!(
+        encode(&frame),
+        r#"{"type":"request","id":1,"request":{"Pull":{"ranges":[]}}}"#
+    );
+}
+
+/// The size bound the server caps replies with is never below the encoded size, whatever
+/// the ids, kind and content hold.
+#[test]
+fn message_size_bounds_the_encoded_size() {
+    let nasty = "\"\\\u{1}\u{1f}\n\u{7f}é🦀".repeat(9);
+    let kinds = [
+        ContentKind::Text,
+        ContentKind::Image,
+        ContentKind::File,
+        ContentKind::Custom(nasty.clone()),
+        ContentKind::Custom(String::new()),
+        ContentKind::Edit {
+            target: Seq(u64::MAX),
+        },
+        ContentKind::Revoke {
+            target: Seq(u64::MAX),
+        },
+    ];
+    for kind in kinds {
+        for len in [0, 1, 2, 3, 4, 1000, 64 * 1024] {
+            let m = ServerMessage {
+                conversation: conv(&nasty),
+                seq: Seq(u64::MAX),
+                client_msg_id: ClientMsgId(nasty.clone()),
+                sender: UserId(nasty.clone()),
+                kind: kind.clone(),
+                content: vec![0xFF; len],
+                created_at: Timestamp(u64::MAX),
+                server_time: Timestamp(u64::MAX),
+            };
+            let encoded = serde_json::to_string(&m).unwrap().len() + 1;
+            assert!(
+                size::message(&m) >= encoded,
+                "{kind:?}, {len} bytes: bound {} < {encoded}",
+                size::message(&m)
+            );
+        }
+    }
+    let range = PulledRange {
+        conversation: conv(&nasty),
+        from: Seq(u64::MAX),
+        to: Seq(u64::MAX),
+        messages: Vec::new(),
+        missing: SeqRanges::new(),
+        min_seq: Seq(u64::MAX),
+        max_seq: Seq(u64::MAX),
+    };
+    assert!(size::pulled_range(&range.conversation) > serde_json::to_string(&range).unwrap().len());
+    let one = SeqRanges::from_range(Seq(u64::MAX - 1), Seq(u64::MAX));
+    assert!(size::SEQ_RANGE >= serde_json::to_string(&one).unwrap().len());
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tidemark_engine::protocol::ErrorCode;
 use tidemark_engine::{Response, ServerError};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -388,11 +389,10 @@ where
                 if !rate.take() {
                     let refused = ServerFrame::Response {
                         id,
-                        response: Response::Error(ServerError {
-                            code: "rate_limited".to_owned(),
-                            message: "too many requests; slow down".to_owned(),
-                            permanent: false,
-                        }),
+                        response: Response::Error(ServerError::new(
+                            ErrorCode::RateLimited,
+                            "too many requests; slow down",
+                        )),
                     };
                     return match self.write(&refused).await {
                         Ok(()) => Flow::Continue,

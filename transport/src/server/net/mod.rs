@@ -124,10 +124,18 @@ pub struct Server;
 impl Server {
     /// Binds `options.listen`, starts the core thread over `store` and the accept task, and
     /// returns a handle. Must be called inside a tokio runtime (any flavour).
+    ///
+    /// Fails with [`io::ErrorKind::InvalidInput`] (and nothing started) when the core's
+    /// limits let through a message or reply that does not fit a frame
+    /// ([`ServerConfig::check`]): clients could never send or receive it.
     pub async fn start<St>(store: St, options: ServerOptions) -> io::Result<ServerHandle<St>>
     where
         St: ServerStore + AccountStore + Send + 'static,
     {
+        options
+            .core
+            .check(&options.limits)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let listener = TcpListener::bind(options.listen).await?;
         let local_addr = listener.local_addr()?;
         let (commands, command_rx) = mpsc::channel(options.core_queue.max(1));

@@ -1,0 +1,42 @@
+//! Model cases about resends of messages the server already holds (issue 9, failure 6).
+
+use tidemark_conformance::model::{self, ModelOptions};
+use tidemark_conformance::sim::MemoryStoreFactory;
+
+fn run(case: &model::ModelCase) {
+    let options = ModelOptions {
+        failed_sends: true,
+        ..ModelOptions::default()
+    };
+    if let Err(failure) =
+        futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), case, options))
+    {
+        panic!("{failure}");
+    }
+}
+
+/// A device sends and disconnects before the ack; the server deletes that seq; a permanent
+/// send fault is armed. The resend used to take the fault (it ran before the idempotency
+/// check), so the device reported the send failed while the server held it at a seq the
+/// device holds as a tombstone. A resend of a stored message is now acked first (with the
+/// deleted seq), the fault only hits sends that would store something new, and the send
+/// ends sent.
+#[test]
+fn resend_after_its_seq_was_deleted_is_acked_not_failed() {
+    use model::Transition::*;
+    run(&model::ModelCase {
+        seed: 946194766454785100,
+        initial: [0, 0, 4, 0],
+        transitions: vec![
+            Tick { ms: 40 },
+            Send { device: 2, conv: 1 },
+            Disconnect { device: 2 },
+            Tick { ms: 10 },
+            Delete { conv: 2, pick: 4 },
+            FailSends {
+                count: 1,
+                permanent: true,
+            },
+        ],
+    });
+}
