@@ -330,6 +330,11 @@ impl Storage for SqliteStorage {
     }
 
     async fn check_integrity(&self) -> Result<(), StorageError> {
-        self.health.noted(integrity::check(&self.lock()))
+        integrity::check_classified(&self.lock()).map_err(|(e, damage)| {
+            if damage {
+                self.health.note(&e);
+            }
+            e
+        })
     }
 }

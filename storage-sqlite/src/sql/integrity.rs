@@ -27,12 +27,25 @@ const ORPHAN_OUTBOX: &str = "SELECT o.client_msg_id FROM outbox o \
 
 /// Checks the store; the first problem found is a [`StorageError::Corrupt`] describing it.
 /// Reads everything: meant for tests and diagnostics, not for every start.
+#[cfg(test)]
 pub(crate) fn check(conn: &Connection) -> Result<(), StorageError> {
+    check_classified(conn).map_err(|(e, _)| e)
+}
+
+/// [`check`], saying whether a problem is damage of the file (`true`: SQLite's own check,
+/// rows that do not decode) or only rows that break the engine's rules between tables
+/// (`false`: a message outside its held ranges, an orphan outbox entry). Only damage makes
+/// the store refuse writes: the file itself is sound in the second case, and the memory
+/// store, which reports the same findings, keeps taking writes too.
+pub(crate) fn check_classified(conn: &Connection) -> Result<(), (StorageError, bool)> {
     // One read transaction: the cross-checks compare tables with each other.
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
-        .map_err(|e| storage_error(e, "starting the integrity check"))?;
-    check_in(&tx)
+        .map_err(|e| (storage_error(e, "starting the integrity check"), false))?;
+    let (held, tombstones) = damage_checks(&tx).map_err(|e| (e, true))?;
+    cross_checks(&tx, &held, &tombstones).map_err(|e| (e, false))
 }
+
+type Ranges = HashMap<ConversationId, SeqRanges>;
 
 /// SQLite's `PRAGMA quick_check`: every page and b-tree of the file is read and checked, in
 /// time linear in the file's size, without the index-against-table comparison of
@@ -54,7 +67,9 @@ fn sqlite_check(conn: &Connection, pragma: &str, name: &str) -> Result<(), Stora
     Ok(())
 }
 
-fn check_in(conn: &Connection) -> Result<(), StorageError> {
+/// SQLite's check, the version, and every row decoded; returns the held ranges and the
+/// tombstones for the cross-checks.
+fn damage_checks(conn: &Connection) -> Result<(Ranges, Ranges), StorageError> {
     sqlite_check(conn, "PRAGMA integrity_check(20)", "integrity check")?;
     let version = user_version(conn)?;
     if version != SCHEMA_VERSION {
@@ -81,7 +96,10 @@ fn check_in(conn: &Connection) -> Result<(), StorageError> {
     each_row(conn, PENDING_CHANGES, |row| {
         decode_pending_change(row).map(drop)
     })?;
+    Ok((held, tombstones))
+}
 
+fn cross_checks(conn: &Connection, held: &Ranges, tombstones: &Ranges) -> Result<(), StorageError> {
     // The memory store's cross-checks, in its order: by conversation, then seq.
     each_row(conn, SEQS, |row| {
         let conv: String = row.get(0).map_err(|e| storage_error(e, "reading a seq"))?;
