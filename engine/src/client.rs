@@ -80,7 +80,6 @@ fn unusable(e: &StorageError) -> Option<bool> {
     }
 }
 
-
 /// Receives every event, as the callback alternative to [`EventStream`] (for SDKs whose host
 /// language wants callbacks). Called on the driver loop: it must return quickly and must not
 /// wait on the client.
