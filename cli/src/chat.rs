@@ -6,15 +6,21 @@
 //! state, sends acked or failed) is printed as it arrives. At the end of input it waits
 //! (a bounded time) for unacked sends to reach the server before it exits, so
 //! `echo hi | tidemark chat ...` really sends.
+//!
+//! A damaged store is refused: at open (the file's shape, then the quick check that
+//! [`SqliteStorage::open`] starts, awaited before the client runs), and mid-session (a read
+//! that finds damage, or the client stopping with [`Event::StoreUnusable`]). The chat then
+//! ends with a non-zero exit and names the command that recovers the store
+//! (`tidemark recover DB`). Nothing is written into a store once damage is known.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tidemark_engine::{
     Client, ClientHandle, ClientMsgId, ConnectionState, ContentKind, ConversationCursor,
-    ConversationId, DeviceId, Direction, EngineConfig, Event, Message, Seq, Storage, SyncPolicy,
-    TokioRuntime, Transport, UserId,
+    ConversationId, DeviceId, Direction, EngineConfig, Event, Message, Seq, Storage, StorageError,
+    SyncPolicy, TokioRuntime, Transport, UserId,
 };
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
@@ -119,8 +125,12 @@ commands:
 
 /// Runs `tidemark chat`.
 pub async fn run(args: ChatArgs) -> CliResult<()> {
-    let storage = SqliteStorage::open(&args.db)
-        .map_err(|e| CliError::new(format!("cannot open the store {}: {e}", args.db.display())))?;
+    let storage = SqliteStorage::open(&args.db).map_err(|e| open_error(&args.db, &e))?;
+    // Before the client starts: its first write would wait for this verdict anyway, but a
+    // person should hear about damage before typing into a session that cannot work.
+    storage
+        .wait_for_open_check()
+        .map_err(|e| open_error(&args.db, &e))?;
     let user = UserId::from(args.user.as_str());
     let device = DeviceId::from(args.device.as_str());
     let transport = WsTransport::new(args.url.clone(), user.clone(), device.clone(), args.token);
@@ -135,7 +145,57 @@ pub async fn run(args: ChatArgs) -> CliResult<()> {
         "tidemark chat: {} as {} ({})",
         args.url, args.user, args.device
     );
-    run_session(config, storage, transport, input, args.open).await
+    run_session(config, storage, transport, input, args.open)
+        .await
+        .map_err(|e| match e {
+            SessionError::Store {
+                detail,
+                damaged: true,
+            } => damaged(&args.db, &detail),
+            SessionError::Store { detail, .. } => CliError::new(format!(
+                "the store {} cannot be used: {detail}",
+                args.db.display()
+            )),
+            SessionError::Other(e) => e,
+        })
+}
+
+/// Words a failure to open the store for a person.
+fn open_error(db: &Path, e: &StorageError) -> CliError {
+    match e {
+        StorageError::Corrupt { detail, .. } => damaged(db, detail),
+        _ => CliError::new(format!("cannot open the store {}: {e}", db.display())),
+    }
+}
+
+/// The message for a damaged store: what happened, that nothing more was written, and the
+/// way back.
+fn damaged(db: &Path, detail: &str) -> CliError {
+    CliError::new(format!(
+        "the store {} is damaged ({detail}); nothing more is written to it. To {}",
+        db.display(),
+        crate::recover::advice(db)
+    ))
+}
+
+/// How a chat session ended badly.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The store cannot be used (the client stopped for good, or a read found damage).
+    Store {
+        /// What was found.
+        detail: String,
+        /// Whether it is damage (`tidemark recover` is the way back).
+        damaged: bool,
+    },
+    /// Anything else, already worded.
+    Other(CliError),
+}
+
+impl From<CliError> for SessionError {
+    fn from(e: CliError) -> Self {
+        Self::Other(e)
+    }
 }
 
 /// The chat loop over any transport and input, so tests can drive it in process.
@@ -145,7 +205,7 @@ pub async fn run_session<T, I>(
     transport: T,
     input: I,
     open_at_start: Option<String>,
-) -> CliResult<()>
+) -> Result<(), SessionError>
 where
     T: Transport + 'static,
     I: AsyncBufRead + Unpin,
@@ -167,6 +227,7 @@ where
         synced: false,
         waiting_sync: false,
         unacked: Default::default(),
+        unusable: None,
     };
     if let Some(id) = open_at_start {
         chat.open(id).await;
@@ -175,6 +236,9 @@ where
     let wait_limit = tokio::time::sleep(Duration::from_secs(0));
     tokio::pin!(wait_limit);
     loop {
+        if chat.damage().is_some() {
+            break;
+        }
         tokio::select! {
             // While a /wait or a history load holds, input is not read (events still are),
             // so a script's next line sees what the previous one asked for.
@@ -204,11 +268,17 @@ where
             }
         }
     }
-    chat.drain_outbox(&mut events).await;
+    let damage = chat.damage();
+    if damage.is_none() {
+        chat.drain_outbox(&mut events).await;
+    }
     handle.shutdown().await;
     driver
         .await
         .map_err(|e| CliError::new(format!("the client task failed: {e}")))?;
+    if let Some((detail, damaged)) = damage {
+        return Err(SessionError::Store { detail, damaged });
+    }
     println!("bye");
     Ok(())
 }
@@ -231,9 +301,20 @@ struct Chat {
     waiting_sync: bool,
     /// Sends of this session not yet acked or failed: the end of input waits for them.
     unacked: std::collections::HashSet<ClientMsgId>,
+    /// The client stopped for good on an unusable store: why, and whether it is damage.
+    unusable: Option<(String, bool)>,
 }
 
 impl Chat {
+    /// Why the session must end because of the store, if it must: the client stopped on it,
+    /// or a read of the chat's own found damage (the store then refuses writes, and the
+    /// client would stop at its next one).
+    fn damage(&self) -> Option<(String, bool)> {
+        self.unusable
+            .clone()
+            .or_else(|| self.storage.damage().map(|detail| (detail, true)))
+    }
+
     /// Whether input waits (for a sync or a history load).
     fn holding(&self) -> bool {
         self.waiting_sync || self.waiting_history.is_some()
@@ -497,6 +578,10 @@ impl Chat {
             }
             Event::Kicked { reason } => println!("! the server ended the session: {reason}"),
             Event::StorageFailed { error } => println!("! storage failed: {error}"),
+            Event::StoreUnusable { error, damaged } => {
+                println!("! the store cannot be used: {error}");
+                self.unusable = Some((error, damaged));
+            }
             Event::SyncProgress { .. } | Event::ConversationsChanged { .. } => {}
         }
     }

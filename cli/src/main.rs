@@ -6,6 +6,7 @@
 //! - `tidemark server`: the reference server and its admin commands.
 //! - `tidemark chat`: an interactive, line-based client.
 //! - `tidemark inspect`: a read-only look into a client store.
+//! - `tidemark recover`: sets a damaged client store aside and starts a fresh one.
 
 use std::process::ExitCode;
 
@@ -15,6 +16,7 @@ mod chat;
 mod demo;
 mod error;
 mod inspect;
+mod recover;
 mod server_cmd;
 
 /// Tidemark: an offline-first message sync engine for inbox-model IM servers.
@@ -42,6 +44,9 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Show what a client store holds, read-only.
     Inspect(inspect::InspectArgs),
+    /// Set a damaged client store aside (renamed, never deleted) and start a fresh one that
+    /// keeps the unsent messages; the next chat syncs the rest from the server.
+    Recover(recover::RecoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
             Command::Server { command } => server_cmd::run(command).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Inspect(args) => inspect::run(args).await,
+            Command::Recover(args) => recover::run(args).await,
         }
     });
     // Spawned tasks (socket readers, the server) must not hold the exit up.

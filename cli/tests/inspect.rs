@@ -61,3 +61,31 @@ fn inspect_refuses_foreign_and_newer_stores() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("newer Tidemark"), "{stderr}");
 }
+
+#[test]
+fn inspect_leaves_nothing_beside_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store.db");
+    drop(tidemark_storage_sqlite::SqliteStorage::open(&db).unwrap());
+    let names = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(dir.path()), ["store.db"], "no log before");
+    let before = std::fs::read(&db).unwrap();
+
+    let out = Command::new(BIN).arg("inspect").arg(&db).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("integrity: ok"));
+    assert_eq!(names(dir.path()), ["store.db"], "inspect left files behind");
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+}

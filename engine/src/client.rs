@@ -11,6 +11,16 @@
 //! delay, starts a new engine from a fresh [`Storage::load_snapshot`]: exactly what happens
 //! after a crash, so a storage failure is recovered the same, well-tested way.
 //!
+//! Except when retrying cannot help: a store that reports damage
+//! ([`StorageError::Corrupt`]), cannot be written ([`StorageError::ReadOnly`]: permissions,
+//! read-only media, a file moved under the connection) or belongs to a newer build
+//! ([`StorageError::UnsupportedVersion`]) would fail again after every restart, and a
+//! restart into a damaged file would write into it. The client then stops for good
+//! ([`Event::StoreUnusable`], [`ClientError::StoreUnusable`] for every command, connection
+//! closed); the app recovers the store and starts a new client. A full disk
+//! ([`StorageError::Full`]) and backend errors stay on the restart path: space can be
+//! freed, a busy lock released, while the client waits with backoff.
+//!
 //! The client needs only `futures`. Apps run [`Client::run`] on their executor (for example
 //! `tokio::spawn`) and talk to it through cloneable [`ClientHandle`]s; events arrive on an
 //! [`EventStream`] and at registered [`EventListener`]s.
@@ -48,6 +58,26 @@ pub enum ClientError {
     /// The client shut down (or was dropped) before answering.
     #[error("client is shut down")]
     Closed,
+    /// The client stopped for good because its store cannot be used (see
+    /// [`Event::StoreUnusable`]); no command will succeed until a new client runs on a
+    /// recovered store.
+    #[error("the store cannot be used: {error}")]
+    StoreUnusable {
+        /// The store's error, as text.
+        error: String,
+        /// Whether the store reported damage (recover it), rather than being unwritable.
+        damaged: bool,
+    },
+}
+
+/// Whether `e` is an error that retrying on the same store cannot heal, and if so whether it
+/// means damage. `None` for the errors the restart path handles.
+fn unusable(e: &StorageError) -> Option<bool> {
+    match e {
+        StorageError::Corrupt { .. } => Some(true),
+        StorageError::ReadOnly { .. } | StorageError::UnsupportedVersion { .. } => Some(false),
+        _ => None,
+    }
 }
 
 /// Receives every event, as the callback alternative to [`EventStream`] (for SDKs whose host
@@ -316,6 +346,9 @@ pub struct Client<S: Storage, T: Transport, R: Runtime> {
     command_tx: mpsc::UnboundedSender<Command>,
     dispatch: Dispatcher,
     restart: Restart,
+    /// Set when the store failed in a way no restart heals: (error text, damaged, announced).
+    /// The engine stays stopped from then on.
+    unusable: Option<(String, bool, bool)>,
     /// The error of the write that stopped the engine, for the command that caused it.
     write_failure: Option<StorageError>,
     /// Set from shutdown on: outputs that would reach the network are dropped, and `run`
@@ -329,6 +362,7 @@ impl<S: Storage, T: Transport, R: Runtime> fmt::Debug for Client<S, T, R> {
             .field("engine", &self.engine)
             .field("connected", &self.connection.is_some())
             .field("restart", &self.restart)
+            .field("unusable", &self.unusable)
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +389,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
             command_tx,
             dispatch: Dispatcher::default(),
             restart: Restart::default(),
+            unusable: None,
             write_failure: None,
             closing: false,
         };
@@ -394,6 +429,12 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         &self.runtime
     }
 
+    /// Whether the client stopped for good because its store cannot be used
+    /// ([`Event::StoreUnusable`]): `Some(damaged)` then.
+    pub fn store_unusable(&self) -> Option<bool> {
+        self.unusable.as_ref().map(|(_, damaged, _)| *damaged)
+    }
+
     /// Drives the engine until a [`ClientHandle::shutdown`]. Borrows the client so a test or
     /// an app can inspect it afterwards; after a shutdown it returns at once.
     pub async fn run(&mut self) {
@@ -404,7 +445,12 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         }
         loop {
             let mut deadline = self.drive().await;
-            if self.engine.is_stopped() {
+            if self.unusable.is_some() {
+                self.stop_for_good().await;
+                // Nothing is due any more: only commands (answered with the error) and a
+                // shutdown end the wait.
+                deadline = Timestamp(u64::MAX);
+            } else if self.engine.is_stopped() {
                 deadline = self.schedule_restart().await;
             }
             let wake = if deadline <= self.runtime.now() {
@@ -440,14 +486,17 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
     /// Carries out one output; `Some(deadline)` for the final timeout.
     async fn execute(&mut self, output: Output) -> Option<Timestamp> {
         // A stopped engine's writes are discarded (the store stays at its last commit
-        // boundary) and it gets no network: it is about to be replaced.
-        let live = !self.engine.is_stopped() && !self.closing;
+        // boundary) and it gets no network: it is about to be replaced. On an unusable store
+        // nothing is written or sent again (a read may have found the damage while the
+        // engine still ran).
+        let writable = !self.engine.is_stopped() && self.unusable.is_none();
+        let live = writable && !self.closing;
         match output {
             Output::Timeout(deadline) => return Some(deadline),
             Output::Event(event) => self.dispatch.dispatch(event),
             Output::Connect if live => self.connect().await,
             Output::Request(id, request) if live => self.send_request(id, request).await,
-            Output::Write(id, batch) if !self.engine.is_stopped() => self.write(id, batch).await,
+            Output::Write(id, batch) if writable => self.write(id, batch).await,
             Output::Disconnect { reason } => {
                 self.close_connection().await;
                 self.engine.handle_disconnected(self.runtime.now(), &reason);
@@ -493,6 +542,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
             }
             Err(e) => {
                 self.engine.handle_batch_failed(self.runtime.now(), id, &e);
+                self.note_unusable(&e);
                 self.write_failure = Some(e);
             }
         }
@@ -578,7 +628,57 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         Ok(value)
     }
 
+    /// Remembers an error no restart heals; `run` then stops the client for good.
+    fn note_unusable(&mut self, e: &StorageError) {
+        if self.unusable.is_none() {
+            if let Some(damaged) = unusable(e) {
+                self.unusable = Some((e.to_string(), damaged, false));
+            }
+        }
+    }
+
+    /// The store is unusable: close the connection (the engine stopped, so it already asked
+    /// for that; a restart would have too) and tell the app, once.
+    async fn stop_for_good(&mut self) {
+        let Some((error, damaged, announced)) = self.unusable.as_mut() else {
+            return;
+        };
+        if *announced {
+            return;
+        }
+        *announced = true;
+        let event = Event::StoreUnusable {
+            error: error.clone(),
+            damaged: *damaged,
+        };
+        self.restart.at = None;
+        self.close_connection().await;
+        self.dispatch.dispatch(event);
+    }
+
+    /// The answer to every command once the store is unusable.
+    fn refusal(&self) -> Option<ClientError> {
+        self.unusable
+            .as_ref()
+            .map(|(error, damaged, _)| ClientError::StoreUnusable {
+                error: error.clone(),
+                damaged: *damaged,
+            })
+    }
+
     async fn on_command(&mut self, command: Command) {
+        if let Some(refusal) = self.refusal() {
+            // A reply whose caller is gone needs no answer.
+            match command {
+                Command::SendMessage { reply, .. } => drop(reply.send(Err(refusal))),
+                Command::LoadHistory { reply, .. } => drop(reply.send(Err(refusal))),
+                Command::MarkRead { reply, .. }
+                | Command::Retry { reply, .. }
+                | Command::Cancel { reply, .. } => drop(reply.send(Err(refusal))),
+                Command::Shutdown { reply } => drop(reply.send(())),
+            }
+            return;
+        }
         let now = self.runtime.now();
         match command {
             Command::SendMessage {
@@ -631,7 +731,11 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                         .retry(self.runtime.now(), &message)
                         .map_err(ClientError::from),
                     Ok(None) => Err(CommandError::UnknownMessage(client_msg_id).into()),
-                    Err(e) => Err(e.into()),
+                    Err(e) => {
+                        // A damaged store found by this read takes no more writes either.
+                        self.note_unusable(&e);
+                        Err(e.into())
+                    }
                 };
                 let result = self.committed(result).await;
                 let _ = reply.send(result);
@@ -685,6 +789,11 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 self.restart.at = None;
             }
             Err(e) => {
+                self.note_unusable(&e);
+                if self.unusable.is_some() {
+                    // `run` stops the client for good and says why.
+                    return;
+                }
                 // Tell the app, then try again later with a longer delay.
                 self.dispatch.dispatch(Event::StorageFailed {
                     error: e.to_string(),

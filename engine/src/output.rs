@@ -143,6 +143,21 @@ pub enum Event {
         /// The error, as text.
         error: String,
     },
+    /// The store cannot be used any more and retrying cannot help: it reported damage
+    /// ([`crate::StorageError::Corrupt`]), cannot be written (`ReadOnly`) or was written by a
+    /// newer build (`UnsupportedVersion`). Follows the `StorageFailed` of the failing write
+    /// (or comes alone when a restart's snapshot load failed so). The client stopped for
+    /// good: the connection is closed, no restart follows, and every command answers
+    /// [`crate::ClientError::StoreUnusable`]. When `damaged`, the way back is to set the
+    /// store aside and start a fresh one (for SQLite `tidemark_storage_sqlite::recover`,
+    /// which keeps the unsent messages), then start a new client, which resyncs.
+    StoreUnusable {
+        /// The error, as text.
+        error: String,
+        /// Whether the store reported damage (`Corrupt`); otherwise the file is intact but
+        /// this build or this process cannot write it.
+        damaged: bool,
+    },
 }
 
 /// What the client did with a delivered message it would not store or apply as it came.

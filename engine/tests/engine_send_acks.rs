@@ -37,7 +37,7 @@ fn serve(
                 Output::Timeout(_) => break,
                 Output::Write(id, batch) => {
                     writes.extend(batch.ops);
-                    engine.handle_batch_committed(now, id);
+                    engine.handle_batch_committed(now, id, &Applied::default());
                 }
                 Output::Request(id, r) => requests.push((id, r)),
                 Output::Event(e) => events.push(e),
@@ -138,7 +138,7 @@ fn send_acked_at_a_deleted_seq(ack_last: bool) {
     loop {
         match engine.poll_output() {
             Output::Request(id, Request::GetMaxSeqs { .. }) => first = Some(id),
-            Output::Write(id, _) => engine.handle_batch_committed(t, id),
+            Output::Write(id, _) => engine.handle_batch_committed(t, id, &Applied::default()),
             Output::Timeout(_) => break,
             _ => {}
         }
@@ -167,7 +167,9 @@ fn send_acked_at_a_deleted_seq(ack_last: bool) {
     let mut went_out = false;
     loop {
         match engine.poll_output() {
-            Output::Write(id, _) => engine.handle_batch_committed(Timestamp(2), id),
+            Output::Write(id, _) => {
+                engine.handle_batch_committed(Timestamp(2), id, &Applied::default())
+            }
             Output::Request(_, Request::Send { client_msg_id, .. }) => {
                 went_out |= client_msg_id == sent;
             }

@@ -19,13 +19,24 @@
 //! constraint -> `Rejected`, a newer schema -> `UnsupportedVersion`, anything else ->
 //! `Backend`; the rusqlite error is kept as the source. Bad data in the file is reported as
 //! `Corrupt`, never a panic.
+//!
+//! Damaged files: [`SqliteStorage::open`] checks an existing file's shape at once and runs
+//! `PRAGMA quick_check` in the background before the first write; a store that has reported
+//! `Corrupt` anywhere refuses every later write ([`SqliteStorage::damage`]). The way back is
+//! [`recover`]: the damaged files are set aside (renamed, never deleted), the unsent messages
+//! salvaged as far as they read, and a fresh store started in their place for the engine to
+//! resync from the server.
 
 #![warn(missing_docs)]
 
 #[cfg(not(target_family = "wasm"))]
 mod native;
+#[cfg(not(target_family = "wasm"))]
+mod recover;
 mod sql;
 mod storage;
 
+#[cfg(not(target_family = "wasm"))]
+pub use recover::{recover, RecoveryReport};
 pub use sql::migrations::SCHEMA_VERSION;
 pub use storage::SqliteStorage;

@@ -226,6 +226,9 @@ impl Renderer<'_> {
             ),
             Event::Kicked { reason } => format!("Kicked {reason:?}"),
             Event::StorageFailed { error } => format!("StorageFailed {error:?}"),
+            Event::StoreUnusable { error, damaged } => {
+                format!("StoreUnusable {error:?} damaged {damaged}")
+            }
         }
     }
 

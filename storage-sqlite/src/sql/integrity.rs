@@ -27,27 +27,50 @@ const ORPHAN_OUTBOX: &str = "SELECT o.client_msg_id FROM outbox o \
 
 /// Checks the store; the first problem found is a [`StorageError::Corrupt`] describing it.
 /// Reads everything: meant for tests and diagnostics, not for every start.
+#[cfg(test)]
 pub(crate) fn check(conn: &Connection) -> Result<(), StorageError> {
-    // One read transaction: the cross-checks compare tables with each other.
-    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
-        .map_err(|e| storage_error(e, "starting the integrity check"))?;
-    check_in(&tx)
+    check_classified(conn).map_err(|(e, _)| e)
 }
 
-fn check_in(conn: &Connection) -> Result<(), StorageError> {
-    let mut stmt = conn
-        .prepare("PRAGMA integrity_check(20)")
-        .map_err(|e| storage_error(e, "running the integrity check"))?;
+/// [`check`], saying whether a problem is damage of the file (`true`: SQLite's own check,
+/// rows that do not decode) or only rows that break the engine's rules between tables
+/// (`false`: a message outside its held ranges, an orphan outbox entry). Only damage makes
+/// the store refuse writes: the file itself is sound in the second case, and the memory
+/// store, which reports the same findings, keeps taking writes too.
+pub(crate) fn check_classified(conn: &Connection) -> Result<(), (StorageError, bool)> {
+    // One read transaction: the cross-checks compare tables with each other.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
+        .map_err(|e| (storage_error(e, "starting the integrity check"), false))?;
+    let (held, tombstones) = damage_checks(&tx).map_err(|e| (e, true))?;
+    cross_checks(&tx, &held, &tombstones).map_err(|e| (e, false))
+}
+
+type Ranges = HashMap<ConversationId, SeqRanges>;
+
+/// SQLite's `PRAGMA quick_check`: every page and b-tree of the file is read and checked, in
+/// time linear in the file's size, without the index-against-table comparison of
+/// `integrity_check`. The first problems found are a [`StorageError::Corrupt`].
+pub(crate) fn quick_check(conn: &Connection) -> Result<(), StorageError> {
+    sqlite_check(conn, "PRAGMA quick_check(20)", "quick check")
+}
+
+fn sqlite_check(conn: &Connection, pragma: &str, name: &str) -> Result<(), StorageError> {
+    let doing = format!("running the {name}");
+    let mut stmt = conn.prepare(pragma).map_err(|e| storage_error(e, &doing))?;
     let problems: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect())
-        .map_err(|e| storage_error(e, "running the integrity check"))?;
+        .map_err(|e| storage_error(e, &doing))?;
     if problems != ["ok"] {
-        return Err(corrupt(format!(
-            "integrity check failed: {}",
-            problems.join("; ")
-        )));
+        return Err(corrupt(format!("{name} failed: {}", problems.join("; "))));
     }
+    Ok(())
+}
+
+/// SQLite's check, the version, and every row decoded; returns the held ranges and the
+/// tombstones for the cross-checks.
+fn damage_checks(conn: &Connection) -> Result<(Ranges, Ranges), StorageError> {
+    sqlite_check(conn, "PRAGMA integrity_check(20)", "integrity check")?;
     let version = user_version(conn)?;
     if version != SCHEMA_VERSION {
         return Err(corrupt(format!(
@@ -73,7 +96,10 @@ fn check_in(conn: &Connection) -> Result<(), StorageError> {
     each_row(conn, PENDING_CHANGES, |row| {
         decode_pending_change(row).map(drop)
     })?;
+    Ok((held, tombstones))
+}
 
+fn cross_checks(conn: &Connection, held: &Ranges, tombstones: &Ranges) -> Result<(), StorageError> {
     // The memory store's cross-checks, in its order: by conversation, then seq.
     each_row(conn, SEQS, |row| {
         let conv: String = row.get(0).map_err(|e| storage_error(e, "reading a seq"))?;
