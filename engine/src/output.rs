@@ -138,7 +138,8 @@ pub enum Event {
         reason: String,
     },
     /// A batch failed to commit. The engine stopped; the driver restarts it from a fresh
-    /// snapshot (the store is at the last commit boundary).
+    /// snapshot (the store is at the last commit boundary), unless the error cannot heal by
+    /// retrying: then [`Event::StoreUnusable`] follows and nothing restarts.
     StorageFailed {
         /// The error, as text.
         error: String,
