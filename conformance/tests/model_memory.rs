@@ -1,7 +1,8 @@
 //! The model-based property tests (`tidemark_conformance::model`) on `MemoryStorage`, and
 //! proof that the model finds broken stores and shrinks their failures.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 256). Long run:
+//! `PROPTEST_CASES` sets the number of cases (default 256; 2,000 for
+//! `model_memory_failed_sends`). Long run:
 //! `PROPTEST_CASES=100000 cargo test --release -p tidemark-conformance --test model_memory -- --nocapture`.
 //! Failures are persisted to `conformance/proptest-regressions/model_memory.txt` (commit it)
 //! and replayed first by every later run.
@@ -22,17 +23,26 @@ fn model_memory() {
     );
 }
 
+/// Cases `model_memory_failed_sends` runs when `PROPTEST_CASES` is not set: CI runs at least
+/// 2,000 model cases with send failures (issue 9; 256 did not find failure 6, which 20,000
+/// did).
+const FAILED_SENDS_CASES: u32 = 2_000;
+
 /// The model with sends that fail for good (permanent server errors, transient ones past
-/// `send_max_attempts`). Its regression file holds the seeds of the engine bug below, fixed
-/// since: a send of this device is known by its client id prefix, so its late echo is acked.
+/// `send_max_attempts`), [`FAILED_SENDS_CASES`] cases by default. Its regression file holds
+/// the seeds of the engine bug below, fixed since: a send of this device is known by its
+/// client id prefix, so its late echo is acked.
 #[test]
 fn model_memory_failed_sends() {
     model::run_model_with(
         MemoryStoreFactory::new,
-        model::config(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/model_memory_failed_sends.txt"
-        )),
+        model::config_with_cases(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/proptest-regressions/model_memory_failed_sends.txt"
+            ),
+            FAILED_SENDS_CASES,
+        ),
         ModelOptions {
             failed_sends: true,
             ..ModelOptions::default()
@@ -75,6 +85,68 @@ fn failed_send_echo_is_announced_as_received() {
     {
         panic!("{failure}");
     }
+}
+
+/// Runs one case with sends that may fail for good; panics with the failure.
+fn run_failed_sends_case(case: &model::ModelCase) {
+    let options = ModelOptions {
+        failed_sends: true,
+        ..ModelOptions::default()
+    };
+    if let Err(failure) =
+        futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), case, options))
+    {
+        panic!("{failure}");
+    }
+}
+
+/// Issue 9, failure 6, as the 20,000-case run shrank it. Bob's phone sends in `d-ab` (which
+/// holds 4 messages) and its connection drops before the ack; the server stores the message
+/// at seq 5. The admin deletes seq 5; after the reconnect the resend meets a permanent send
+/// error, and the device ends with the send `failed` while the server's idempotency record
+/// says it was stored. A correct server answers a resend of a stored client id with its
+/// original ack before any other rule (the fault hook included), so the send ends acked.
+/// Fails until the server does so.
+#[test]
+fn resend_of_a_stored_send_is_acked_after_its_seq_is_deleted() {
+    use model::Transition::*;
+    run_failed_sends_case(&model::ModelCase {
+        seed: 946194766454785100,
+        initial: [0, 0, 4, 0],
+        transitions: vec![
+            Tick { ms: 40 },
+            Send { device: 2, conv: 1 },
+            Disconnect { device: 2 },
+            Tick { ms: 10 },
+            Delete { conv: 2, pick: 4 },
+            FailSends {
+                count: 1,
+                permanent: true,
+            },
+        ],
+    });
+}
+
+/// A hostile member's edit of another member's message, as the model shrinks it: carol
+/// edits alice's message in `g1` with a raw request. A correct server refuses it; were it
+/// accepted, no device may show carol's text as alice's.
+#[test]
+fn hostile_edit_of_another_members_message_is_refused() {
+    use model::{HostileAct::*, Transition::*};
+    run_failed_sends_case(&model::ModelCase {
+        seed: 1,
+        initial: [1, 0, 0, 0],
+        transitions: vec![
+            Hostile {
+                conv: 0,
+                act: ChangeOthers {
+                    pick: 0,
+                    revoke: false,
+                },
+            },
+            Tick { ms: 100 },
+        ],
+    });
 }
 
 /// The browser's entry point, natively: a few cases awaited one by one.
