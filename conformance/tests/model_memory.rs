@@ -149,6 +149,92 @@ fn hostile_edit_of_another_members_message_is_refused() {
     });
 }
 
+/// Containment in the client: a misbehaving server (its store written behind the core's
+/// rules) delivers carol's edit of one of alice's messages and her revoke of another. No
+/// device may show carol's text as alice's, or let carol withdraw alice's message, and the
+/// authorship check of the invariants must find nothing. Fails until the client's merge
+/// rule checks the author of a change.
+#[test]
+fn foreign_changes_from_a_misbehaving_server_change_nothing() {
+    use tidemark_conformance::server::{NewMessage, ServerStore};
+    use tidemark_conformance::sim::Sim;
+    use tidemark_engine::{ContentKind, ConversationKind, Storage, SyncPolicy, Timestamp};
+
+    futures::executor::block_on(async {
+        let mut sim = Sim::new(MemoryStoreFactory::new(), 7);
+        sim.create_conversation("g1", ConversationKind::Group, ["alice", "bob", "carol"])
+            .expect("setup");
+        let edited = sim
+            .append_text("alice", "g1", "alice's words")
+            .expect("append");
+        let revoked = sim
+            .append_text("alice", "g1", "alice again")
+            .expect("append");
+        let forged = [
+            (
+                ContentKind::Edit { target: edited.seq },
+                b"carol's words".to_vec(),
+            ),
+            (
+                ContentKind::Revoke {
+                    target: revoked.seq,
+                },
+                Vec::new(),
+            ),
+        ];
+        for (i, (kind, content)) in forged.into_iter().enumerate() {
+            sim.server_mut()
+                .store_mut()
+                .append(
+                    NewMessage {
+                        conversation: "g1".into(),
+                        sender: "carol".into(),
+                        client_msg_id: format!("forged-{i}").as_str().into(),
+                        kind,
+                        content,
+                        created_at: Timestamp(1),
+                    },
+                    Timestamp(1),
+                )
+                .expect("a forged change");
+        }
+        sim.add_device("bob", "phone", |_| {}).await.expect("bob");
+        sim.add_device("alice", "laptop", |c| c.policy = SyncPolicy::Full)
+            .await
+            .expect("alice");
+        sim.drive().await.expect("quiescence");
+
+        for d in 0..2 {
+            for (original, text) in [(&edited, "alice's words"), (&revoked, "alice again")] {
+                let row = sim
+                    .store(d)
+                    .message_by_client_id(&"g1".into(), &"alice".into(), &original.client_msg_id)
+                    .await
+                    .expect("read")
+                    .expect("alice's message is stored");
+                assert_eq!(
+                    (
+                        String::from_utf8_lossy(&row.content).into_owned(),
+                        row.edit_seq,
+                        row.revoked
+                    ),
+                    (text.to_owned(), None, false),
+                    "device {d}: seq {} of alice after carol's forged change",
+                    original.seq.0
+                );
+            }
+        }
+        if let Err(v) = sim.check_invariants().await {
+            let authorship: Vec<_> = v
+                .violations
+                .iter()
+                .filter(|l| l.contains("its author"))
+                .collect();
+            assert!(authorship.is_empty(), "{authorship:#?}");
+        }
+    });
+}
+
 /// The browser's entry point, natively: a few cases awaited one by one.
 #[test]
 fn model_memory_async_runner() {
