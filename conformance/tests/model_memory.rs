@@ -149,6 +149,153 @@ fn hostile_edit_of_another_members_message_is_refused() {
     });
 }
 
+/// Every kind of raw request the hostile member sends, each in a minimal run of its own
+/// (the failures the model shrinks to, one per rule): a correct server refuses the ones it
+/// must (the run then fails at once with a `server rule:` line), accepts the valid ones,
+/// and every device syncs to the end.
+#[test]
+fn each_hostile_request_is_judged_and_synced() {
+    use model::{BogusTarget as B, ExtremeTime as E, HostileAct::*, Target, Transition::*};
+    let tick = Tick { ms: 200 };
+    let h = |conv, act| Hostile { conv, act };
+    let runs: Vec<(&str, Vec<model::Transition>)> = vec![
+        (
+            "edit of another's message",
+            vec![h(
+                0,
+                ChangeOthers {
+                    pick: 0,
+                    revoke: false,
+                },
+            )],
+        ),
+        (
+            "revoke of another's message",
+            vec![h(
+                0,
+                ChangeOthers {
+                    pick: 0,
+                    revoke: true,
+                },
+            )],
+        ),
+        (
+            "edit of seq 0",
+            vec![h(
+                0,
+                BogusTarget {
+                    target: B::Zero,
+                    revoke: false,
+                },
+            )],
+        ),
+        (
+            "revoke of u64::MAX",
+            vec![h(
+                0,
+                BogusTarget {
+                    target: B::Huge,
+                    revoke: true,
+                },
+            )],
+        ),
+        (
+            "edit of a future seq",
+            vec![h(
+                0,
+                BogusTarget {
+                    target: B::Future,
+                    revoke: false,
+                },
+            )],
+        ),
+        (
+            "edit of a deleted seq",
+            vec![
+                Delete { conv: 0, pick: 0 },
+                h(
+                    0,
+                    BogusTarget {
+                        target: B::Deleted,
+                        revoke: false,
+                    },
+                ),
+            ],
+        ),
+        (
+            "edit of an own edit",
+            vec![
+                h(0, Time { at: E::Zero }),
+                Change {
+                    conv: 0,
+                    target: Target::Pick(1),
+                    revoke: false,
+                },
+                h(
+                    0,
+                    BogusTarget {
+                        target: B::Change,
+                        revoke: false,
+                    },
+                ),
+            ],
+        ),
+        (
+            "created_at i64::MAX + 1",
+            vec![h(0, Time { at: E::AboveI64 })],
+        ),
+        ("created_at u64::MAX", vec![h(0, Time { at: E::U64Max })]),
+        (
+            "client id reused in another conversation",
+            vec![h(1, Time { at: E::Zero }), h(0, ReuseOwnId { pick: 0 })],
+        ),
+        // Valid requests: accepted, and synced by every device.
+        (
+            "created_at 0 and i64::MAX",
+            vec![h(0, Time { at: E::Zero }), h(0, Time { at: E::I64Max })],
+        ),
+        (
+            "a client id of another user",
+            vec![h(0, ForeignId { pick: 0 })],
+        ),
+        ("a custom kind of 4 KiB", vec![h(3, LongKind { len: 64 })]),
+        (
+            "mark read at u64::MAX and 0",
+            vec![
+                h(0, MarkRead { high: true }),
+                h(0, MarkRead { high: false }),
+            ],
+        ),
+        ("a pull of a foreign conversation", vec![h(0, Pull)]),
+        (
+            "a resend of an own message",
+            vec![h(0, Time { at: E::Zero }), h(0, ReuseOwnId { pick: 0 })],
+        ),
+    ];
+    let options = ModelOptions {
+        failed_sends: true,
+        ..ModelOptions::default()
+    };
+    let mut failures = Vec::new();
+    for (name, mut transitions) in runs {
+        transitions.push(tick);
+        let case = model::ModelCase {
+            seed: 9,
+            initial: [1, 1, 1, 1],
+            transitions,
+        };
+        let result =
+            futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), &case, options));
+        if let Err(failure) = result {
+            failures.push(format!(
+                "{name}:
+{failure}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// Containment in the client: a misbehaving server (its store written behind the core's
 /// rules) delivers carol's edit of one of alice's messages and her revoke of another. No
 /// device may show carol's text as alice's, or let carol withdraw alice's message, and the
