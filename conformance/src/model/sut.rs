@@ -854,11 +854,13 @@ impl<F: StoreFactory> ModelRun<F> {
                         seq.0, m.sender, m.client_msg_id
                     ));
                 }
-                let own = self
-                    .reference
-                    .sends()
-                    .iter()
-                    .any(|s| s.device == d && s.client_msg_id == m.client_msg_id);
+                // Ids are the sender's own: another member may use the same one.
+                let own = m.sender.0 == DEVICES[d].user
+                    && self
+                        .reference
+                        .sends()
+                        .iter()
+                        .any(|s| s.device == d && s.client_msg_id == m.client_msg_id);
                 if own {
                     out.push(format!(
                         "model: device {d}: announced its own send {} as received",
