@@ -155,7 +155,7 @@ fn hostile_edit_of_another_members_message_is_refused() {
 /// and every device syncs to the end.
 #[test]
 fn each_hostile_request_is_judged_and_synced() {
-    use model::{BogusTarget as B, ExtremeTime as E, HostileAct::*, Target, Transition::*};
+    use model::{BogusTarget as B, ExtremeTime as E, HostileAct as A, Target, Transition::*};
     let tick = Tick { ms: 200 };
     let h = |conv, act| Hostile { conv, act };
     let runs: Vec<(&str, Vec<model::Transition>)> = vec![
@@ -163,7 +163,7 @@ fn each_hostile_request_is_judged_and_synced() {
             "edit of another's message",
             vec![h(
                 0,
-                ChangeOthers {
+                A::ChangeOthers {
                     pick: 0,
                     revoke: false,
                 },
@@ -173,7 +173,7 @@ fn each_hostile_request_is_judged_and_synced() {
             "revoke of another's message",
             vec![h(
                 0,
-                ChangeOthers {
+                A::ChangeOthers {
                     pick: 0,
                     revoke: true,
                 },
@@ -183,7 +183,7 @@ fn each_hostile_request_is_judged_and_synced() {
             "edit of seq 0",
             vec![h(
                 0,
-                BogusTarget {
+                A::BogusTarget {
                     target: B::Zero,
                     revoke: false,
                 },
@@ -193,7 +193,7 @@ fn each_hostile_request_is_judged_and_synced() {
             "revoke of u64::MAX",
             vec![h(
                 0,
-                BogusTarget {
+                A::BogusTarget {
                     target: B::Huge,
                     revoke: true,
                 },
@@ -203,7 +203,7 @@ fn each_hostile_request_is_judged_and_synced() {
             "edit of a future seq",
             vec![h(
                 0,
-                BogusTarget {
+                A::BogusTarget {
                     target: B::Future,
                     revoke: false,
                 },
@@ -215,7 +215,7 @@ fn each_hostile_request_is_judged_and_synced() {
                 Delete { conv: 0, pick: 0 },
                 h(
                     0,
-                    BogusTarget {
+                    A::BogusTarget {
                         target: B::Deleted,
                         revoke: false,
                     },
@@ -225,7 +225,7 @@ fn each_hostile_request_is_judged_and_synced() {
         (
             "edit of an own edit",
             vec![
-                h(0, Time { at: E::Zero }),
+                h(0, A::Time { at: E::Zero }),
                 Change {
                     conv: 0,
                     target: Target::Pick(1),
@@ -233,7 +233,7 @@ fn each_hostile_request_is_judged_and_synced() {
                 },
                 h(
                     0,
-                    BogusTarget {
+                    A::BogusTarget {
                         target: B::Change,
                         revoke: false,
                     },
@@ -242,34 +242,46 @@ fn each_hostile_request_is_judged_and_synced() {
         ),
         (
             "created_at i64::MAX + 1",
-            vec![h(0, Time { at: E::AboveI64 })],
+            vec![h(0, A::Time { at: E::AboveI64 })],
         ),
-        ("created_at u64::MAX", vec![h(0, Time { at: E::U64Max })]),
+        ("created_at u64::MAX", vec![h(0, A::Time { at: E::U64Max })]),
         (
             "client id reused in another conversation",
-            vec![h(1, Time { at: E::Zero }), h(0, ReuseOwnId { pick: 0 })],
+            vec![
+                h(1, A::Time { at: E::Zero }),
+                h(0, A::ReuseOwnId { pick: 0 }),
+            ],
         ),
         // Valid requests: accepted, and synced by every device.
         (
             "created_at 0 and i64::MAX",
-            vec![h(0, Time { at: E::Zero }), h(0, Time { at: E::I64Max })],
+            vec![
+                h(0, A::Time { at: E::Zero }),
+                h(0, A::Time { at: E::I64Max }),
+            ],
         ),
         (
             "a client id of another user",
-            vec![h(0, ForeignId { pick: 0 })],
+            vec![h(0, A::ForeignId { pick: 0 })],
         ),
-        ("a custom kind of 4 KiB", vec![h(3, LongKind { len: 64 })]),
+        (
+            "a custom kind of 4 KiB",
+            vec![h(3, A::LongKind { len: 64 })],
+        ),
         (
             "mark read at u64::MAX and 0",
             vec![
-                h(0, MarkRead { high: true }),
-                h(0, MarkRead { high: false }),
+                h(0, A::MarkRead { high: true }),
+                h(0, A::MarkRead { high: false }),
             ],
         ),
-        ("a pull of a foreign conversation", vec![h(0, Pull)]),
+        ("a pull of a foreign conversation", vec![h(0, A::Pull)]),
         (
             "a resend of an own message",
-            vec![h(0, Time { at: E::Zero }), h(0, ReuseOwnId { pick: 0 })],
+            vec![
+                h(0, A::Time { at: E::Zero }),
+                h(0, A::ReuseOwnId { pick: 0 }),
+            ],
         ),
     ];
     let options = ModelOptions {
