@@ -26,7 +26,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${FUZZ_SECONDS:-30}"
 timeout_s="${FUZZ_TIMEOUT:-10}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-all_targets=(seq_ranges engine_inputs storage_differential sqlite_open_bytes wire_frames)
+all_targets=(seq_ranges engine_inputs storage_differential sqlite_open_bytes wire_frames server_sync)
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else

@@ -14,6 +14,9 @@
 //! - every stored message equals the server's (sender, client id, kind, times, content after
 //!   the edits and revokes the device holds, applied in seq order; a revoke wins over edits;
 //!   a change whose target is not below its own seq is malformed and ignored);
+//! - no message shows text its author did not send: content marked edited is that of an
+//!   edit by the message's own sender, and a revoke that cleared it is its sender's (a
+//!   client never lets one member change another's message, whatever the server accepted);
 //! - stored unread equals [`Conversation::compute_unread`] of the record, and the total
 //!   equals the sum;
 //! - the dispatch rules the harness checked while running (see [`crate::sim`]).
@@ -278,6 +281,9 @@ async fn check_conversation<S: Storage, St: ServerStore>(
         }
     }
     for (&seq, m) in &by_seq {
+        shows_only_its_authors_text(id, server, seq, m, &by_seq, info.max_seq, out)?;
+    }
+    for (&seq, m) in &by_seq {
         if tombstones.contains(seq) {
             out.push(format!(
                 "{id} seq {}: both a message and a tombstone",
@@ -323,6 +329,84 @@ async fn check_conversation<S: Storage, St: ServerStore>(
                 m.seq.0
             ));
         }
+    }
+    Ok(())
+}
+
+/// No message shows text its author did not send: a stored message marked edited holds the
+/// content of an edit of it by its own sender, and one marked revoked was revoked by its own
+/// sender. The change is looked up on the device first, then on the server; a change found
+/// in neither (deleted on the server, a documented limit) is not judged. Holds whatever the
+/// server accepted: a client never lets one member change another's message.
+fn shows_only_its_authors_text<St: ServerStore>(
+    id: &ConversationId,
+    server: &St,
+    seq: Seq,
+    m: &Message,
+    by_seq: &BTreeMap<Seq, &Message>,
+    server_max: Seq,
+    out: &mut Vec<String>,
+) -> Result<(), ReadError> {
+    let change_at =
+        |at: Seq| -> Result<Option<(UserId, tidemark_engine::ContentKind, Vec<u8>)>, ReadError> {
+            if let Some(local) = by_seq.get(&at) {
+                return Ok(Some((
+                    local.sender.clone(),
+                    local.kind.clone(),
+                    local.content.clone(),
+                )));
+            }
+            Ok(server
+                .message(id, at)?
+                .map(|t| (t.sender, t.kind, t.content)))
+        };
+    if m.revoked {
+        let mut revokers = BTreeSet::new();
+        for local in by_seq.range(seq.next()..).map(|(_, c)| *c) {
+            if local.kind == (tidemark_engine::ContentKind::Revoke { target: seq }) {
+                revokers.insert(local.sender.clone());
+            }
+        }
+        if revokers.is_empty() && seq < server_max {
+            for t in server.messages(id, seq.next(), server_max, usize::MAX)? {
+                if t.kind == (tidemark_engine::ContentKind::Revoke { target: seq }) {
+                    revokers.insert(t.sender);
+                }
+            }
+        }
+        if !revokers.is_empty() && !revokers.contains(&m.sender) {
+            out.push(format!(
+                "{id} seq {}: revoked by {revokers:?}, not by its author {}",
+                seq.0, m.sender
+            ));
+        }
+        return Ok(());
+    }
+    let Some(e) = m.edit_seq else {
+        return Ok(());
+    };
+    let Some((sender, kind, content)) = change_at(e)? else {
+        return Ok(());
+    };
+    if kind != (tidemark_engine::ContentKind::Edit { target: seq }) {
+        out.push(format!(
+            "{id} seq {}: marked edited by seq {}, which is {kind:?}, no edit of it",
+            seq.0, e.0
+        ));
+    } else if sender != m.sender {
+        out.push(format!(
+            "{id} seq {}: shows text {:?} of an edit by {sender}, not by its author {}",
+            seq.0,
+            String::from_utf8_lossy(&m.content),
+            m.sender
+        ));
+    } else if content != m.content {
+        out.push(format!(
+            "{id} seq {}: content {:?} is not that of its author's edit at seq {}",
+            seq.0,
+            String::from_utf8_lossy(&m.content),
+            e.0
+        ));
     }
     Ok(())
 }

@@ -13,21 +13,27 @@
 //! two direct conversations. A [`ModelCase`] is a seed, some history per conversation
 //! before the devices start, and up to [`MAX_TRANSITIONS`] transitions: server appends by
 //! any member, local sends, `mark_read` (on either of alice's devices), `load_history`,
-//! per-seq deletions of plain messages, floor raises, edits and revokes (repeatedly of one
-//! target too), link faults per device and direction (loss, duplication, jitter that
-//! reorders), partitions and heals, disconnects, crashes now or armed before the next write
-//! batch / request / send ([`Sim::crash_before`]), server send errors, retries of failed
-//! messages, and time passing ([`Sim::drive_for`]). Send errors are transient unless
-//! [`ModelOptions::failed_sends`] is on (the default).
+//! per-seq deletions of plain messages, floor raises, edits and revokes by their authors
+//! (repeatedly of one target too), raw requests of a hostile member ([`Transition::Hostile`]:
+//! `carol`, without a device, edits and revokes others' messages and bogus targets, sends
+//! with extreme `created_at`, reused client ids, long custom kinds, marks read at extreme
+//! seqs, pulls a conversation she is not in; [`hostile`] judges the server's answers), link
+//! faults per device and direction (loss, duplication, jitter that reorders), partitions and
+//! heals, disconnects, crashes now or armed before the next write batch / request / send
+//! ([`Sim::crash_before`]), server send errors, retries of failed messages, and time passing
+//! ([`Sim::drive_for`]). Send errors are transient unless [`ModelOptions::failed_sends`] is
+//! on (the default).
 //!
 //! # What is checked
 //!
 //! After every transition (valid at any moment, so partitioned devices and messages in
 //! flight do not matter): the server's inbox equals the model's (messages, deletions,
 //! floor; each device send at most once, with its content; no read seq beyond a mark or own
-//! message); every store passes its integrity check, has no duplicate row, never claims a
-//! held seq it does not store, stores only messages the server assigned there, with content
-//! some subset of their changes explains; the harness's dispatch rules hold.
+//! message); the server accepted no raw request a correct server refuses and stores no value
+//! above `i64::MAX`; every store passes its integrity check, has no duplicate row, never
+//! claims a held seq it does not store, stores only messages the server assigned there, with
+//! content some subset of their author's changes explains (no device shows text its author
+//! did not send); the harness's dispatch rules hold.
 //!
 //! After the run: [`Sim::heal_all`], [`Sim::drive`] to quiescence (failing to get there is a
 //! failure), then [`Sim::check_invariants`] (local equals server, unread equals the server's
@@ -71,6 +77,7 @@
 //! [`Sim::check_invariants`]: crate::sim::Sim::check_invariants
 
 mod checks;
+pub mod hostile;
 mod reference;
 mod sut;
 pub mod topology;
@@ -87,8 +94,8 @@ pub use reference::{
     ExpectedContent, ReadBounds, RefConversation, RefHistory, RefMessage, RefSend, Reference,
 };
 pub use transition::{
-    case_strategy, transition_strategy, CrashPoint, Direction, ModelCase, Target, Transition,
-    MAX_INITIAL, MAX_TRANSITIONS,
+    case_strategy, transition_strategy, BogusTarget, CrashPoint, Direction, ExtremeTime,
+    HostileAct, ModelCase, Target, Transition, MAX_INITIAL, MAX_TRANSITIONS,
 };
 
 use crate::sim::StoreFactory;
@@ -129,9 +136,14 @@ pub const DEFAULT_MAX_SHRINK_ITERS: u32 = 2_000;
 /// `PROPTEST_CASES` is not set, and failures persisted to `regressions` (an absolute path;
 /// use `concat!(env!("CARGO_MANIFEST_DIR"), "/proptest-regressions/<test>.txt")`).
 pub fn config(regressions: &'static str) -> Config {
+    config_with_cases(regressions, DEFAULT_CASES)
+}
+
+/// [`config`] with `cases` cases when `PROPTEST_CASES` is not set.
+pub fn config_with_cases(regressions: &'static str, cases: u32) -> Config {
     let mut config = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = DEFAULT_CASES;
+        config.cases = cases;
     }
     if std::env::var_os("PROPTEST_MAX_SHRINK_ITERS").is_none() {
         config.max_shrink_iters = DEFAULT_MAX_SHRINK_ITERS;

@@ -103,6 +103,16 @@ impl RefConversation {
             .filter(|s| !self.deleted.contains(s))
     }
 
+    /// Every message ever appended (deleted ones and those below the floor too), by seq.
+    pub fn all(&self) -> impl Iterator<Item = (Seq, &RefMessage)> + '_ {
+        self.messages.iter().map(|(s, m)| (*s, m))
+    }
+
+    /// Seqs deleted one by one, ascending.
+    pub fn deleted_seqs(&self) -> Vec<Seq> {
+        self.deleted.iter().copied().collect()
+    }
+
     /// Existing messages that are not edits or revokes (what may be deleted).
     pub fn plain(&self) -> Vec<Seq> {
         self.live_seqs()
@@ -125,8 +135,10 @@ impl RefConversation {
             .collect()
     }
 
-    /// `seq` after every edit and revoke of it the model knows, in seq order; a revoke wins.
-    /// `None` when `seq` does not exist now.
+    /// `seq` after every edit and revoke of it by its author the model knows, in seq order;
+    /// a revoke wins. A change by anyone else (which a correct server refuses) changes
+    /// nothing: no message shows text its author did not send. `None` when `seq` does not
+    /// exist now.
     pub fn expected(&self, seq: Seq) -> Option<ExpectedContent> {
         let original = self.live(seq)?;
         let mut out = ExpectedContent {
@@ -134,7 +146,11 @@ impl RefConversation {
             edit_seq: None,
             revoked: false,
         };
-        for (&s, m) in self.messages.range(seq.next()..) {
+        let by_author = self
+            .messages
+            .range(seq.next()..)
+            .filter(|(_, m)| m.sender == original.sender);
+        for (&s, m) in by_author {
             match m.kind {
                 ContentKind::Revoke { target } if target == seq => {
                     out.revoked = true;
@@ -151,9 +167,14 @@ impl RefConversation {
         Some(out)
     }
 
-    /// Whether a change of `target` of this kind (`revoke`) exists at `change`.
+    /// Whether a change of `target` of this kind (`revoke`) by its author exists at `change`.
     fn is_change_of(&self, change: Seq, target: Seq, revoke: bool) -> bool {
+        let author = self.messages.get(&target).map(|m| &m.sender);
         change > target
+            && self
+                .messages
+                .get(&change)
+                .is_some_and(|m| Some(&m.sender) == author)
             && self.messages.get(&change).is_some_and(|m| match m.kind {
                 ContentKind::Revoke { target: t } => revoke && t == target,
                 ContentKind::Edit { target: t } => !revoke && t == target,
@@ -178,7 +199,7 @@ impl RefConversation {
                 .range(seq.next()..)
                 .any(|(&s, _)| self.is_change_of(s, seq, true));
             if !any_revoke {
-                return Some("revoked, but no revoke of it exists".into());
+                return Some("revoked, but no revoke of it by its author exists".into());
             }
             if !content.is_empty() {
                 return Some("revoked, but its content is not cleared".into());
@@ -189,8 +210,10 @@ impl RefConversation {
             Some(e) => {
                 if !self.is_change_of(e, seq, false) {
                     return Some(format!(
-                        "says edited by seq {}, which is no edit of it",
-                        e.0
+                        "says edited by seq {} ({:?}), which is no edit of it by its author {}: it shows text its author did not send",
+                        e.0,
+                        self.messages.get(&e).map(|m| (&m.sender, &m.kind)),
+                        original.sender
                     ));
                 }
                 let edit = self.messages.get(&e).map(|m| m.content.as_slice());

@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use tidemark_engine::{
-    ContentKind, ConversationId, Event, MessageStatus, Output, Request, Seq, SeqRanges,
-    ServerError, Storage, UserId,
+    ClientMsgId, ContentKind, ConversationId, Event, MessageStatus, Output, PullRange, Request,
+    Response, Seq, SeqRanges, ServerError, Storage, Timestamp, UserId,
 };
 
 use super::checks;
+use super::hostile::{self, RawClient};
 use super::reference::Reference;
-use super::topology::{conversations_of, CONVERSATIONS, DEVICES};
-use super::transition::{CrashPoint, Direction, ModelCase, Target, Transition};
+use super::topology::{conversations_of, CONVERSATIONS, DEVICES, HOSTILE};
+use super::transition::{
+    BogusTarget, CrashPoint, Direction, ExtremeTime, HostileAct, ModelCase, Target, Transition,
+};
 use super::ModelOptions;
 use crate::server::ServerStore;
 use crate::sim::{LinkConfig, LinkDir, Sim, SimError, StoreFactory};
@@ -32,6 +35,12 @@ pub(crate) struct ModelRun<F: StoreFactory> {
     /// What each transition did, for the failure report.
     trace: String,
     texts: u64,
+    /// The hostile member's raw connection.
+    raw: RawClient,
+    /// Client ids the hostile member made.
+    raw_ids: u64,
+    /// Rules the server broke answering raw requests (reported by every later check).
+    server_violations: Vec<String>,
 }
 
 impl<F: StoreFactory> ModelRun<F> {
@@ -42,8 +51,14 @@ impl<F: StoreFactory> ModelRun<F> {
         case: &ModelCase,
         options: ModelOptions,
     ) -> Result<Self, String> {
+        let mut sim = Sim::new(factory, case.seed);
+        for spec in &CONVERSATIONS {
+            sim.create_conversation(spec.id, spec.kind, spec.members.iter().copied())
+                .map_err(|e| format!("setup: {e}"))?;
+        }
+        let raw = RawClient::connect(&mut sim, 0, HOSTILE)?;
         let mut run = Self {
-            sim: Sim::new(factory, case.seed),
+            sim,
             reference: Reference::new(),
             options,
             error_budget: DEVICES
@@ -53,12 +68,10 @@ impl<F: StoreFactory> ModelRun<F> {
                 .unwrap_or(0),
             trace: String::new(),
             texts: 0,
+            raw,
+            raw_ids: 0,
+            server_violations: Vec::new(),
         };
-        for spec in &CONVERSATIONS {
-            run.sim
-                .create_conversation(spec.id, spec.kind, spec.members.iter().copied())
-                .map_err(|e| format!("setup: {e}"))?;
-        }
         for (c, &n) in case.initial.iter().enumerate() {
             let members = CONVERSATIONS[c].members;
             for i in 0..usize::from(n) {
@@ -252,7 +265,6 @@ impl<F: StoreFactory> ModelRun<F> {
             }
             Transition::Change {
                 conv,
-                by,
                 target,
                 revoke,
             } => {
@@ -269,8 +281,11 @@ impl<F: StoreFactory> ModelRun<F> {
                         .unwrap_or(newest),
                     Target::Pick(n) => texts[usize::from(n) % texts.len()],
                 };
-                let members = CONVERSATIONS[c].members;
-                let user = members[usize::from(by) % members.len()];
+                // Honest members change only their own messages.
+                let user = model
+                    .ever(target)
+                    .map(|m| m.sender.clone())
+                    .ok_or_else(|| format!("no message at seq {}", target.0))?;
                 let (kind, content) = if revoke {
                     (ContentKind::Revoke { target }, Vec::new())
                 } else {
@@ -278,7 +293,7 @@ impl<F: StoreFactory> ModelRun<F> {
                 };
                 let m = self
                     .sim
-                    .append_as(user, CONVERSATIONS[c].id, kind, content)
+                    .append_as(user.clone(), CONVERSATIONS[c].id, kind, content)
                     .map_err(|e| e.to_string())?;
                 self.reference.record_append(c, &m)?;
                 Ok(format!(
@@ -289,6 +304,7 @@ impl<F: StoreFactory> ModelRun<F> {
                     m.seq.0
                 ))
             }
+            Transition::Hostile { conv, act } => self.hostile(conv, act).await,
             Transition::Link {
                 device,
                 dir,
@@ -419,6 +435,188 @@ impl<F: StoreFactory> ModelRun<F> {
         }
     }
 
+    /// The hostile member's raw request ([`Transition::Hostile`]): built from the model,
+    /// judged by [`hostile`]'s rules (what the server broke goes to the safety violations),
+    /// and what the server stored is recorded in the model like an append.
+    async fn hostile(&mut self, conv: u8, act: HostileAct) -> Result<String, String> {
+        let c = usize::from(conv) % CONVERSATIONS.len();
+        let id = ConversationId::from(CONVERSATIONS[c].id);
+        let me = self.raw.user.clone();
+        let model = self.reference.conversation(c);
+        let now = self.sim.now();
+        let text = |this: &mut Self| this.next_text().into_bytes();
+        let request = match act {
+            HostileAct::ChangeOthers { pick, revoke } => {
+                let others: Vec<Seq> = model
+                    .texts()
+                    .into_iter()
+                    .filter(|s| model.ever(*s).is_some_and(|m| m.sender != me))
+                    .collect();
+                if others.is_empty() {
+                    return Ok("no text of someone else".into());
+                }
+                let target = others[usize::from(pick) % others.len()];
+                self.change_request(id, target, revoke, now)
+            }
+            HostileAct::BogusTarget { target, revoke } => {
+                let future = model.max().next();
+                let seq = match target {
+                    BogusTarget::Zero => Seq(0),
+                    BogusTarget::Huge => Seq(u64::MAX),
+                    BogusTarget::Future => future,
+                    BogusTarget::Deleted => model.deleted_seqs().last().copied().unwrap_or(future),
+                    BogusTarget::Change => {
+                        let changes: Vec<(Seq, bool)> = model
+                            .all()
+                            .filter(|(s, m)| {
+                                m.kind.change_target().is_some() && model.live(*s).is_some()
+                            })
+                            .map(|(s, m)| (s, m.sender == me))
+                            .collect();
+                        changes
+                            .iter()
+                            .rev()
+                            .find(|(_, own)| *own)
+                            .or(changes.last())
+                            .map_or(Seq(0), |(s, _)| *s)
+                    }
+                };
+                self.change_request(id, seq, revoke, now)
+            }
+            HostileAct::Time { at } => {
+                let created_at = match at {
+                    ExtremeTime::Zero => 0,
+                    ExtremeTime::I64Max => hostile::MAX_STORABLE,
+                    ExtremeTime::AboveI64 => hostile::MAX_STORABLE + 1,
+                    ExtremeTime::U64Max => u64::MAX,
+                };
+                let cmid = self.fresh_raw_id();
+                let content = text(self);
+                hostile::send_request(id, cmid, ContentKind::Text, content, Timestamp(created_at))
+            }
+            HostileAct::ReuseOwnId { pick } => {
+                let own: Vec<ClientMsgId> = self
+                    .reference
+                    .conversations()
+                    .iter()
+                    .flat_map(|c| c.all().map(|(_, m)| m))
+                    .filter(|m| m.sender == me)
+                    .map(|m| m.client_msg_id.clone())
+                    .collect();
+                if own.is_empty() {
+                    return Ok("no own client id yet".into());
+                }
+                let cmid = own[usize::from(pick) % own.len()].clone();
+                let content = text(self);
+                hostile::send_request(id, cmid, ContentKind::Text, content, now)
+            }
+            HostileAct::ForeignId { pick } => {
+                let foreign: Vec<ClientMsgId> = model
+                    .all()
+                    .filter(|(_, m)| m.sender != me)
+                    .map(|(_, m)| m.client_msg_id.clone())
+                    .collect();
+                if foreign.is_empty() {
+                    return Ok("no message of someone else".into());
+                }
+                let cmid = foreign[usize::from(pick) % foreign.len()].clone();
+                let content = text(self);
+                hostile::send_request(id, cmid, ContentKind::Text, content, now)
+            }
+            HostileAct::LongKind { len } => {
+                let name = "k".repeat(usize::from(len) * 64);
+                let cmid = self.fresh_raw_id();
+                let content = text(self);
+                hostile::send_request(id, cmid, ContentKind::Custom(name), content, now)
+            }
+            HostileAct::MarkRead { high } => Request::MarkRead {
+                conversation: id,
+                seq: Seq(if high { u64::MAX } else { 0 }),
+            },
+            HostileAct::Pull => Request::Pull {
+                ranges: CONVERSATIONS
+                    .iter()
+                    .map(|spec| PullRange {
+                        conversation: spec.id.into(),
+                        from: Seq(0),
+                        to: Seq(u64::MAX),
+                    })
+                    .collect(),
+                max_bytes: None,
+            },
+        };
+        self.raw_request(c, request).await
+    }
+
+    fn change_request(
+        &mut self,
+        conversation: ConversationId,
+        target: Seq,
+        revoke: bool,
+        now: Timestamp,
+    ) -> Request {
+        let (kind, content) = if revoke {
+            (ContentKind::Revoke { target }, Vec::new())
+        } else {
+            (ContentKind::Edit { target }, self.next_text().into_bytes())
+        };
+        let cmid = self.fresh_raw_id();
+        hostile::send_request(conversation, cmid, kind, content, now)
+    }
+
+    fn fresh_raw_id(&mut self) -> ClientMsgId {
+        self.raw_ids += 1;
+        ClientMsgId(format!("raw-{}", self.raw_ids))
+    }
+
+    /// Sends the hostile member's request, judges the answer and records what the server
+    /// stored (conversation `c`'s model).
+    async fn raw_request(&mut self, c: usize, request: Request) -> Result<String, String> {
+        let me = self.raw.user.clone();
+        let store = self.sim.server().store();
+        let limit = self.sim.server().config().max_content_bytes;
+        let verdict =
+            hostile::send_verdict(store, limit, &me, &request).map_err(|e| e.to_string())?;
+        let max_before = self.reference.conversation(c).max();
+        let answer = self.raw.request(&mut self.sim, request.clone()).await?;
+        let store = self.sim.server().store();
+        let mut broken =
+            hostile::judge_other(store, &me, &request, &answer).map_err(|e| e.to_string())?;
+        let outcome = hostile::judge_send(store, &me, &request, &verdict, max_before, &answer)
+            .map_err(|e| e.to_string())?;
+        broken.extend(outcome.violations);
+        if let Some(stored) = &outcome.stored {
+            self.reference.record_append(c, stored)?;
+        }
+        if let (Request::MarkRead { conversation, .. }, Response::ReadAck { seq, .. }) =
+            (&request, &answer)
+        {
+            let model = self.reference.conversation(c);
+            if conversation == &model.id && *seq > model.max() {
+                broken.push(format!(
+                    "{me}'s read seq in {conversation} acked at {}, beyond the max seq {}",
+                    seq.0,
+                    model.max().0
+                ));
+            }
+            self.reference.record_mark(&me, c, *seq, true);
+        }
+        let what = match &answer {
+            Response::SendAck { seq, .. } => format!("acked at seq {}", seq.0),
+            Response::ReadAck { seq, .. } => format!("read ack at {}", seq.0),
+            Response::Error(e) => format!("refused: {}", e.code),
+            Response::Pulled { ranges } => format!("pulled {} range(s)", ranges.len()),
+            other => format!("{other:?}"),
+        };
+        let what = match &verdict {
+            hostile::SendVerdict::Refuse(why) => format!("{what} (must refuse: {why})"),
+            _ => what,
+        };
+        self.server_violations
+            .extend(broken.into_iter().map(|b| format!("server rule: {b}")));
+        Ok(what)
+    }
+
     /// The max seq device `d`'s engine knows for conversation `c` (what its app shows).
     fn known_max(&self, d: usize, c: usize) -> Option<Seq> {
         let id = ConversationId::from(CONVERSATIONS[c].id);
@@ -438,6 +636,14 @@ impl<F: StoreFactory> ModelRun<F> {
             .into_iter()
             .map(|v| format!("server: {v}"))
             .collect::<Vec<_>>();
+        violations.extend(self.server_violations.iter().cloned());
+        let ids: Vec<ConversationId> = CONVERSATIONS.iter().map(|c| c.id.into()).collect();
+        violations.extend(
+            hostile::stored_value_violations(self.sim.server().store(), &ids)
+                .map_err(|e| format!("reading the server: {e}"))?
+                .into_iter()
+                .map(|v| format!("server: {v}")),
+        );
         for d in 0..DEVICES.len() {
             let mut found = Vec::new();
             checks::device_safety(self.sim.store(d), d, &self.reference, &mut found)
@@ -649,11 +855,13 @@ impl<F: StoreFactory> ModelRun<F> {
                         seq.0, m.sender, m.client_msg_id
                     ));
                 }
-                let own = self
-                    .reference
-                    .sends()
-                    .iter()
-                    .any(|s| s.device == d && s.client_msg_id == m.client_msg_id);
+                // Ids are the sender's own: another member may use the same one.
+                let own = m.sender.0 == DEVICES[d].user
+                    && self
+                        .reference
+                        .sends()
+                        .iter()
+                        .any(|s| s.device == d && s.client_msg_id == m.client_msg_id);
                 if own {
                     out.push(format!(
                         "model: device {d}: announced its own send {} as received",

@@ -52,6 +52,10 @@ pub const CONVERSATIONS: [ConversationSpec; 4] = [
     },
 ];
 
+/// The hostile member: in every conversation but `d-ab`, with no device; sends raw requests
+/// to the server core ([`super::Transition::Hostile`]).
+pub const HOSTILE: &str = "carol";
+
 /// The devices: `alice` on two (newest-first without background fill, and full sync), `bob`
 /// on one (newest-first with background fill).
 pub const DEVICES: [DeviceSpec; 3] = [
