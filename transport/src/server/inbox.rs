@@ -194,6 +194,12 @@ pub struct ServerCore<St: ServerStore> {
     outputs: VecDeque<ServerOutput>,
     /// Errors the next sends answer with (fault injection), front first.
     send_faults: VecDeque<ServerError>,
+    /// Sends a permanent fault refused, by connection and request id: a copy of the same
+    /// request (a network that duplicates) gets the same answer rather than a second
+    /// decision, which could store a send whose device was told it failed (a real permanent
+    /// refusal belongs to the request). Only faults are kept, so the map stays as small as
+    /// the fault plan; forgotten with the connection.
+    refused_sends: BTreeMap<(ConnId, RequestId), ServerError>,
     /// Numbers the client ids of admin appends.
     admin_appends: u64,
 }
@@ -208,6 +214,7 @@ impl<St: ServerStore> ServerCore<St> {
             online: BTreeMap::new(),
             outputs: VecDeque::new(),
             send_faults: VecDeque::new(),
+            refused_sends: BTreeMap::new(),
             admin_appends: 0,
         }
     }
@@ -280,6 +287,7 @@ impl<St: ServerStore> ServerCore<St> {
 
     /// Connection `conn` closed. Nothing more is sent to it. Unknown connections are ignored.
     pub fn disconnect(&mut self, conn: ConnId) {
+        self.refused_sends.retain(|(c, _), _| *c != conn);
         if let Some(session) = self.sessions.remove(&conn) {
             if let Some(set) = self.online.get_mut(&session.user) {
                 set.remove(&conn);
@@ -298,11 +306,24 @@ impl<St: ServerStore> ServerCore<St> {
             return;
         };
         let mark = self.outputs.len();
-        let response = match self.answer(now, conn, &session, req) {
-            Ok(response) => response,
-            // A store failure is the server's problem, not the client's: retry later.
-            Err(err) => Response::Error(ServerError::new(ErrorCode::Internal, err.to_string())),
+        let is_send = matches!(req, Request::Send { .. });
+        let refused_before = is_send
+            .then(|| self.refused_sends.get(&(conn, id)).cloned())
+            .flatten();
+        let faults_before = self.send_faults.len();
+        let response = match refused_before {
+            Some(refusal) => Response::Error(refusal),
+            None => match self.answer(now, conn, &session, req) {
+                Ok(response) => response,
+                // A store failure is the server's problem, not the client's: retry later.
+                Err(err) => Response::Error(ServerError::new(ErrorCode::Internal, err.to_string())),
+            },
         };
+        if let Response::Error(e) = &response {
+            if e.permanent && self.send_faults.len() < faults_before {
+                self.refused_sends.insert((conn, id), e.clone());
+            }
+        }
         self.outputs
             .insert(mark, ServerOutput::Respond { conn, id, response });
     }
