@@ -199,7 +199,7 @@ pub struct ServerCore<St: ServerStore> {
     /// decision, which could store a send whose device was told it failed (a real permanent
     /// refusal belongs to the request). Only faults are kept, so the map stays as small as
     /// the fault plan; forgotten with the connection.
-    refused_sends: BTreeMap<(ConnId, RequestId), ServerError>,
+    refused_sends: BTreeMap<(ConnId, RequestId), (ClientMsgId, ServerError)>,
     /// Numbers the client ids of admin appends.
     admin_appends: u64,
 }
@@ -306,10 +306,17 @@ impl<St: ServerStore> ServerCore<St> {
             return;
         };
         let mark = self.outputs.len();
-        let is_send = matches!(req, Request::Send { .. });
-        let refused_before = is_send
-            .then(|| self.refused_sends.get(&(conn, id)).cloned())
-            .flatten();
+        // A copy is the same request id on the same connection for the same send.
+        let send_id = match &req {
+            Request::Send { client_msg_id, .. } => Some(client_msg_id.clone()),
+            _ => None,
+        };
+        let refused_before = send_id.as_ref().and_then(|cmid| {
+            self.refused_sends
+                .get(&(conn, id))
+                .filter(|(refused, _)| refused == cmid)
+                .map(|(_, e)| e.clone())
+        });
         let faults_before = self.send_faults.len();
         let response = match refused_before {
             Some(refusal) => Response::Error(refusal),
@@ -319,9 +326,9 @@ impl<St: ServerStore> ServerCore<St> {
                 Err(err) => Response::Error(ServerError::new(ErrorCode::Internal, err.to_string())),
             },
         };
-        if let Response::Error(e) = &response {
+        if let (Response::Error(e), Some(cmid)) = (&response, send_id) {
             if e.permanent && self.send_faults.len() < faults_before {
-                self.refused_sends.insert((conn, id), e.clone());
+                self.refused_sends.insert((conn, id), (cmid, e.clone()));
             }
         }
         self.outputs
