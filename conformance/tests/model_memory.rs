@@ -127,6 +127,55 @@ fn resend_of_a_stored_send_is_acked_after_its_seq_is_deleted() {
     });
 }
 
+/// Found by the 20,000-case run after the fix of the case above: a transient fault delays a
+/// send, a permanent fault is armed, and the link duplicates requests. The retry's first copy took
+/// the permanent fault (the device marked the send failed) and its duplicate, a second
+/// decision on the same request, was stored. A permanent fault now answers every copy of the
+/// request it refused, as a real permanent refusal would.
+#[test]
+fn a_duplicated_request_gets_the_answer_of_its_first_copy() {
+    use model::Transition::*;
+    run_failed_sends_case(&model::ModelCase {
+        seed: 18384304624011833232,
+        initial: [4, 1, 1, 9],
+        transitions: vec![
+            Tick { ms: 60 },
+            Delete { conv: 0, pick: 0 },
+            FailSends {
+                count: 1,
+                permanent: false,
+            },
+            MarkRead {
+                device: 0,
+                conv: 0,
+                behind: 0,
+            },
+            Send { device: 1, conv: 2 },
+            Send { device: 1, conv: 0 },
+            Link {
+                device: 1,
+                dir: model::Direction::Both,
+                loss_pct: 0,
+                dup_pct: 13,
+                jitter_ms: 0,
+            },
+            RaiseFloor { conv: 1, by: 1 },
+            Tick { ms: 10 },
+            FailSends {
+                count: 1,
+                permanent: true,
+            },
+            Append {
+                conv: 3,
+                sender: 0,
+                count: 3,
+            },
+            Tick { ms: 1030 },
+            Delete { conv: 2, pick: 1 },
+        ],
+    });
+}
+
 /// A hostile member's edit of another member's message, as the model shrinks it: carol
 /// edits alice's message in `g1` with a raw request. A correct server refuses it; were it
 /// accepted, no device may show carol's text as alice's.
