@@ -1,4 +1,4 @@
-//! The server store's schema: numbered migrations in `transport/migrations/server/NNN_name.sql`,
+//! The server store's schema: numbered migrations in `server/migrations/NNN_name.sql`,
 //! applied in order.
 //!
 //! The version a store is at lives in `PRAGMA user_version`; migration N takes it from N-1 to
@@ -9,7 +9,7 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::codec::{backend, corrupt};
-use crate::server::ServerStoreError;
+use crate::ServerStoreError;
 
 /// One migration: the version it brings the store to and its SQL.
 struct Migration {
@@ -22,7 +22,7 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "001_initial",
-    sql: include_str!("../../../migrations/server/001_initial.sql"),
+    sql: include_str!("../../migrations/001_initial.sql"),
 }];
 
 /// The schema version this build writes and the highest it opens.

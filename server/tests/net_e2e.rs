@@ -6,7 +6,7 @@
 //! Every wait is bounded by a generous timeout (the machine may be loaded) and waits for an
 //! event or a condition, never for a fixed time.
 
-#![cfg(feature = "server")]
+#![cfg(feature = "net")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,9 +24,9 @@ use tidemark_engine::{
     Push, Request, RequestId, Response, Seq, Storage, SyncPolicy, Timestamp, TokioRuntime,
     Transport, UserId,
 };
+use tidemark_server::net::{wall_clock, Server, ServerHandle, ServerOptions};
+use tidemark_server::{issue_token, MemoryServerStore, NewMessage, ServerStore};
 use tidemark_transport::native::{refusal_code, WsConnection, WsOptions, WsTransport};
-use tidemark_transport::server::net::{wall_clock, Server, ServerHandle, ServerOptions};
-use tidemark_transport::server::{issue_token, MemoryServerStore, NewMessage, ServerStore};
 use tidemark_transport::wire::{self, error_code, Limits, ServerFrame};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;

@@ -1,7 +1,7 @@
 //! [`SqliteServerStore`]: the reference server's [`ServerStore`] and [`AccountStore`] on
 //! SQLite (rusqlite, bundled).
 //!
-//! It behaves exactly as [`super::MemoryServerStore`] on every trait method, errors included
+//! It behaves exactly as [`crate::MemoryServerStore`] on every trait method, errors included
 //! (a differential test runs thousands of random calls against both), so the core's rules and
 //! tests hold over either.
 //!
@@ -10,22 +10,22 @@
 //!   waits on the busy timeout instead of failing a lock upgrade midway. Inside a group
 //!   ([`ServerStore::begin_group`]) each method runs in a savepoint of the group's one
 //!   transaction instead: still whole or nothing, durable at the group's commit.
-//! - The schema lives in numbered migrations (`transport/migrations/server/NNN_name.sql`),
+//! - The schema lives in numbered migrations (`server/migrations/NNN_name.sql`),
 //!   version in `PRAGMA user_version`. A file that is not a server store, or is newer than
 //!   this build, is refused with [`ServerStoreError::Corrupt`] or
 //!   [`ServerStoreError::UnsupportedVersion`] before anything is written to it.
 //! - Statements are prepared once and kept in rusqlite's statement cache.
 //!
-//! [`ServerStore`]: super::ServerStore
-//! [`ServerStore::begin_group`]: super::ServerStore::begin_group
-//! [`AccountStore`]: super::AccountStore
+//! [`ServerStore`]: crate::ServerStore
+//! [`ServerStore::begin_group`]: crate::ServerStore::begin_group
+//! [`AccountStore`]: crate::AccountStore
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::ServerStoreError;
+use crate::ServerStoreError;
 
 mod codec;
 mod migrations;
@@ -75,7 +75,7 @@ impl Default for SqliteServerOptions {
     }
 }
 
-/// A [`super::ServerStore`] and [`super::AccountStore`] on one SQLite connection.
+/// A [`crate::ServerStore`] and [`crate::AccountStore`] on one SQLite connection.
 ///
 /// Not `Sync`: one owner (the server's core) drives it. Other processes may open the same
 /// file at the same time; SQLite's locks and the busy timeout serialize their writes.

@@ -8,7 +8,7 @@ use tidemark_engine::{
     Timestamp, UserId,
 };
 
-use super::{
+use crate::{
     AccountStore, AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore,
     ServerStoreError, TokenHash,
 };

@@ -968,7 +968,7 @@ macro_rules! for_each_store {
             )*
         }
 
-        #[cfg(feature = "server")]
+        #[cfg(feature = "sqlite")]
         mod sqlite {
             $(
                 #[test]
@@ -1007,7 +1007,7 @@ for_each_store!(
 /// frame is refused.
 #[test]
 fn configs_whose_messages_cannot_fit_a_frame_are_refused() {
-    let frames = crate::wire::Limits::client_frames();
+    let frames = tidemark_transport::wire::Limits::client_frames();
     assert_eq!(ServerConfig::default().check(&frames), Ok(()));
     let too_big = ServerConfig {
         max_content_bytes: 256 * 1024,

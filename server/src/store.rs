@@ -2,7 +2,7 @@
 //!
 //! Every method is synchronous and either fully applies or fails without effect, so an SQLite
 //! implementation runs each one in a transaction. The store keeps data, not rules: membership
-//! checks, limits and fan-out live in [`super::ServerCore`].
+//! checks, limits and fan-out live in [`crate::ServerCore`].
 
 use serde::{Deserialize, Serialize};
 use tidemark_engine::{
@@ -10,7 +10,7 @@ use tidemark_engine::{
     ServerMessage, Timestamp, UserId,
 };
 
-use super::ServerStoreError;
+use crate::ServerStoreError;
 
 /// A conversation's header: everything but its members and messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

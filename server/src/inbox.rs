@@ -16,9 +16,9 @@ use tidemark_engine::{
 
 use tidemark_engine::protocol::ErrorCode;
 
-use crate::wire::{size, Limits};
+use tidemark_transport::wire::{size, Limits};
 
-use super::{AdminError, AppendOutcome, NewMessage, SentRecord, ServerStore, ServerStoreError};
+use crate::{AdminError, AppendOutcome, NewMessage, SentRecord, ServerStore, ServerStoreError};
 
 /// One connection, as the host numbers them. Unique for the life of the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ pub struct ServerConfig {
     /// and later ranges are left out.
     pub max_pull_messages: usize,
     /// Most bytes of encoded messages one pull response carries (as
-    /// [`crate::wire::size::message`] estimates them), capped further by the client's
+    /// [`tidemark_transport::wire::size::message`] estimates them), capped further by the client's
     /// `max_bytes`; cut like the count. A response carries at least one message when any is
     /// due, whatever its size.
     #[serde(default = "default_max_pull_bytes")]

@@ -15,43 +15,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::core_thread::Command;
+use super::messages::{Command, Outgoing, Refusal};
 use super::{shutdown_reason, shutdown_signalled, ServerOptions};
-use crate::server::{AccountStore, ConnId, ServerStore};
-use crate::wire::{self, error_code, ClientFrame, FrameError, ServerFrame, PROTOCOL_VERSION};
-
-/// What the core thread sends a connection.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A response or push to write.
-    Frame(ServerFrame),
-    /// Close after what came before (the core kicked the connection).
-    Close,
-}
-
-/// A fatal error to send before closing: a [`ServerFrame::Error`] with `fatal: true`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-}
-
-impl Refusal {
-    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn frame(&self, fatal: bool) -> ServerFrame {
-        ServerFrame::Error {
-            code: self.code.to_owned(),
-            message: self.message.clone(),
-            fatal,
-        }
-    }
-}
+use crate::{AccountStore, ConnId, ServerStore};
+use tidemark_transport::wire::{
+    self, error_code, ClientFrame, FrameError, ServerFrame, PROTOCOL_VERSION,
+};
 
 /// What a connection task needs besides its socket.
 pub(crate) struct Context<St: ServerStore> {

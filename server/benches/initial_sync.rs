@@ -11,7 +11,7 @@
 //! Defaults: 1,000 conversations, 1,000,000 messages (`INITIAL_SYNC_CONVERSATIONS`,
 //! `INITIAL_SYNC_MESSAGES`). The server's database is built once under `target/bench-data/`
 //! (group commits of 5,000 appends) and reused; each run copies it, so the runs start alike.
-//! Run: `cargo bench -p tidemark-transport --features server --bench initial_sync`.
+//! Run: `cargo bench -p tidemark-server --features net --bench initial_sync`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,10 +21,10 @@ use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
     Storage, SyncPolicy, Timestamp, TokioRuntime, UserId,
 };
+use tidemark_server::net::{ops, Server, ServerOptions};
+use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
-use tidemark_transport::server::net::{ops, Server, ServerOptions};
-use tidemark_transport::server::{NewMessage, ServerStore, SqliteServerStore};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -8,12 +8,12 @@
 //! tidemark-server add-member --db inbox.db ab carol
 //! ```
 //!
-//! The commands live in `tidemark_transport::server::net::cli`, shared with `tidemark server`.
+//! The commands live in `tidemark_server::net::cli`, shared with `tidemark server`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tidemark_transport::server::net::cli::{self, ServerCommand};
+use tidemark_server::net::cli::{self, ServerCommand};
 
 #[derive(Parser, Debug)]
 #[command(

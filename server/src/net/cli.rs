@@ -21,7 +21,7 @@ use tidemark_engine::{ConversationId, ConversationKind, UserId};
 
 use super::ops::{self, OpsError};
 use super::ServerOptions;
-use crate::server::SqliteServerStore;
+use crate::SqliteServerStore;
 
 /// The database every command uses unless `--db` says otherwise.
 const DEFAULT_DB: &str = "tidemark-server.db";

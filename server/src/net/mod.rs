@@ -30,6 +30,7 @@
 pub mod cli;
 mod conn;
 mod core_thread;
+mod messages;
 pub mod ops;
 
 use std::fmt;
@@ -44,10 +45,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::{AccountStore, ConnId, ServerConfig, ServerCore, ServerStore};
-use crate::wire::{error_code, Limits};
+use crate::{AccountStore, ConnId, ServerConfig, ServerCore, ServerStore};
+use tidemark_transport::wire::{error_code, Limits};
 
-use core_thread::Command;
+use messages::Command;
 
 /// How the server listens, what it accepts and how it protects itself.
 #[derive(Clone, Debug, PartialEq)]
@@ -355,6 +356,6 @@ pub fn wall_clock() -> Timestamp {
 }
 
 /// The fatal error frame of a shutdown, as connections send it.
-pub(crate) fn shutdown_reason() -> conn::Refusal {
-    conn::Refusal::new(error_code::SHUTDOWN, "the server is shutting down")
+pub(crate) fn shutdown_reason() -> messages::Refusal {
+    messages::Refusal::new(error_code::SHUTDOWN, "the server is shutting down")
 }

@@ -1,10 +1,19 @@
-//! The inbox server's rules as a sans-IO core over a synchronous store.
+//! # tidemark-server
+//!
+//! Tidemark's reference inbox server: its rules as a sans-IO core over a synchronous store,
+//! the stores, accounts and tokens, and (feature `net`) the tokio WebSocket host.
 //!
 //! [`ServerCore`] holds the rules (membership, limits, idempotent send, fan-out, read seqs,
-//! pull paging); [`ServerStore`] holds the data. The simulated server of this crate runs the
-//! core over [`MemoryServerStore`]; the reference server runs the same core over an SQLite
-//! store (`SqliteServerStore`, feature `server`) behind real sockets, so tests and the real
-//! server cannot drift apart.
+//! pull paging); [`ServerStore`] holds the data. Two hosts run this one core, so tests and
+//! the real server cannot drift apart:
+//! - `tidemark-conformance` runs it over [`MemoryServerStore`] in its simulated network and
+//!   in its in-process loopback transport;
+//! - `net` (feature `net`) runs it over `SqliteServerStore` (feature `sqlite`) behind real
+//!   WebSockets; the `tidemark-server` binary and `tidemark server` are its admin commands
+//!   (`net::cli`).
+//!
+//! Without features the crate is the core, [`MemoryServerStore`] and the token functions:
+//! no tokio, no SQLite, and it builds for wasm32.
 //!
 //! Rules, in short:
 //! - `GetMaxSeqs` pages the user's conversations by id after a cursor.
@@ -23,13 +32,15 @@
 //!   promises a server makes.
 //! - `MarkRead` keeps the maximum and tells the user's other connections.
 
+#![warn(missing_docs)]
+
 mod accounts;
 mod error;
 mod inbox;
 mod memory;
-#[cfg(feature = "server")]
+#[cfg(feature = "net")]
 pub mod net;
-#[cfg(feature = "server")]
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
 
@@ -40,6 +51,6 @@ pub use accounts::{check_token, hash_token, issue_token, AccountStore, TokenChec
 pub use error::{AdminError, ServerStoreError};
 pub use inbox::{ConnId, ServerConfig, ServerConfigError, ServerCore, ServerOutput, Session};
 pub use memory::MemoryServerStore;
-#[cfg(feature = "server")]
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteServerOptions, SqliteServerStore, SERVER_SCHEMA_VERSION};
 pub use store::{AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore};

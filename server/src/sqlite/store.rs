@@ -1,6 +1,6 @@
 //! The [`ServerStore`] and [`AccountStore`] methods of [`SqliteServerStore`].
 //!
-//! Each method mirrors [`crate::server::MemoryServerStore`]'s, checks and their order
+//! Each method mirrors [`crate::MemoryServerStore`]'s, checks and their order
 //! included, so both stores return the same errors for the same calls. Reads run directly on
 //! the connection; each write runs in one transaction ([`SqliteServerStore::write`]).
 
@@ -15,7 +15,7 @@ use super::codec::{
     seq_from, unbits, MESSAGE_COLUMNS,
 };
 use super::SqliteServerStore;
-use crate::server::{
+use crate::{
     AccountStore, AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore,
     ServerStoreError, TokenHash,
 };

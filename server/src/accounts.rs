@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 use tidemark_engine::{Timestamp, UserId};
 
-use super::{ServerStore, ServerStoreError};
+use crate::{ServerStore, ServerStoreError};
 
 /// The SHA-256 of a token, as stored.
 pub type TokenHash = [u8; 32];

@@ -6,7 +6,7 @@
 use rusqlite::{ErrorCode, Row};
 use tidemark_engine::{ContentKind, ConversationId, ConversationKind, Seq, ServerMessage};
 
-use crate::server::ServerStoreError;
+use crate::ServerStoreError;
 
 /// Maps a rusqlite error by SQLite's primary result code, keeping it as the source.
 pub(super) fn backend(e: rusqlite::Error, doing: &str) -> ServerStoreError {

@@ -4,54 +4,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tidemark_engine::{DeviceId, Request, RequestId, Timestamp, UserId};
+use tidemark_engine::{DeviceId, Timestamp, UserId};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{Outgoing, Refusal};
+use super::messages::{Command, Outgoing, Refusal};
 use super::Clock;
-use crate::server::{
+use crate::{
     check_token, AccountStore, ConnId, ServerCore, ServerOutput, ServerStore, ServerStoreError,
     TokenCheck,
 };
-use crate::wire::{error_code, ServerFrame};
+use tidemark_transport::wire::{error_code, ServerFrame};
 
 /// Most commands handled in one group commit: bounds how long the first one's answer waits.
 const MAX_GROUP: usize = 512;
-
-/// A job for the core thread.
-pub(crate) type AdminJob<St> = Box<dyn FnOnce(&mut ServerCore<St>, Timestamp) + Send>;
-
-/// What connections and the handle ask of the core thread.
-///
-/// No `Debug`: `Connect` carries a token, which must never reach a log.
-pub(crate) enum Command<St: ServerStore> {
-    /// Check the token and, when it is good, connect. The reply carries the server time of
-    /// the welcome.
-    Connect {
-        conn: ConnId,
-        user: UserId,
-        device: DeviceId,
-        token: String,
-        /// Where the connection's frames go.
-        outgoing: mpsc::Sender<Outgoing>,
-        /// Fired to close the connection at once (slow consumer).
-        kill: oneshot::Sender<Refusal>,
-        reply: oneshot::Sender<Result<Timestamp, Refusal>>,
-    },
-    /// A request of an authenticated connection.
-    Request {
-        conn: ConnId,
-        id: RequestId,
-        request: Request,
-    },
-    /// The connection closed.
-    Disconnect { conn: ConnId },
-    /// Runs on the core; what it causes is routed.
-    Admin(AdminJob<St>),
-    /// Handle what is queued before this, then stop.
-    Shutdown,
-}
 
 /// One connection's queues, as the core thread holds them.
 struct Route {

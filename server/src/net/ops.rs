@@ -9,7 +9,7 @@ use std::future::Future;
 use tidemark_engine::{ConversationId, ConversationKind, UserId};
 
 use super::{wall_clock, HostError, Server, ServerOptions};
-use crate::server::{issue_token, AccountStore, ServerStore, ServerStoreError};
+use crate::{issue_token, AccountStore, ServerStore, ServerStoreError};
 
 /// Why an operation of the command line failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use tidemark_engine::{ConversationId, UserId};
 
-/// A [`super::ServerStore`] failure.
+/// A [`crate::ServerStore`] failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerStoreError {
@@ -46,7 +46,7 @@ pub enum ServerStoreError {
     },
 }
 
-/// Why an admin action of [`super::ServerCore`] was refused.
+/// Why an admin action of [`crate::ServerCore`] was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdminError {

@@ -10,9 +10,7 @@ use tidemark_engine::{
 };
 
 use super::*;
-use crate::server::{
-    AccountStore, AppendOutcome, MemoryServerStore, NewMessage, ServerStore, TokenHash,
-};
+use crate::{AccountStore, AppendOutcome, MemoryServerStore, NewMessage, ServerStore, TokenHash};
 
 // --- a deterministic random sequence of calls --------------------------------------------------
 
@@ -108,7 +106,7 @@ fn snapshot<S: ServerStore + AccountStore>(s: &S) -> String {
 fn max_seq_of<S: ServerStore>(s: &S, c: &ConversationId) -> u64 {
     s.conversation(c)
         .unwrap()
-        .map_or(0, |info: crate::server::ConversationInfo| info.max_seq.0)
+        .map_or(0, |info: crate::ConversationInfo| info.max_seq.0)
 }
 
 /// One random call, applied to `s`; returns its result as text. `rng` must be in the same state
