@@ -1,5 +1,5 @@
 //! Unit tests of the server rules, each run over every store: the memory store and, with the
-//! `server` feature, the SQLite store (in memory). Tests are generic functions over the
+//! `sqlite` feature, the SQLite store (in memory). Tests are generic functions over the
 //! store; `for_each_store!` at the end instantiates them per store.
 
 use tidemark_engine::{

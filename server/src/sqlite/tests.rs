@@ -633,7 +633,7 @@ fn groups_do_nothing_on_the_memory_store_and_outside_a_group() {
 
 /// Not a test: how long 100,000 appends over 1,000 conversations take on a file, one call
 /// (one transaction) per message, and 10,000 with `Durability::Full`. Run with
-/// `cargo test -p tidemark-transport --all-features -- --ignored --nocapture append_timing`
+/// `cargo test -p tidemark-server --all-features -- --ignored --nocapture append_timing`
 /// (add `--release` for optimized code). The file goes to a temporary directory under
 /// `TIDEMARK_TIMING_DIR` when set (e.g. `/dev/shm` to take the disk out), else the system's.
 #[test]
