@@ -251,6 +251,8 @@ fn refusal_detail(code: ErrorCode) -> &'static str {
         ErrorCode::IdleTimeout => "too slow",
         ErrorCode::SlowConsumer => "too slow to read",
         ErrorCode::Shutdown => "the server is shutting down",
+        // Never sent by a server: the engine's own refusal, in the same form.
+        ErrorCode::UnexpectedResponse => "the server answered with the wrong kind of response",
         // `ErrorCode` is non-exhaustive; a new code gets a golden through `ErrorCode::ALL`.
         _ => "refused",
     }
@@ -277,7 +279,11 @@ fn error_frames() -> Vec<(&'static str, &'static str, bool)> {
             "frame of 300000 bytes exceeds the limit of 262144",
             true,
         ),
-        (error_code::PROTOCOL, "the first frame must be a hello", true),
+        (
+            error_code::PROTOCOL,
+            "the first frame must be a hello",
+            true,
+        ),
         (error_code::IDLE, "nothing received for 60s", true),
         (
             error_code::SLOW_CONSUMER,
@@ -440,7 +446,10 @@ fn server_goldens() -> Vec<Golden> {
     for code in ErrorCode::ALL {
         goldens.push(server(
             &format!("response_error_{code}"),
-            response(7, Response::Error(ServerError::new(code, refusal_detail(code)))),
+            response(
+                7,
+                Response::Error(ServerError::new(code, refusal_detail(code))),
+            ),
         ));
     }
     for (code, message, fatal) in error_frames() {

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use tidemark_engine::protocol::ErrorCode;
 use tidemark_engine::{
     Client, ClientHandle, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId,
     Direction, EngineConfig, Event, EventStream, MemoryStorage, Message, MessageStatus, PullRange,
@@ -739,7 +740,7 @@ async fn bad_tokens_are_refused_and_strangers_read_nothing() {
                 response: Response::Error(err),
             } => {
                 assert_eq!(got, RequestId(id));
-                assert_eq!(err.code, "not_member");
+                assert_eq!(err.error_code(), Some(ErrorCode::NotMember));
                 assert!(err.permanent);
             }
             other => panic!("expected not_member, got {other:?}"),
@@ -985,7 +986,7 @@ async fn requests_over_the_rate_are_refused_not_dropped() {
                 id,
                 response: Response::Error(err),
             } => {
-                assert_eq!(err.code, "rate_limited");
+                assert_eq!(err.error_code(), Some(ErrorCode::RateLimited));
                 assert!(!err.permanent);
                 assert!(limited.insert(id));
             }
