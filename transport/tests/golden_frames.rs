@@ -287,7 +287,7 @@ fn error_frames() -> Vec<(&'static str, &'static str, bool)> {
         (error_code::IDLE, "nothing received for 60s", true),
         (
             error_code::SLOW_CONSUMER,
-            "the connection does not read what it is sent",
+            "the connection could not keep up; reconnect and pull",
             true,
         ),
         (error_code::SHUTDOWN, "the server is shutting down", true),
