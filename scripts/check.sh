@@ -26,10 +26,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy (native, all targets, all features)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-echo "== cargo clippy (wasm32: engine, conformance, the SQLite layer on sqlite-wasm-rs, the browser transport, the server core)"
+echo "== cargo clippy (wasm32: engine, the app-facing client, conformance, the SQLite layer on sqlite-wasm-rs, the browser transport, the server core)"
 # sqlite-wasm-rs compiles SQLite's C with clang; Debian's clang 14 needs this flag for it.
 export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown:--fdouble-square-bracket-attributes}"
-cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark-conformance \
+cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark -p tidemark-conformance \
     -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -- -D warnings
 
 echo "== engine has no tokio in its normal dependencies"

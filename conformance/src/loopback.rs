@@ -25,10 +25,11 @@ use std::task::{Context, Poll};
 use futures::channel::mpsc;
 use futures::stream::FusedStream;
 use futures::{Stream, StreamExt};
+use tidemark::runtime::Runtime;
 use tidemark_engine::{
     ContentKind, ConversationId, ConversationKind, DeviceId, Incoming, Request, RequestId,
-    RequestSink, Runtime, Seq, SeqRanges, ServerError, ServerMessage, Timestamp, Transport,
-    TransportError, UserId,
+    RequestSink, Seq, SeqRanges, ServerError, ServerMessage, Timestamp, Transport, TransportError,
+    UserId,
 };
 
 use crate::server::{
@@ -486,7 +487,8 @@ impl FusedStream for LoopbackSource {
 mod tests {
     use super::*;
     use futures::executor::block_on;
-    use tidemark_engine::{ManualRuntime, Push, Response};
+    use tidemark::testing::ManualRuntime;
+    use tidemark_engine::{Push, Response};
 
     fn server() -> LoopbackServer<ManualRuntime> {
         let server = LoopbackServer::new(ManualRuntime::new(Timestamp(1_000)));

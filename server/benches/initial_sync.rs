@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tidemark::TokioRuntime;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
-    Storage, SyncPolicy, Timestamp, TokioRuntime, UserId,
+    Storage, SyncPolicy, Timestamp, UserId,
 };
 use tidemark_server::net::{ops, Server, ServerOptions};
 use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
@@ -127,12 +128,12 @@ async fn tidemark_sync(server_db: &Path, dir: &Path, messages: u64) -> Duration 
         token,
     );
     let started = Instant::now();
-    let (mut client, mut events) =
-        tidemark_engine::Client::start(config, storage.clone(), transport, TokioRuntime::new())
+    let (handle, driver) =
+        tidemark::Client::start(config, storage.clone(), transport, TokioRuntime)
             .await
             .expect("client");
-    let handle = client.handle();
-    let task = tokio::spawn(async move { client.run().await });
+    let mut events = handle.events();
+    let task = tokio::spawn(driver);
     while let Some(event) = events.next().await {
         if matches!(event, Event::SyncFinished) {
             break;

@@ -8,6 +8,7 @@ use tidemark_engine::{
 };
 
 use super::*;
+use tidemark_engine::protocol::ErrorCode;
 
 const T0: Timestamp = Timestamp(1_000);
 
@@ -89,9 +90,9 @@ fn request<St: ServerStore>(
     }
 }
 
-fn error_code(response: &Response) -> Option<(&str, bool)> {
+fn error_code(response: &Response) -> Option<(ErrorCode, bool)> {
     match response {
-        Response::Error(e) => Some((e.code.as_str(), e.permanent)),
+        Response::Error(e) => Some((e.error_code()?, e.permanent)),
         _ => None,
     }
 }
@@ -261,9 +262,9 @@ fn send_fans_out_to_every_other_connection_of_every_member<St: ServerStore>(stor
 fn non_members_are_refused<St: ServerStore>(store: St) {
     let mut s = server(store, ServerConfig::default());
     let r = request(&mut s, T0, 3, send_req("d", "x", "hi"));
-    assert_eq!(error_code(&r), Some(("not_member", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotMember, true)));
     let r = request(&mut s, T0, 3, send_req("nope", "x", "hi"));
-    assert_eq!(error_code(&r), Some(("not_member", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotMember, true)));
     let r = request(
         &mut s,
         T0,
@@ -273,11 +274,11 @@ fn non_members_are_refused<St: ServerStore>(store: St) {
             seq: Seq(1),
         },
     );
-    assert_eq!(error_code(&r), Some(("not_member", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotMember, true)));
     // One unreadable range refuses the whole pull.
     fill(&mut s, "g", "alice", 2);
     let r = pull(&mut s, 3, &[("g", 1, 2), ("d", 1, 5)]);
-    assert_eq!(error_code(&r), Some(("not_member", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotMember, true)));
     assert_eq!(
         s.store().conversation(&cid("d")).unwrap().unwrap().max_seq,
         Seq(0)
@@ -297,7 +298,7 @@ fn oversized_content_is_refused_for_good<St: ServerStore>(store: St) {
         },
     );
     let r = request(&mut s, T0, 1, send_req("g", "x", "12345"));
-    assert_eq!(error_code(&r), Some(("too_large", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::TooLarge, true)));
     let r = request(&mut s, T0, 1, send_req("g", "y", "1234"));
     assert!(matches!(r, Response::SendAck { seq: Seq(1), .. }));
 }
@@ -658,14 +659,14 @@ fn values_no_store_can_hold_are_refused_for_good<St: ServerStore>(store: St) {
         1,
         send_kind("g", "t", ContentKind::Text, Timestamp(u64::MAX)),
     );
-    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::InvalidValue, true)));
     let r = request(
         &mut s,
         T0,
         1,
         send_kind("g", "t2", ContentKind::Text, Timestamp(i64::MAX as u64 + 1)),
     );
-    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::InvalidValue, true)));
     for (i, kind) in [
         ContentKind::Edit {
             target: Seq(u64::MAX),
@@ -678,7 +679,7 @@ fn values_no_store_can_hold_are_refused_for_good<St: ServerStore>(store: St) {
     .enumerate()
     {
         let r = request(&mut s, T0, 1, send_kind("g", &format!("e{i}"), kind, T0));
-        assert_eq!(error_code(&r), Some(("invalid_target", true)));
+        assert_eq!(error_code(&r), Some((ErrorCode::InvalidTarget, true)));
     }
     assert_eq!(max_seq(&s, "g"), Seq(0));
     // Refused ids were not recorded: the same id with a good value is stored.
@@ -740,7 +741,11 @@ fn change_targets_must_be_live_ordinary_messages_of_the_conversation<St: ServerS
                 1,
                 send_kind(conv, &format!("c{i}-{j}"), kind, T0),
             );
-            assert_eq!(error_code(&r), Some(("invalid_target", true)), "{why}");
+            assert_eq!(
+                error_code(&r),
+                Some((ErrorCode::InvalidTarget, true)),
+                "{why}"
+            );
         }
     }
     assert_eq!((max_seq(&s, "g"), max_seq(&s, "d")), (Seq(5), Seq(0)));
@@ -764,9 +769,9 @@ fn only_the_author_edits_or_revokes<St: ServerStore>(store: St) {
     let edit = ContentKind::Edit { target: Seq(1) };
     let revoke = ContentKind::Revoke { target: Seq(1) };
     let r = request(&mut s, T0, 5, send_kind("cm", "m1", edit.clone(), T0));
-    assert_eq!(error_code(&r), Some(("not_author", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotAuthor, true)));
     let r = request(&mut s, T0, 5, send_kind("cm", "m2", revoke.clone(), T0));
-    assert_eq!(error_code(&r), Some(("not_author", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::NotAuthor, true)));
     assert_eq!(max_seq(&s, "cm"), Seq(1));
     // The author may.
     let r = request(&mut s, T0, 4, send_kind("cm", "c2", edit, T0));
@@ -782,7 +787,7 @@ fn client_id_reused_in_another_conversation_is_refused<St: ServerStore>(store: S
     let first = request(&mut s, T0, 1, send_req("g", "same", "to g"));
     assert!(matches!(first, Response::SendAck { seq: Seq(1), .. }));
     let r = request(&mut s, T0, 1, send_req("d", "same", "to d"));
-    assert_eq!(error_code(&r), Some(("client_id_conflict", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::ClientIdConflict, true)));
     assert_eq!(max_seq(&s, "d"), Seq(0));
     // A resend to the first conversation is still acked as the first time.
     assert_eq!(request(&mut s, T0, 2, send_req("g", "same", "to g")), first);
@@ -793,14 +798,14 @@ fn long_ids_and_kind_names_are_refused<St: ServerStore>(store: St) {
     let mut s = server(store, ServerConfig::default());
     let long = "k".repeat(129);
     let r = request(&mut s, T0, 1, send_req("g", &long, "x"));
-    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::InvalidValue, true)));
     let r = request(
         &mut s,
         T0,
         1,
         send_kind("g", "c", ContentKind::Custom(long.clone()), T0),
     );
-    assert_eq!(error_code(&r), Some(("invalid_value", true)));
+    assert_eq!(error_code(&r), Some((ErrorCode::InvalidValue, true)));
     assert_eq!(max_seq(&s, "g"), Seq(0));
     let r = request(
         &mut s,

@@ -18,11 +18,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tidemark_engine::{
-    Client, ClientHandle, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId,
-    Direction, EngineConfig, Event, EventStream, MemoryStorage, Message, MessageStatus, PullRange,
-    Push, Request, RequestId, Response, Seq, Storage, SyncPolicy, Timestamp, TokioRuntime,
-    Transport, UserId,
+use tidemark::storage::{MemoryStorage, Storage};
+use tidemark::transport::protocol::{ErrorCode, PullRange, Push, Request, RequestId, Response};
+use tidemark::transport::Transport;
+use tidemark::{
+    Client, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, Direction,
+    EngineConfig, Event, EventStream, Message, MessageStatus, Seq, SyncPolicy, Timestamp,
+    TokioRuntime, UserId,
 };
 use tidemark_server::net::{wall_clock, Server, ServerHandle, ServerOptions};
 use tidemark_server::{issue_token, MemoryServerStore, NewMessage, ServerStore};
@@ -38,7 +40,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_millis(300);
 
 type Host = ServerHandle<MemoryServerStore>;
-type TestClient = Client<MemoryStorage, WsTransport, TokioRuntime>;
 
 fn user(name: &str) -> UserId {
     UserId::from(name)
@@ -107,10 +108,10 @@ fn config(name: &str, device: &str, seed: u64) -> EngineConfig {
 /// One running client.
 struct Device {
     name: String,
-    handle: ClientHandle,
+    client: Client,
     events: EventStream,
     storage: MemoryStorage,
-    task: JoinHandle<TestClient>,
+    task: JoinHandle<()>,
     seen: Vec<Event>,
 }
 
@@ -118,18 +119,14 @@ async fn start_device(url: &str, config: EngineConfig, token: &str) -> Device {
     let name = format!("{}/{}", config.user, config.device);
     let storage = MemoryStorage::new();
     let transport = WsTransport::new(url, config.user.clone(), config.device.clone(), token);
-    let (mut client, events) =
-        Client::start(config, storage.clone(), transport, TokioRuntime::new())
-            .await
-            .unwrap();
-    let handle = client.handle();
-    let task = tokio::spawn(async move {
-        client.run().await;
-        client
-    });
+    let (client, driver) = Client::start(config, storage.clone(), transport, TokioRuntime)
+        .await
+        .unwrap();
+    let events = client.events();
+    let task = tokio::spawn(driver);
     Device {
         name,
-        handle,
+        client,
         events,
         storage,
         task,
@@ -189,8 +186,8 @@ impl Device {
     async fn send(&self, conversation: ConversationId, body: &str) -> ClientMsgId {
         timeout(
             WAIT,
-            self.handle
-                .send_message(conversation, ContentKind::Text, text(body)),
+            self.client
+                .send_message(&conversation, ContentKind::Text, text(body)),
         )
         .await
         .expect("send_message timed out")
@@ -199,12 +196,12 @@ impl Device {
 
     async fn stop(self) -> Vec<Event> {
         let mut this = self;
-        timeout(WAIT, this.handle.shutdown())
+        timeout(WAIT, this.client.shutdown())
             .await
             .expect("shutdown timed out");
         timeout(WAIT, this.task)
             .await
-            .expect("run did not return after shutdown")
+            .expect("the driver did not finish after shutdown")
             .expect("the client task panicked");
         let rest: Vec<Event> = timeout(WAIT, this.events.by_ref().collect())
             .await
@@ -533,7 +530,7 @@ async fn read_mark_on_one_device_reaches_the_other() {
         .await;
     }
 
-    timeout(WAIT, phone.handle.mark_read(ab(), Seq(3)))
+    timeout(WAIT, phone.client.mark_read(&ab(), Seq(3)))
         .await
         .unwrap()
         .unwrap();
@@ -739,7 +736,7 @@ async fn bad_tokens_are_refused_and_strangers_read_nothing() {
                 response: Response::Error(err),
             } => {
                 assert_eq!(got, RequestId(id));
-                assert_eq!(err.code, "not_member");
+                assert_eq!(err.error_code(), Some(ErrorCode::NotMember));
                 assert!(err.permanent);
             }
             other => panic!("expected not_member, got {other:?}"),
@@ -985,7 +982,7 @@ async fn requests_over_the_rate_are_refused_not_dropped() {
                 id,
                 response: Response::Error(err),
             } => {
-                assert_eq!(err.code, "rate_limited");
+                assert_eq!(err.error_code(), Some(ErrorCode::RateLimited));
                 assert!(!err.permanent);
                 assert!(limited.insert(id));
             }

@@ -1,13 +1,13 @@
-//! [`Client`]: the runtime-agnostic async driver that runs an [`Engine`] against a
-//! [`Storage`], a [`Transport`] and a [`Runtime`].
+//! [`Driver`]: the future that runs an [`Engine`] against a [`Storage`], a [`Transport`] and a
+//! [`Runtime`], for the [`Client`]s that command it.
 //!
 //! The driver rule: after every input or command, drain [`Engine::poll_output`] until it
 //! returns [`Output::Timeout`], carrying out each output in order; then wait for whichever
-//! comes first: something from the server, a command from a [`ClientHandle`], or the timeout.
+//! comes first: something from the server, a command from a [`Client`], or the timeout.
 //! Writes are applied one at a time, in order, before the next output is looked at, so the
 //! store is always at a commit boundary the engine knows of.
 //!
-//! When a write fails the engine stops. The client drops the connection and, after a short
+//! When a write fails the engine stops. The driver drops the connection and, after a short
 //! delay, starts a new engine from a fresh [`Storage::load_snapshot`]: exactly what happens
 //! after a crash, so a storage failure is recovered the same, well-tested way.
 //!
@@ -15,60 +15,37 @@
 //! ([`StorageError::Corrupt`]), cannot be written ([`StorageError::ReadOnly`]: permissions,
 //! read-only media, a file moved under the connection) or belongs to a newer build
 //! ([`StorageError::UnsupportedVersion`]) would fail again after every restart, and a
-//! restart into a damaged file would write into it. The client then stops for good
+//! restart into a damaged file would write into it. The driver then stops for good
 //! ([`Event::StoreUnusable`], [`ClientError::StoreUnusable`] for every command, connection
 //! closed); the app recovers the store and starts a new client. A full disk
 //! ([`StorageError::Full`]) and backend errors stay on the restart path: space can be
-//! freed, a busy lock released, while the client waits with backoff.
+//! freed, a busy lock released, while the driver waits with backoff.
 //!
-//! The client needs only `futures`. Apps run [`Client::run`] on their executor (for example
-//! `tokio::spawn`) and talk to it through cloneable [`ClientHandle`]s; events arrive on an
-//! [`EventStream`] and at registered [`EventListener`]s.
+//! It reports through `tracing`: a span per sync (from connect until caught up or
+//! disconnected) and one per request (until its answer), with the decisions in between.
+//! Never message content or tokens: ids, kinds, counts and error codes only.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::channel::{mpsc, oneshot};
-use futures::stream::FusedStream;
-use futures::{FutureExt, Stream, StreamExt};
-
-use crate::config::EngineConfig;
-use crate::engine::{CommandError, Engine};
-use crate::model::{ClientMsgId, ContentKind, ConversationId, Seq, Timestamp};
-use crate::output::{Event, Output};
-use crate::protocol::{Request, RequestId};
-use crate::runtime::Runtime;
-use crate::storage::{
-    BatchId, SendOutsideWasm, Storage, StorageError, SyncOutsideWasm, WriteBatch,
+use futures::{FutureExt, StreamExt};
+use tidemark_engine::protocol::{Request, RequestId, Response};
+use tidemark_engine::storage::{BatchId, WriteBatch};
+use tidemark_engine::transport::{Incoming, RequestSink};
+use tidemark_engine::{
+    ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine, EngineConfig,
+    Event, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp, Transport, TransportError,
 };
-use crate::transport::{Incoming, RequestSink, Transport, TransportError};
+use tracing::Span;
 
-/// Why a [`ClientHandle`] command failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The engine refused the command.
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// The store failed: reading for the command, or committing what the command wrote.
-    /// In the second case the command had no effect (the engine restarts from the store).
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// The client shut down (or was dropped) before answering.
-    #[error("client is shut down")]
-    Closed,
-    /// The client stopped for good because its store cannot be used (see
-    /// [`Event::StoreUnusable`]); no command will succeed until a new client runs on a
-    /// recovered store.
-    #[error("the store cannot be used: {error}")]
-    StoreUnusable {
-        /// The store's error, as text.
-        error: String,
-        /// Whether the store reported damage (recover it), rather than being unwritable.
-        damaged: bool,
-    },
-}
+use crate::client::{lock, ClientError, HistoryLoaded, Hub, SharedHub, Status, SyncState};
+use crate::runtime::{BoxFuture, Runtime};
+use crate::Client;
 
 /// Whether `e` is an error that retrying on the same store cannot heal, and if so whether it
 /// means damage. `None` for the errors the restart path handles.
@@ -80,50 +57,11 @@ fn unusable(e: &StorageError) -> Option<bool> {
     }
 }
 
-/// Receives every event, as the callback alternative to [`EventStream`] (for SDKs whose host
-/// language wants callbacks). Called on the driver loop: it must return quickly and must not
-/// wait on the client.
-pub trait EventListener: SendOutsideWasm + SyncOutsideWasm {
-    /// One event, in the order the engine released it.
-    fn on_event(&self, event: &Event);
-}
+/// The answer to a history load once it finished.
+type HistoryReply = oneshot::Sender<Result<HistoryLoaded, ClientError>>;
 
-impl<F> EventListener for F
-where
-    F: Fn(&Event) + SendOutsideWasm + SyncOutsideWasm,
-{
-    fn on_event(&self, event: &Event) {
-        self(event);
-    }
-}
-
-/// The events of a [`Client`], as a [`Stream`]. Unbounded, so a slow reader never stalls
-/// sync; it ends when the client shuts down or is dropped.
-#[derive(Debug)]
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_next_unpin(cx)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.rx.size_hint()
-    }
-}
-
-impl FusedStream for EventStream {
-    fn is_terminated(&self) -> bool {
-        self.rx.is_terminated()
-    }
-}
-
-/// A command for the running loop, with the channel its answer goes back on.
-enum Command {
+/// A command for the driver, with the channel its answer goes back on.
+pub(crate) enum Command {
     SendMessage {
         conversation: ConversationId,
         kind: ContentKind,
@@ -139,7 +77,10 @@ enum Command {
         conversation: ConversationId,
         before: Option<Seq>,
         limit: u32,
-        reply: oneshot::Sender<Result<u64, ClientError>>,
+        /// Answered once the load is committed, with the channel that carries its result.
+        reply: oneshot::Sender<
+            Result<oneshot::Receiver<Result<HistoryLoaded, ClientError>>, ClientError>,
+        >,
     },
     Retry {
         conversation: ConversationId,
@@ -154,159 +95,6 @@ enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
-}
-
-/// Sends commands to a running [`Client`]. Cheap to clone; usable from any task.
-///
-/// Each method waits for the loop to carry the command out (the engine's part of it and the
-/// writes it caused, not the network round trip: a sent message's fate arrives as an
-/// [`Event`]). `Ok` means the command's effect is committed; if its write failed the answer is
-/// [`ClientError::Storage`] and the command had no effect. Commands queued before
-/// [`Client::run`] starts are carried out once it does.
-#[derive(Clone)]
-pub struct ClientHandle {
-    tx: mpsc::UnboundedSender<Command>,
-}
-
-impl fmt::Debug for ClientHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("closed", &self.tx.is_closed())
-            .finish()
-    }
-}
-
-impl ClientHandle {
-    async fn request<V>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<V, ClientError>>) -> Command,
-    ) -> Result<V, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .unbounded_send(make(reply))
-            .map_err(|_| ClientError::Closed)?;
-        // A dropped reply means the loop ended before answering.
-        answer.await.unwrap_or(Err(ClientError::Closed))
-    }
-
-    /// Sends a message: it is stored as pending with its outbox entry before anything goes on
-    /// the wire. Returns its client id once that is stored; [`Event::MessageSent`] or
-    /// [`Event::SendFailed`] follows.
-    pub async fn send_message(
-        &self,
-        conversation: ConversationId,
-        kind: ContentKind,
-        content: Vec<u8>,
-    ) -> Result<ClientMsgId, ClientError> {
-        self.request(|reply| Command::SendMessage {
-            conversation,
-            kind,
-            content,
-            reply,
-        })
-        .await
-    }
-
-    /// Marks a conversation read up to `seq`, locally at once and then on the server.
-    pub async fn mark_read(
-        &self,
-        conversation: ConversationId,
-        seq: Seq,
-    ) -> Result<(), ClientError> {
-        self.request(|reply| Command::MarkRead {
-            conversation,
-            seq,
-            reply,
-        })
-        .await
-    }
-
-    /// Makes sure the `limit` seqs below `before` are held (with `None`: the newest `limit`
-    /// seqs), pulling what is missing; to page back, pass the oldest seq the app shows.
-    /// Returns the id that the matching [`Event::HistoryLoaded`] carries.
-    pub async fn load_history(
-        &self,
-        conversation: ConversationId,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<u64, ClientError> {
-        self.request(|reply| Command::LoadHistory {
-            conversation,
-            before,
-            limit,
-            reply,
-        })
-        .await
-    }
-
-    /// Sends a failed message again under the same client id. The message is read from
-    /// storage, so it must be stored (see [`Storage::message_by_client_id`]).
-    pub async fn retry(
-        &self,
-        conversation: ConversationId,
-        client_msg_id: ClientMsgId,
-    ) -> Result<(), ClientError> {
-        self.request(|reply| Command::Retry {
-            conversation,
-            client_msg_id,
-            reply,
-        })
-        .await
-    }
-
-    /// Cancels a send that has not been acked.
-    pub async fn cancel(
-        &self,
-        conversation: ConversationId,
-        client_msg_id: ClientMsgId,
-    ) -> Result<(), ClientError> {
-        self.request(|reply| Command::Cancel {
-            conversation,
-            client_msg_id,
-            reply,
-        })
-        .await
-    }
-
-    /// Stops the loop: the connection is closed, [`Client::run`] returns and event streams
-    /// end. Returns once the loop has stopped (at once if it is already gone). Every later
-    /// command fails with [`ClientError::Closed`].
-    pub async fn shutdown(&self) {
-        let (reply, done) = oneshot::channel();
-        if self.tx.unbounded_send(Command::Shutdown { reply }).is_ok() {
-            // Cancelled means the loop is gone, which is what we wait for.
-            let _ = done.await;
-        }
-    }
-
-    /// Whether the client has shut down (commands would fail).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
-}
-
-/// Fans events out to streams and listeners.
-#[derive(Default)]
-struct Dispatcher {
-    streams: Vec<mpsc::UnboundedSender<Event>>,
-    listeners: Vec<Box<dyn EventListener>>,
-}
-
-impl Dispatcher {
-    fn subscribe(&mut self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded();
-        self.streams.push(tx);
-        EventStream { rx }
-    }
-
-    fn dispatch(&mut self, event: Event) {
-        for listener in &self.listeners {
-            listener.on_event(&event);
-        }
-        // A stream whose reader is gone is forgotten.
-        self.streams
-            .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
-    }
 }
 
 /// An open connection.
@@ -331,118 +119,113 @@ struct Restart {
     failures: u32,
 }
 
-/// Runs an [`Engine`] against a [`Storage`], a [`Transport`] and a [`Runtime`].
-///
-/// Built with [`Client::start`], driven by [`Client::run`], commanded through
-/// [`ClientHandle`]s. On native targets `run`'s future is `Send`, so it can be spawned.
-pub struct Client<S: Storage, T: Transport, R: Runtime> {
+/// The future that does a [`Client`]'s work: spawn it on any executor (it is `Send` on native
+/// targets). It completes after [`Client::shutdown`], or when every clone of the client is
+/// dropped (a clean shutdown too).
+#[must_use = "the driver does nothing unless it is polled: spawn it"]
+pub struct Driver {
+    run: BoxFuture<'static, ()>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.run.as_mut().poll(cx)
+    }
+}
+
+impl Driver {
+    /// Runs `state` until the driver stops.
+    pub(crate) fn from_state<T: Transport + 'static, R: Runtime>(
+        mut state: DriverState<T, R>,
+    ) -> Self {
+        Self {
+            run: Box::pin(async move { state.run().await }),
+        }
+    }
+}
+
+/// A client and the state of its driver, sharing a command channel and a hub; the engine
+/// starts from `snapshot`, which `storage` just gave.
+#[cfg_attr(
+    target_family = "wasm",
+    allow(clippy::arc_with_non_send_sync, reason = "single-threaded on wasm32")
+)]
+pub(crate) fn pair<T: Transport, R: Runtime>(
+    config: EngineConfig,
+    snapshot: SyncSnapshot,
+    storage: Arc<dyn Storage>,
+    transport: T,
+    runtime: R,
+) -> (Client, DriverState<T, R>) {
+    let user = config.user.clone();
+    let engine = Engine::new(config, snapshot, runtime.now());
+    let (command_tx, commands) = mpsc::unbounded();
+    let hub = Arc::new(Mutex::new(Hub {
+        streams: Vec::new(),
+        listeners: Vec::new(),
+        status: Status {
+            connection: ConnectionState::Disconnected,
+            sync: SyncState::Offline,
+            total_unread: engine.total_unread(),
+            pending_sends: engine.outbox().len(),
+        },
+    }));
+    let client = Client::new(command_tx, Arc::clone(&storage), user, Arc::clone(&hub));
+    let state = DriverState {
+        engine,
+        storage,
+        transport,
+        runtime,
+        connection: None,
+        commands,
+        hub,
+        restart: Restart::default(),
+        unusable: None,
+        write_failure: None,
+        closing: false,
+        history: HashMap::new(),
+        sync_span: None,
+        requests: HashMap::new(),
+    };
+    (client, state)
+}
+
+/// The driver's state: the engine, what it runs against, and the bookkeeping of the loop.
+pub(crate) struct DriverState<T: Transport, R: Runtime> {
     engine: Engine,
-    storage: S,
+    storage: Arc<dyn Storage>,
     transport: T,
     runtime: R,
     connection: Option<Connection<T>>,
     commands: mpsc::UnboundedReceiver<Command>,
-    /// Kept to mint handles; it also keeps the channel open while no handle exists.
-    command_tx: mpsc::UnboundedSender<Command>,
-    dispatch: Dispatcher,
+    hub: SharedHub,
     restart: Restart,
     /// Set when the store failed in a way no restart heals: (error text, damaged, announced).
     /// The engine stays stopped from then on.
     unusable: Option<(String, bool, bool)>,
     /// The error of the write that stopped the engine, for the command that caused it.
     write_failure: Option<StorageError>,
-    /// Set from shutdown on: outputs that would reach the network are dropped, and `run`
-    /// returns at once.
+    /// Set from shutdown on: outputs that would reach the network are dropped.
     closing: bool,
+    /// History loads waiting for their `HistoryLoaded`, by the engine's id.
+    history: HashMap<u64, HistoryReply>,
+    /// The current sync's span: from the connect until caught up or disconnected.
+    sync_span: Option<Span>,
+    /// A span per request on the wire, until its answer or the connection's end.
+    requests: HashMap<RequestId, Span>,
 }
 
-impl<S: Storage, T: Transport, R: Runtime> fmt::Debug for Client<S, T, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field("engine", &self.engine)
-            .field("connected", &self.connection.is_some())
-            .field("restart", &self.restart)
-            .field("unusable", &self.unusable)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
-    /// Loads the snapshot from `storage` and builds the engine. Nothing happens until
-    /// [`Client::run`]; the returned stream receives every event from then on.
-    pub async fn start(
-        config: EngineConfig,
-        storage: S,
-        transport: T,
-        runtime: R,
-    ) -> Result<(Self, EventStream), StorageError> {
-        let snapshot = storage.load_snapshot().await?;
-        let engine = Engine::new(config, snapshot, runtime.now());
-        let (command_tx, commands) = mpsc::unbounded();
-        let mut client = Self {
-            engine,
-            storage,
-            transport,
-            runtime,
-            connection: None,
-            commands,
-            command_tx,
-            dispatch: Dispatcher::default(),
-            restart: Restart::default(),
-            unusable: None,
-            write_failure: None,
-            closing: false,
-        };
-        let events = client.dispatch.subscribe();
-        Ok((client, events))
-    }
-
-    /// A handle to send commands to the loop.
-    pub fn handle(&self) -> ClientHandle {
-        ClientHandle {
-            tx: self.command_tx.clone(),
-        }
-    }
-
-    /// Another stream of events, from now on.
-    pub fn subscribe(&mut self) -> EventStream {
-        self.dispatch.subscribe()
-    }
-
-    /// Registers a listener that receives every event from now on.
-    pub fn add_listener(&mut self, listener: Box<dyn EventListener>) {
-        self.dispatch.listeners.push(listener);
-    }
-
-    /// The engine (for its getters: connection state, unread counts, ...).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// The store, for reads.
-    pub fn storage(&self) -> &S {
-        &self.storage
-    }
-
-    /// The runtime.
-    pub fn runtime(&self) -> &R {
-        &self.runtime
-    }
-
-    /// Whether the client stopped for good because its store cannot be used
-    /// ([`Event::StoreUnusable`]): `Some(damaged)` then.
-    pub fn store_unusable(&self) -> Option<bool> {
-        self.unusable.as_ref().map(|(_, damaged, _)| *damaged)
-    }
-
-    /// Drives the engine until a [`ClientHandle::shutdown`]. Borrows the client so a test or
-    /// an app can inspect it afterwards; after a shutdown it returns at once.
-    pub async fn run(&mut self) {
-        // After a shutdown the command channel is closed for good (and `select!` would skip
-        // the finished command stream, leaving nothing to end the wait).
-        if self.closing {
-            return;
-        }
+impl<T: Transport, R: Runtime> DriverState<T, R> {
+    /// Drives the engine until a shutdown, or until every client is dropped.
+    async fn run(&mut self) {
         loop {
             let mut deadline = self.drive().await;
             if self.unusable.is_some() {
@@ -466,8 +249,11 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                     return;
                 }
                 Wake::Command(Some(command)) => self.on_command(command).await,
-                // Unreachable while the client holds a sender; ending is the safe answer.
-                Wake::Command(None) => return,
+                // Every client is gone: nobody can command or read any more.
+                Wake::Command(None) => {
+                    self.shut_down().await;
+                    return;
+                }
                 Wake::Incoming(incoming) => self.on_incoming(incoming).await,
             }
         }
@@ -478,8 +264,62 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         loop {
             let output = self.engine.poll_output();
             if let Some(deadline) = self.execute(output).await {
+                self.publish();
                 return deadline;
             }
+        }
+    }
+
+    /// Publishes the engine's state for the client's synchronous getters, and closes the sync
+    /// span once the sync is over.
+    fn publish(&mut self) {
+        let connection = self.engine.connection_state();
+        let sync = match &self.unusable {
+            Some((_, damaged, _)) => SyncState::StoreUnusable { damaged: *damaged },
+            None if connection != ConnectionState::Connected || self.engine.is_stopped() => {
+                SyncState::Offline
+            }
+            None if self.engine.is_syncing() => SyncState::Syncing,
+            None => SyncState::Synced,
+        };
+        if sync != SyncState::Syncing {
+            if let Some(span) = self.sync_span.take() {
+                span.in_scope(|| tracing::info!(state = ?sync, "sync over"));
+            }
+        }
+        lock(&self.hub).status = Status {
+            connection,
+            sync,
+            total_unread: self.engine.total_unread(),
+            pending_sends: self.engine.outbox().len(),
+        };
+    }
+
+    /// Hands an event to the app: answers the history load it ends, then streams and
+    /// listeners (called outside the lock, so a listener may use the client's getters).
+    fn dispatch(&mut self, event: Event) {
+        if let Event::HistoryLoaded {
+            id,
+            conversation,
+            complete,
+        } = &event
+        {
+            if let Some(reply) = self.history.remove(id) {
+                let _ = reply.send(Ok(HistoryLoaded {
+                    conversation: conversation.clone(),
+                    complete: *complete,
+                }));
+            }
+        }
+        let listeners = {
+            let mut hub = lock(&self.hub);
+            // A stream whose reader is gone is forgotten.
+            hub.streams
+                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+            hub.listeners.clone()
+        };
+        for listener in listeners {
+            listener.on_event(&event);
         }
     }
 
@@ -493,7 +333,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         let live = writable && !self.closing;
         match output {
             Output::Timeout(deadline) => return Some(deadline),
-            Output::Event(event) => self.dispatch.dispatch(event),
+            Output::Event(event) => self.dispatch(event),
             Output::Connect if live => self.connect().await,
             Output::Request(id, request) if live => self.send_request(id, request).await,
             Output::Write(id, batch) if writable => self.write(id, batch).await,
@@ -509,14 +349,19 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
     async fn connect(&mut self) {
         // A connect while connected replaces the connection.
         self.close_connection().await;
+        let span = tracing::info_span!("sync");
         match self.transport.connect().await {
             Ok((sink, source)) => {
+                span.in_scope(|| tracing::info!("connected"));
+                self.sync_span = Some(span);
                 self.connection = Some(Connection { sink, source });
                 self.engine.handle_connected(self.runtime.now());
             }
-            Err(e) => self
-                .engine
-                .handle_disconnected(self.runtime.now(), &e.to_string()),
+            Err(e) => {
+                span.in_scope(|| tracing::info!(error = %e, "connect failed"));
+                self.engine
+                    .handle_disconnected(self.runtime.now(), &e.to_string());
+            }
         }
     }
 
@@ -526,6 +371,14 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         let Some(conn) = self.connection.as_mut() else {
             return;
         };
+        let span = tracing::debug_span!(
+            parent: self.sync_span.as_ref().and_then(Span::id),
+            "request",
+            id = id.0,
+            kind = request_kind(&request),
+        );
+        span.in_scope(|| tracing::debug!("sent"));
+        self.requests.insert(id, span);
         if let Err(e) = conn.sink.send(id, request).await {
             self.close_connection().await;
             self.engine
@@ -541,6 +394,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                     .handle_batch_committed(self.runtime.now(), id, &applied);
             }
             Err(e) => {
+                tracing::warn!(batch = id.0, error = %e, "write failed: the engine stops");
                 self.engine.handle_batch_failed(self.runtime.now(), id, &e);
                 self.note_unusable(&e);
                 self.write_failure = Some(e);
@@ -563,6 +417,14 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
     async fn close_connection(&mut self) {
         if let Some(mut conn) = self.connection.take() {
             conn.sink.close().await;
+            // Requests of a closed connection get no answer; the engine times them out or
+            // asks again on the next one.
+            for (_, span) in self.requests.drain() {
+                span.in_scope(|| tracing::debug!("unanswered: connection closed"));
+            }
+            if let Some(span) = self.sync_span.take() {
+                span.in_scope(|| tracing::info!("disconnected"));
+            }
         }
     }
 
@@ -607,10 +469,17 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         let now = self.runtime.now();
         match incoming {
             Some(Ok(Incoming::Response(id, response))) => {
+                if let Some(span) = self.requests.remove(&id) {
+                    span.in_scope(|| match &response {
+                        Response::Error(e) => tracing::debug!(code = %e.code, "refused"),
+                        _ => tracing::debug!("answered"),
+                    });
+                }
                 self.engine.handle_response(now, id, response);
             }
             Some(Ok(Incoming::Push(push))) => self.engine.handle_push(now, push),
             Some(Err(e)) => {
+                tracing::info!(error = %e, "connection failed");
                 self.close_connection().await;
                 self.engine.handle_disconnected(now, &e.to_string());
             }
@@ -632,6 +501,7 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
     fn note_unusable(&mut self, e: &StorageError) {
         if self.unusable.is_none() {
             if let Some(damaged) = unusable(e) {
+                tracing::error!(error = %e, damaged, "the store cannot be used: stopping for good");
                 self.unusable = Some((e.to_string(), damaged, false));
             }
         }
@@ -653,7 +523,8 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
         };
         self.restart.at = None;
         self.close_connection().await;
-        self.dispatch.dispatch(event);
+        self.publish();
+        self.dispatch(event);
     }
 
     /// The answer to every command once the store is unusable.
@@ -709,8 +580,22 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 limit,
                 reply,
             } => {
-                let result = self.engine.load_history(now, &conversation, before, limit);
-                let result = self.committed(result.map_err(ClientError::from)).await;
+                let result = match self.engine.load_history(now, &conversation, before, limit) {
+                    Ok(id) => {
+                        // Registered before the commit: a load that needs no pull finishes
+                        // (and emits its event) while the commit drains the engine.
+                        let (done, answer) = oneshot::channel();
+                        self.history.insert(id, done);
+                        match self.commit().await {
+                            Ok(()) => Ok(answer),
+                            Err(e) => {
+                                self.history.remove(&id);
+                                Err(e)
+                            }
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                };
                 let _ = reply.send(result);
             }
             Command::Retry {
@@ -787,6 +672,11 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 let config = self.engine.config().clone();
                 self.engine = Engine::new(config, snapshot, self.runtime.now());
                 self.restart.at = None;
+                tracing::info!("engine restarted from the store");
+                // The new engine knows nothing of the old one's history loads.
+                for (_, reply) in self.history.drain() {
+                    let _ = reply.send(Err(ClientError::Restarted));
+                }
             }
             Err(e) => {
                 self.note_unusable(&e);
@@ -795,7 +685,8 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                     return;
                 }
                 // Tell the app, then try again later with a longer delay.
-                self.dispatch.dispatch(Event::StorageFailed {
+                tracing::warn!(error = %e, "restart: the store could not be loaded");
+                self.dispatch(Event::StorageFailed {
                     error: e.to_string(),
                 });
                 let at = self.runtime.now().plus_millis(self.restart_delay());
@@ -823,20 +714,35 @@ impl<S: Storage, T: Transport, R: Runtime> Client<S, T, R> {
                 let _ = reply.send(());
             }
         }
-        self.dispatch.streams.clear();
+        lock(&self.hub).streams.clear();
+        self.publish();
+    }
+}
+
+/// A request's kind, for tracing (never its content).
+fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::GetMaxSeqs { .. } => "get_max_seqs",
+        Request::Pull { .. } => "pull",
+        Request::Send { .. } => "send",
+        Request::GetDeletions { .. } => "get_deletions",
+        Request::MarkRead { .. } => "mark_read",
+        Request::Ping => "ping",
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
     use super::*;
-    use crate::memory::MemoryStorage;
-    use crate::model::{Conversation, ConversationKind, DeviceId, UserId};
-    use crate::protocol::{Push, Response};
-    use crate::runtime::ManualRuntime;
-    use crate::storage::WriteOp;
+    use crate::testing::ManualRuntime;
+    use crate::EventStream;
     use futures::executor::block_on;
-    use std::sync::{Arc, Mutex};
+    use futures::stream::FusedStream;
+    use tidemark_engine::protocol::Push;
+    use tidemark_engine::storage::WriteOp;
+    use tidemark_engine::{Conversation, ConversationKind, DeviceId, MemoryStorage, UserId};
 
     /// What the fake transport saw.
     #[derive(Default)]
@@ -886,30 +792,49 @@ mod tests {
         }
     }
 
-    type TestClient = Client<MemoryStorage, FakeTransport, ManualRuntime>;
+    type TestState = DriverState<FakeTransport, ManualRuntime>;
 
     fn config() -> EngineConfig {
         EngineConfig::new(UserId::from("me"), DeviceId::from("d1"))
     }
 
-    fn start(storage: MemoryStorage) -> (TestClient, EventStream, FakeTransport) {
+    /// A client and its driver's state, for tests that step the driver by hand.
+    fn start(storage: MemoryStorage) -> (TestState, Client, EventStream, FakeTransport) {
         let transport = FakeTransport::default();
         let runtime = ManualRuntime::new(Timestamp(1_000));
-        let (client, events) =
-            block_on(Client::start(config(), storage, transport.clone(), runtime)).unwrap();
-        (client, events, transport)
+        let snapshot = block_on(storage.load_snapshot()).unwrap();
+        let (client, state) = pair(
+            config(),
+            snapshot,
+            Arc::new(storage),
+            transport.clone(),
+            runtime,
+        );
+        let events = client.events();
+        (state, client, events, transport)
     }
 
-    /// `run`'s future must be spawnable on a multi-threaded executor.
+    /// The driver must be spawnable on a multi-threaded executor, and the client usable
+    /// from any thread.
     #[cfg(not(target_family = "wasm"))]
     #[test]
-    fn run_future_is_send() {
+    fn driver_and_client_are_send() {
         fn assert_send<F: std::future::Future + Send>(_: F) {}
-        let (mut client, _events, _) = start(MemoryStorage::new());
-        assert_send(client.run());
-        let handle = client.handle();
-        assert_send(handle.send_message(ConversationId::from("c"), ContentKind::Text, vec![]));
-        assert_send(handle.shutdown());
+        fn assert_send_sync<C: Send + Sync + Clone>(_: &C) {}
+        let (client, driver) = block_on(Client::start(
+            config(),
+            MemoryStorage::new(),
+            FakeTransport::default(),
+            ManualRuntime::default(),
+        ))
+        .unwrap();
+        assert_send_sync(&client);
+        assert_send(driver);
+        let chat = ConversationId::from("c");
+        assert_send(client.send_message(&chat, ContentKind::Text, vec![]));
+        assert_send(client.load_history(&chat, None, 1));
+        assert_send(client.conversations(None, 1));
+        assert_send(client.shutdown());
     }
 
     #[test]
@@ -922,9 +847,13 @@ mod tests {
             ))],
         }))
         .unwrap();
-        let (client, _events, _) = start(storage.clone());
-        assert_eq!(client.engine().config().user, UserId::from("me"));
-        assert_eq!(client.storage().applied_batches(), 1);
+        let (state, client, _events, _) = start(storage.clone());
+        assert_eq!(client.user(), &UserId::from("me"));
+        assert_eq!(state.engine.conversation_count(), 1);
+        assert_eq!(storage.applied_batches(), 1);
+        // Reads go to the store.
+        let listed = block_on(client.conversations(None, 10)).unwrap();
+        assert_eq!(listed.len(), 1);
 
         storage.fail_next_loads(1);
         let result = block_on(Client::start(
@@ -937,15 +866,16 @@ mod tests {
     }
 
     #[test]
-    fn shutdown_ends_run_and_closes_everything() {
-        let (mut client, mut events, _) = start(MemoryStorage::new());
-        let handle = client.handle();
-        let other = handle.clone();
+    fn shutdown_ends_the_driver_and_closes_everything() {
+        let (state, client, mut events, _) = start(MemoryStorage::new());
+        let handle = client.clone();
+        let other = client.clone();
+        drop(client);
         block_on(async {
-            futures::join!(client.run(), async {
+            futures::join!(Driver::from_state(state), async {
                 // A command before the shutdown still gets its answer.
                 let retry = handle
-                    .retry(ConversationId::from("c"), ClientMsgId::from("nope"))
+                    .retry(&ConversationId::from("c"), &ClientMsgId::from("nope"))
                     .await;
                 assert!(matches!(
                     retry,
@@ -955,41 +885,106 @@ mod tests {
             });
         });
         assert!(other.is_closed());
-        let after = block_on(other.mark_read(ConversationId::from("c"), Seq(1)));
+        let after = block_on(other.mark_read(&ConversationId::from("c"), Seq(1)));
         assert!(matches!(after, Err(ClientError::Closed)));
-        // Shutting down twice is fine, and a second run returns at once.
+        // Shutting down twice is fine.
         block_on(other.shutdown());
-        block_on(client.run());
+        assert_eq!(other.sync_state(), SyncState::Offline);
         // The stream yields what was dispatched, then ends.
         let rest: Vec<Event> = block_on(events.by_ref().collect());
         assert_eq!(
             rest.last(),
             Some(&Event::ConnectionChanged {
-                state: crate::output::ConnectionState::Disconnected
+                state: ConnectionState::Disconnected
             })
         );
         assert!(events.is_terminated());
     }
 
     #[test]
-    fn dropping_the_client_fails_queued_commands() {
-        let (client, _events, _) = start(MemoryStorage::new());
-        let handle = client.handle();
-        let pending = handle.load_history(ConversationId::from("c"), None, 10);
-        drop(client);
+    fn dropping_the_driver_fails_queued_commands() {
+        let (state, client, _events, _) = start(MemoryStorage::new());
+        let chat = ConversationId::from("c");
+        let pending = client.load_history(&chat, None, 10);
+        drop(Driver::from_state(state));
         assert!(matches!(block_on(pending), Err(ClientError::Closed)));
-        block_on(handle.shutdown());
+        block_on(client.shutdown());
+        assert!(client.is_closed());
+    }
+
+    #[test]
+    fn dropping_every_client_ends_the_driver() {
+        let (state, client, mut events, _) = start(MemoryStorage::new());
+        let other = client.clone();
+        drop(client);
+        drop(other);
+        block_on(Driver::from_state(state));
+        // It shut down cleanly: the streams ended.
+        block_on(events.by_ref().collect::<Vec<_>>());
+        assert!(events.is_terminated());
+    }
+
+    #[test]
+    fn load_history_waits_for_its_result_and_state_is_published() {
+        use futures::executor::LocalPool;
+        use futures::task::LocalSpawnExt;
+
+        let storage = MemoryStorage::new();
+        // Three seqs on the server, none read: 3 unread.
+        let mut busy = Conversation::new(ConversationId::from("busy"), ConversationKind::Direct);
+        busy.server_min_seq = Seq(1);
+        busy.server_max_seq = Seq(3);
+        let chat = ConversationId::from("c");
+        let empty = Conversation::new(chat.clone(), ConversationKind::Direct);
+        block_on(storage.apply(WriteBatch {
+            ops: vec![
+                WriteOp::PutConversation(busy),
+                WriteOp::PutConversation(empty),
+            ],
+        }))
+        .unwrap();
+        let (state, client, _events, transport) = start(storage);
+        // Published from the snapshot before the driver ever runs.
+        assert_eq!(client.total_unread(), 3);
+        assert_eq!(client.sync_state(), SyncState::Offline);
+        let mut pool = LocalPool::new();
+        pool.spawner()
+            .spawn_local(Driver::from_state(state))
+            .unwrap();
+        pool.run_until_stalled();
+        // connect_on_start: connected, listing what changed.
+        assert_eq!(client.connection_state(), ConnectionState::Connected);
+        assert_eq!(client.sync_state(), SyncState::Syncing);
+        assert_eq!(transport.0.lock().unwrap().connects, 1);
+
+        // Nothing is held and the server's max seq is unknown (0): the load finishes at
+        // once, complete, and the awaited call returns that.
+        let loaded = pool
+            .run_until(client.load_history(&chat, None, 10))
+            .unwrap();
+        assert_eq!(
+            loaded,
+            HistoryLoaded {
+                conversation: chat.clone(),
+                complete: true
+            }
+        );
+        // A conversation the engine does not know is refused.
+        let unknown = pool.run_until(client.load_history(&ConversationId::from("x"), None, 1));
+        assert!(
+            matches!(unknown, Err(ClientError::Command(_))),
+            "{unknown:?}"
+        );
+        pool.run_until(client.shutdown());
     }
 
     #[test]
     fn outputs_reach_storage_transport_and_listeners() {
         let storage = MemoryStorage::new();
-        let (mut client, mut events, transport) = start(storage.clone());
+        let (mut client, handle, mut events, transport) = start(storage.clone());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        client.add_listener(Box::new(move |e: &Event| {
-            sink.lock().unwrap().push(e.clone())
-        }));
+        handle.add_listener(move |e: &Event| sink.lock().unwrap().push(e.clone()));
 
         block_on(async {
             // A write is applied.
@@ -1053,7 +1048,7 @@ mod tests {
             vec![Event::SyncStarted, Event::SyncFinished]
         );
         // With no connection a wait ends on the timer.
-        let runtime = client.runtime().clone();
+        let runtime = client.runtime.clone();
         let wake = block_on(async {
             let wait = client.wait(Timestamp(1_500));
             futures::pin_mut!(wait);
@@ -1066,7 +1061,7 @@ mod tests {
 
     #[test]
     fn pushes_and_drops_are_fed_to_the_engine() {
-        let (mut client, _events, transport) = start(MemoryStorage::new());
+        let (mut client, _handle, _events, transport) = start(MemoryStorage::new());
         block_on(async {
             client.execute(Output::Connect).await;
             let feed = transport.0.lock().unwrap().feed.clone().unwrap();
@@ -1107,25 +1102,17 @@ mod tests {
         let mut config = config();
         config.connect_on_start = false;
         let runtime = ManualRuntime::new(Timestamp(1_000));
-        let (mut client, mut events) = block_on(Client::start(
+        let (handle, driver) = block_on(Client::start(
             config,
             storage.clone(),
             FakeTransport::default(),
             runtime.clone(),
         ))
         .unwrap();
-        let handle = client.handle();
+        let mut events = handle.events();
         let mut pool = LocalPool::new();
-        let finished = pool
-            .spawner()
-            .spawn_local_with_handle(async move {
-                client.run().await;
-                client
-            })
-            .unwrap();
-        let send = |text: &str| {
-            handle.send_message(conv.clone(), ContentKind::Text, text.as_bytes().to_vec())
-        };
+        let finished = pool.spawner().spawn_local_with_handle(driver).unwrap();
+        let send = |text: &'static str| handle.send_text(&conv, text);
 
         // The send's batch fails: the engine stops, nothing reaches the store, and the
         // caller is told (no MessageSent or SendFailed will follow an id it never got).
@@ -1155,13 +1142,12 @@ mod tests {
         assert_eq!(stored[0].content, b"kept");
 
         pool.run_until(handle.shutdown());
-        let client = pool.run_until(finished);
-        assert!(!client.engine().is_stopped());
+        pool.run_until(finished);
     }
 
     #[test]
     fn restart_delay_backs_off_to_the_cap() {
-        let (mut client, _events, _) = start(MemoryStorage::new());
+        let (mut client, _handle, _events, _) = start(MemoryStorage::new());
         let mut delays = Vec::new();
         for failures in [0, 1, 2, 10, 64, u32::MAX] {
             client.restart.failures = failures;
@@ -1172,13 +1158,14 @@ mod tests {
 
     #[test]
     fn dropped_streams_are_forgotten() {
-        let mut dispatch = Dispatcher::default();
-        let kept = dispatch.subscribe();
-        drop(dispatch.subscribe());
-        dispatch.dispatch(Event::SyncStarted);
-        assert_eq!(dispatch.streams.len(), 1);
+        let (mut state, client, events, _) = start(MemoryStorage::new());
+        drop(events);
+        let kept = client.events();
+        drop(client.events());
+        state.dispatch(Event::SyncStarted);
+        assert_eq!(lock(&state.hub).streams.len(), 1);
         drop(kept);
-        dispatch.dispatch(Event::SyncStarted);
-        assert!(dispatch.streams.is_empty());
+        state.dispatch(Event::SyncStarted);
+        assert!(lock(&state.hub).streams.is_empty());
     }
 }
