@@ -159,13 +159,7 @@ impl Engine {
             self.changed.insert(id.clone());
             let own = msg.sender == me;
             if own {
-                // A new id must never equal a stored one of this device: after a restart in
-                // the same millisecond the random part can repeat (the snapshot the digest
-                // comes from may not show a send that never committed). Ids go on above
-                // every own counter seen.
-                if let Some(counter) = self.own_id_counter(&msg.client_msg_id) {
-                    self.sends_created = self.sends_created.max(counter);
-                }
+                self.client_ids.saw(&msg.client_msg_id);
             }
             // This device's send: still in the outbox for this conversation, or (an id not in
             // the outbox) one it gave up on (failed, or cancelled while on the wire) that
@@ -180,7 +174,7 @@ impl Engine {
             // another seq is not its echo.
             let echo_of_send = own
                 && !self.acked_at_held_seq.contains(&msg.client_msg_id)
-                && in_outbox.unwrap_or_else(|| self.is_own_client_id_in(id, &msg.client_msg_id));
+                && in_outbox.unwrap_or_else(|| self.client_ids.is_own_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.
             let stored = message.clone();

@@ -31,14 +31,21 @@ use crate::protocol::{
     DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response,
     ServerError,
 };
+use crate::rng::SplitMix64;
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{
     may_change, Applied, BatchId, RefusedChange, StorageError, SyncSnapshot, WriteBatch, WriteOp,
 };
+use client_ids::ClientIds;
+use pulls::{PullChunk, PullPurpose};
+use requests::{InFlight, Requests};
 
+mod client_ids;
 mod dispatch;
 mod ingest;
 mod outbox;
+mod pulls;
+mod requests;
 mod sync;
 
 /// A command the engine refused.
@@ -57,45 +64,6 @@ pub enum CommandError {
     /// The engine stopped after a storage failure; restart it from a snapshot.
     #[error("engine stopped after a storage failure")]
     Stopped,
-}
-
-/// Why a range is being pulled; decides priority and what its completion means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PullPurpose {
-    /// Part of the sync after connecting.
-    Sync,
-    /// A gap below a pushed or acked message.
-    Gap,
-    /// A `load_history` call.
-    History(u64),
-    /// Background fill of old gaps after the sync finished.
-    Fill,
-}
-
-/// One conversation's range queued or in flight.
-#[derive(Clone, Debug)]
-struct PullChunk {
-    conversation: ConversationId,
-    from: Seq,
-    to: Seq,
-    purpose: PullPurpose,
-}
-
-/// What a request in flight was for.
-#[derive(Clone, Debug)]
-enum InFlight {
-    MaxSeqs,
-    Pull(Vec<PullChunk>),
-    Send(ClientMsgId),
-    MarkRead(ConversationId, Seq),
-    Deletions,
-    Ping,
-}
-
-#[derive(Clone, Debug)]
-struct RequestState {
-    what: InFlight,
-    deadline: Timestamp,
 }
 
 /// An outbox entry and where it stands.
@@ -149,12 +117,9 @@ struct PendingCommit {
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    rng: u64,
-    /// Client ids made by this engine (continuing above the outbox's), part of each id so ids
-    /// sort in creation order.
-    sends_created: u64,
-    /// Digest of the snapshot the engine started from, mixed into client ids.
-    id_salt: u64,
+    /// The engine's one source of randomness (client ids, reconnect jitter), from the seed.
+    rng: SplitMix64,
+    client_ids: ClientIds,
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: HashMap<ConversationId, Dispatch>,
     total_unread: u64,
@@ -172,11 +137,7 @@ pub struct Engine {
     connection: ConnectionState,
     kicked: bool,
     stopped: bool,
-    reconnect_failures: u32,
-    reconnect_at: Option<Timestamp>,
-    next_ping_at: Option<Timestamp>,
-    next_request: u64,
-    requests: HashMap<RequestId, RequestState>,
+    requests: Requests,
 
     sync: Option<SyncRun>,
     pull_queue: VecDeque<PullChunk>,
@@ -203,7 +164,11 @@ impl Engine {
     /// Starts from a snapshot loaded with [`crate::Storage::load_snapshot`]. With
     /// `connect_on_start` the first output is [`Output::Connect`].
     pub fn new(config: EngineConfig, snapshot: SyncSnapshot, now: Timestamp) -> Self {
-        let id_salt = outbox::snapshot_digest(&snapshot);
+        let client_ids = ClientIds::new(
+            &config.device,
+            &snapshot,
+            snapshot.outbox.iter().map(|e| &e.client_msg_id),
+        );
         let mut conversations = HashMap::with_capacity(snapshot.conversations.len());
         let mut dispatch = HashMap::with_capacity(snapshot.conversations.len());
         let mut changed = BTreeSet::new();
@@ -251,13 +216,12 @@ impl Engine {
         for list in pending_changes.values_mut() {
             list.sort_by_key(|c| c.seq);
         }
-        let rng = config.seed ^ now.0.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+        let rng = SplitMix64::new(config.seed ^ now.0.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15);
         let connect = config.connect_on_start;
         let mut engine = Self {
             config,
             rng,
-            sends_created: 0,
-            id_salt,
+            client_ids,
             conversations,
             dispatch,
             total_unread,
@@ -269,11 +233,7 @@ impl Engine {
             connection: ConnectionState::Disconnected,
             kicked: false,
             stopped: false,
-            reconnect_failures: 0,
-            reconnect_at: None,
-            next_ping_at: None,
-            next_request: 1,
-            requests: HashMap::new(),
+            requests: Requests::new(),
             sync: None,
             pull_queue: VecDeque::new(),
             pulls_in_flight: 0,
@@ -290,15 +250,8 @@ impl Engine {
             changed,
             received: BTreeMap::new(),
         };
-        // Client ids go on from the highest counter of this device's ids in the outbox.
-        engine.sends_created = engine
-            .outbox
-            .keys()
-            .filter_map(|id| engine.own_id_counter(id))
-            .max()
-            .unwrap_or(0);
         if connect {
-            engine.reconnect_at = Some(now);
+            engine.requests.reconnect_at_once(now);
         }
         engine.handle_timeout(now);
         engine
@@ -382,9 +335,8 @@ impl Engine {
             self.abandon_connection();
         }
         self.connection = ConnectionState::Connected;
-        self.reconnect_at = None;
-        self.reconnect_failures = 0;
-        self.next_ping_at = Some(now.plus_millis(self.config.heartbeat_interval_ms));
+        self.requests
+            .connected(now, self.config.heartbeat_interval_ms);
         self.events.push(Event::ConnectionChanged {
             state: ConnectionState::Connected,
         });
@@ -431,13 +383,13 @@ impl Engine {
         if self.stopped {
             return;
         }
-        let Some(state) = self.requests.remove(&id) else {
+        let Some(what) = self.requests.finish(id) else {
             return;
         };
         if !containment::contain_response(&mut response) {
             response = Response::Error(unexpected());
         }
-        match (state.what, response) {
+        match (what, response) {
             (InFlight::MaxSeqs, Response::MaxSeqs { entries, has_more }) => {
                 self.on_max_seqs(now, entries, has_more)
             }
@@ -583,7 +535,7 @@ impl Engine {
         self.stopped = true;
         self.outputs.clear();
         self.uncommitted.clear();
-        self.requests.clear();
+        self.requests.forget_all();
         self.outputs.push_back(Output::Event(Event::StorageFailed {
             error: error.to_string(),
         }));
@@ -603,8 +555,7 @@ impl Engine {
         }
         match self.connection {
             ConnectionState::Disconnected => {
-                if !self.kicked && self.reconnect_at.is_some_and(|t| t <= now) {
-                    self.reconnect_at = None;
+                if !self.kicked && self.requests.take_reconnect_due(now) {
                     self.connection = ConnectionState::Connecting;
                     self.outputs.push_back(Output::Connect);
                     self.events.push(Event::ConnectionChanged {
@@ -614,12 +565,14 @@ impl Engine {
             }
             ConnectionState::Connecting => {}
             ConnectionState::Connected => {
-                if self.requests.values().any(|r| r.deadline <= now) {
+                if self.requests.timed_out(now) {
+                    tracing::debug!("request timed out: dropping the connection");
                     self.drop_connection(now, "request timed out");
                 } else {
-                    if self.next_ping_at.is_some_and(|t| t <= now) {
-                        self.next_ping_at =
-                            Some(now.plus_millis(self.config.heartbeat_interval_ms));
+                    if self
+                        .requests
+                        .ping_due(now, self.config.heartbeat_interval_ms)
+                    {
                         self.request(now, InFlight::Ping, Request::Ping);
                     }
                     if self.pull_retry_at.is_some_and(|t| t <= now) {
@@ -648,7 +601,12 @@ impl Engine {
         if !self.conversations.contains_key(conversation) {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         }
-        let client_msg_id = self.new_client_msg_id(now, conversation);
+        let outbox = &self.outbox;
+        let client_msg_id = self
+            .client_ids
+            .make(&mut self.rng, now, conversation, |id| {
+                outbox.contains_key(id)
+            });
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
@@ -869,11 +827,12 @@ impl Engine {
             }
         };
         match self.connection {
-            ConnectionState::Disconnected if !self.kicked => consider(self.reconnect_at),
+            ConnectionState::Disconnected if !self.kicked => {
+                consider(self.requests.reconnect_deadline())
+            }
             ConnectionState::Connected => {
-                consider(self.next_ping_at);
+                consider(self.requests.connected_deadline());
                 consider(self.pull_retry_at);
-                consider(self.requests.values().map(|r| r.deadline).min());
                 consider(
                     self.outbox
                         .values()
@@ -912,20 +871,12 @@ impl Engine {
     fn connection_lost(&mut self, now: Timestamp) {
         self.abandon_connection();
         if !self.kicked {
-            let exp = self.reconnect_failures.min(16);
-            let base = self
-                .config
-                .reconnect_min_ms
-                .saturating_mul(1 << exp)
-                .min(self.config.reconnect_max_ms);
-            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
-            let jitter = if base >= 4 {
-                self.next_random() % (base / 4)
-            } else {
-                0
-            };
-            self.reconnect_at = Some(now.plus_millis(base + jitter));
-            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+            self.requests.schedule_reconnect(
+                now,
+                self.config.reconnect_min_ms,
+                self.config.reconnect_max_ms,
+                &mut self.rng,
+            );
         }
     }
 
@@ -937,12 +888,11 @@ impl Engine {
         self.events.push(Event::ConnectionChanged {
             state: ConnectionState::Disconnected,
         });
-        self.requests.clear();
+        self.requests.disconnected();
         self.pulls_in_flight = 0;
         self.pull_queue.clear();
         self.requested.clear();
         self.pull_retry_at = None;
-        self.next_ping_at = None;
         // The run is abandoned: the next connect lists max seqs again and re-plans.
         self.sync = None;
         for state in self.outbox.values_mut() {
@@ -963,15 +913,9 @@ impl Engine {
     }
 
     fn request(&mut self, now: Timestamp, what: InFlight, request: Request) {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        self.requests.insert(
-            id,
-            RequestState {
-                what,
-                deadline: now.plus_millis(self.config.request_timeout_ms),
-            },
-        );
+        let id = self
+            .requests
+            .start(now, self.config.request_timeout_ms, what);
         self.outputs.push_back(Output::Request(id, request));
     }
 }

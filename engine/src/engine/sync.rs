@@ -80,14 +80,7 @@ impl Engine {
             .iter()
             .map(|(c, s)| (c.clone(), *s))
             .collect();
-        let already: BTreeSet<ConversationId> = self
-            .requests
-            .values()
-            .filter_map(|r| match &r.what {
-                InFlight::MarkRead(c, _) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
+        let already = self.requests.marking_read();
         for (conversation, seq) in reads {
             if !already.contains(&conversation) {
                 self.request(
