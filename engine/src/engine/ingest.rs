@@ -12,7 +12,7 @@ impl Engine {
             if let Some(kind) = kind {
                 if conv.kind != kind {
                     conv.kind = kind;
-                    self.changed.insert(id.clone());
+                    self.batch.touch(id);
                 }
             }
             return;
@@ -22,7 +22,7 @@ impl Engine {
             Conversation::new(id.clone(), kind.unwrap_or_default()),
         );
         self.dispatch.insert(id.clone(), Dispatch::default());
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
     }
 
     /// The floor rose to `min_seq`: everything below is gone on the server.
@@ -40,7 +40,7 @@ impl Engine {
             return;
         }
         conv.server_min_seq = min_seq;
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         if min_seq.0 <= 1 {
             return;
         }
@@ -60,7 +60,7 @@ impl Engine {
         {
             conv.latest = None;
         }
-        self.ops.push(WriteOp::PutTombstones {
+        self.batch.op(WriteOp::PutTombstones {
             conversation: id.clone(),
             seqs: below.clone(),
         });
@@ -68,9 +68,9 @@ impl Engine {
         if let Some(d) = self.dispatch.get_mut(id) {
             d.waiting.retain(|s, _| *s >= min_seq);
         }
-        self.unannounce(id, &below);
+        self.batch.unannounce(id, &below);
         if !gone.is_empty() {
-            self.events.push(Event::MessagesDeleted {
+            self.batch.event(Event::MessagesDeleted {
                 conversation: id.clone(),
                 seqs: gone,
             });
@@ -88,7 +88,7 @@ impl Engine {
             .collect();
         for key in dropped {
             for change in self.pending_changes.remove(&key).unwrap_or_default() {
-                self.ops.push(WriteOp::RemovePendingChange {
+                self.batch.op(WriteOp::RemovePendingChange {
                     conversation: change.conversation,
                     seq: change.seq,
                 });
@@ -139,7 +139,7 @@ impl Engine {
                         conv.server_max_seq = seq;
                     }
                     contained.insert(seq);
-                    self.changed.insert(id.clone());
+                    self.batch.touch(id);
                     self.mark_not_unread(id, seq);
                     self.enqueue_dispatch(id, seq, None);
                     self.contained(id, seq, containment);
@@ -156,7 +156,7 @@ impl Engine {
             if conv.server_max_seq < seq {
                 conv.server_max_seq = seq;
             }
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
             let own = msg.sender == me;
             if own {
                 self.client_ids.saw(&msg.client_msg_id);
@@ -230,10 +230,10 @@ impl Engine {
             if echo_of_send {
                 if in_outbox == Some(true) {
                     self.outbox.remove(&message.client_msg_id);
-                    self.ops
-                        .push(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
+                    self.batch
+                        .op(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
                 }
-                self.events.push(Event::MessageSent {
+                self.batch.event(Event::MessageSent {
                     conversation: id.clone(),
                     client_msg_id: message.client_msg_id.clone(),
                     seq,
@@ -247,15 +247,15 @@ impl Engine {
             to_store.push(stored);
         }
         if !to_store.is_empty() {
-            self.ops.push(WriteOp::PutMessages(to_store));
+            self.batch.op(WriteOp::PutMessages(to_store));
         }
         if !contained.is_empty() {
-            self.ops.push(WriteOp::PutTombstones {
+            self.batch.op(WriteOp::PutTombstones {
                 conversation: id.clone(),
                 seqs: contained,
             });
         }
-        self.ops.extend(later_ops);
+        self.batch.ops(later_ops);
         self.ingest_missing(id, missing);
         self.recompute_unread(id);
         self.release(id);
@@ -302,7 +302,7 @@ impl Engine {
         {
             conv.latest = None;
         }
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         let read = conv.read_seq;
         let top = conv.server_max_seq;
         let above_read = all.intersect(read.next(), top);
@@ -315,14 +315,14 @@ impl Engine {
                 }
             }
         }
-        self.unannounce(id, &all);
+        self.batch.unannounce(id, &all);
         self.forget_changes_targeting(id, &all);
-        self.ops.push(WriteOp::PutTombstones {
+        self.batch.op(WriteOp::PutTombstones {
             conversation: id.clone(),
             seqs: all.clone(),
         });
         if !deleted_held.is_empty() {
-            self.events.push(Event::MessagesDeleted {
+            self.batch.event(Event::MessagesDeleted {
                 conversation: id.clone(),
                 seqs: deleted_held,
             });
@@ -362,7 +362,7 @@ impl Engine {
                     content: change.content.clone(),
                 },
             };
-            self.events.push(Event::MessageUpdated {
+            self.batch.event(Event::MessageUpdated {
                 conversation: id.clone(),
                 seq: target,
                 change: update,
@@ -407,7 +407,7 @@ impl Engine {
 
     /// Tells the app what the containment rule did with the message at `seq`.
     pub(super) fn contained(&mut self, id: &ConversationId, seq: Seq, containment: Containment) {
-        self.events.push(Event::MessageContained {
+        self.batch.event(Event::MessageContained {
             conversation: id.clone(),
             seq,
             containment,
@@ -436,7 +436,7 @@ impl Engine {
             conv.latest = Some(LatestMessage::of(message));
             let time = message.server_time.unwrap_or(message.created_at);
             conv.last_activity = conv.last_activity.max(time);
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
         }
     }
 
@@ -450,7 +450,7 @@ impl Engine {
         conv.read_seq = seq;
         // Only seqs above the read seq matter for unread; dropping the rest bounds memory.
         conv.not_unread.remove_below(seq.next());
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         self.recompute_unread(id);
     }
 
@@ -462,7 +462,7 @@ impl Engine {
         if unread != conv.unread {
             self.total_unread = self.total_unread.saturating_sub(conv.unread) + unread;
             conv.unread = unread;
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
         }
     }
 }

@@ -33,13 +33,13 @@ use crate::protocol::{
 };
 use crate::rng::SplitMix64;
 use crate::seq_ranges::SeqRanges;
-use crate::storage::{
-    may_change, Applied, BatchId, RefusedChange, StorageError, SyncSnapshot, WriteBatch, WriteOp,
-};
+use crate::storage::{may_change, Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
+use batch::Batches;
 use client_ids::ClientIds;
 use pulls::{PullChunk, PullPurpose};
 use requests::{InFlight, Requests};
 
+mod batch;
 mod client_ids;
 mod dispatch;
 mod ingest;
@@ -106,13 +106,6 @@ struct HistoryRequest {
     outstanding: u32,
 }
 
-/// Events and follow-ups waiting for a batch to commit.
-#[derive(Debug, Default)]
-struct PendingCommit {
-    events: Vec<Event>,
-    send_after: Vec<ClientMsgId>,
-}
-
 /// The sync state machine. See the crate docs for the driver rule.
 #[derive(Debug)]
 pub struct Engine {
@@ -123,7 +116,6 @@ pub struct Engine {
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: HashMap<ConversationId, Dispatch>,
     total_unread: u64,
-    emitted_total_unread: u64,
     outbox: BTreeMap<ClientMsgId, OutboxState>,
     /// Changes keyed by (conversation, target seq), each list ascending by change seq.
     pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>>,
@@ -148,16 +140,8 @@ pub struct Engine {
     history: HashMap<u64, HistoryRequest>,
     next_history: u64,
 
-    next_batch: u64,
-    uncommitted: VecDeque<(BatchId, PendingCommit)>,
+    batch: Batches,
     outputs: VecDeque<Output>,
-
-    // The batch being built by the current input.
-    ops: Vec<WriteOp>,
-    events: Vec<Event>,
-    send_after: Vec<ClientMsgId>,
-    changed: BTreeSet<ConversationId>,
-    received: BTreeMap<ConversationId, Vec<Message>>,
 }
 
 impl Engine {
@@ -225,7 +209,6 @@ impl Engine {
             conversations,
             dispatch,
             total_unread,
-            emitted_total_unread: total_unread,
             outbox,
             pending_changes,
             reads_to_send: BTreeMap::new(),
@@ -241,14 +224,8 @@ impl Engine {
             pull_retry_at: None,
             history: HashMap::new(),
             next_history: 1,
-            next_batch: 1,
-            uncommitted: VecDeque::new(),
+            batch: Batches::new(changed, total_unread),
             outputs: VecDeque::new(),
-            ops: Vec::new(),
-            events: Vec::new(),
-            send_after: Vec::new(),
-            changed,
-            received: BTreeMap::new(),
         };
         if connect {
             engine.requests.reconnect_at_once(now);
@@ -313,7 +290,7 @@ impl Engine {
         !sends_waiting
             && self.requests.is_empty()
             && self.pull_queue.is_empty()
-            && self.uncommitted.is_empty()
+            && !self.batch.has_uncommitted()
             && self.outputs.is_empty()
             && self.sync.is_none()
     }
@@ -337,10 +314,10 @@ impl Engine {
         self.connection = ConnectionState::Connected;
         self.requests
             .connected(now, self.config.heartbeat_interval_ms);
-        self.events.push(Event::ConnectionChanged {
+        self.batch.event(Event::ConnectionChanged {
             state: ConnectionState::Connected,
         });
-        self.events.push(Event::SyncStarted);
+        self.batch.event(Event::SyncStarted);
         self.sync = Some(SyncRun::default());
         self.request(
             now,
@@ -487,7 +464,7 @@ impl Engine {
             }
             Push::Kicked { reason } => {
                 self.kicked = true;
-                self.events.push(Event::Kicked {
+                self.batch.event(Event::Kicked {
                     reason: reason.clone(),
                 });
                 self.drop_connection(now, &reason);
@@ -503,17 +480,9 @@ impl Engine {
         if self.stopped {
             return;
         }
-        // Batches commit in order; an id that is not the oldest is a driver bug we ignore
-        // rather than release events for data that may not be durable.
-        if self.uncommitted.front().map(|(b, _)| *b) != Some(id) {
-            return;
-        }
-        let Some((_, mut pending)) = self.uncommitted.pop_front() else {
+        let Some(pending) = self.batch.committed(id, applied) else {
             return;
         };
-        for refused in &applied.refused_changes {
-            refuse_change_event(&mut pending.events, refused);
-        }
         self.outputs
             .extend(pending.events.into_iter().map(Output::Event));
         for client_msg_id in pending.send_after {
@@ -534,7 +503,7 @@ impl Engine {
         }
         self.stopped = true;
         self.outputs.clear();
-        self.uncommitted.clear();
+        self.batch.forget_uncommitted();
         self.requests.forget_all();
         self.outputs.push_back(Output::Event(Event::StorageFailed {
             error: error.to_string(),
@@ -558,7 +527,7 @@ impl Engine {
                 if !self.kicked && self.requests.take_reconnect_due(now) {
                     self.connection = ConnectionState::Connecting;
                     self.outputs.push_back(Output::Connect);
-                    self.events.push(Event::ConnectionChanged {
+                    self.batch.event(Event::ConnectionChanged {
                         state: ConnectionState::Connecting,
                     });
                 }
@@ -617,9 +586,9 @@ impl Engine {
         };
         let message = self.pending_message(&entry);
         self.set_latest(conversation, &message);
-        self.ops.push(WriteOp::PutMessages(vec![message]));
-        self.ops.push(WriteOp::PutOutbox(entry.clone()));
-        self.send_after.push(client_msg_id.clone());
+        self.batch.op(WriteOp::PutMessages(vec![message]));
+        self.batch.op(WriteOp::PutOutbox(entry.clone()));
+        self.batch.send_after_commit(client_msg_id.clone());
         self.outbox.insert(
             client_msg_id.clone(),
             OutboxState {
@@ -693,13 +662,13 @@ impl Engine {
             Vec::new()
         };
         if gaps.is_empty() {
-            self.events.push(Event::HistoryLoaded {
+            self.batch.event(Event::HistoryLoaded {
                 id,
                 conversation: conversation.clone(),
                 complete: true,
             });
         } else if self.connection != ConnectionState::Connected {
-            self.events.push(Event::HistoryLoaded {
+            self.batch.event(Event::HistoryLoaded {
                 id,
                 conversation: conversation.clone(),
                 complete: false,
@@ -752,9 +721,9 @@ impl Engine {
             attempts: 0,
         };
         let pending = self.pending_message(&entry);
-        self.ops.push(WriteOp::PutMessages(vec![pending]));
-        self.ops.push(WriteOp::PutOutbox(entry.clone()));
-        self.send_after.push(entry.client_msg_id.clone());
+        self.batch.op(WriteOp::PutMessages(vec![pending]));
+        self.batch.op(WriteOp::PutOutbox(entry.clone()));
+        self.batch.send_after_commit(entry.client_msg_id.clone());
         self.outbox.insert(
             entry.client_msg_id.clone(),
             OutboxState {
@@ -786,8 +755,8 @@ impl Engine {
             return Err(CommandError::UnknownMessage(client_msg_id.clone()));
         }
         self.outbox.remove(client_msg_id);
-        self.ops.push(WriteOp::RemoveOutbox(client_msg_id.clone()));
-        self.ops.push(WriteOp::DeletePendingMessage {
+        self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+        self.batch.op(WriteOp::DeletePendingMessage {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
         });
@@ -799,7 +768,7 @@ impl Engine {
                 .is_some_and(|l| l.seq.is_none() && &l.client_msg_id == client_msg_id)
             {
                 conv.latest = None;
-                self.changed.insert(conversation.clone());
+                self.batch.touch(conversation);
             }
         }
         self.after_input(now);
@@ -885,7 +854,7 @@ impl Engine {
     /// loads (finished with what is held). Schedules nothing.
     fn abandon_connection(&mut self) {
         self.connection = ConnectionState::Disconnected;
-        self.events.push(Event::ConnectionChanged {
+        self.batch.event(Event::ConnectionChanged {
             state: ConnectionState::Disconnected,
         });
         self.requests.disconnected();
@@ -904,7 +873,7 @@ impl Engine {
                 .conversations
                 .get(&h.conversation)
                 .is_some_and(|c| c.held.contains_range(h.from, h.to));
-            self.events.push(Event::HistoryLoaded {
+            self.batch.event(Event::HistoryLoaded {
                 id,
                 conversation: h.conversation,
                 complete,
@@ -917,36 +886,6 @@ impl Engine {
             .requests
             .start(now, self.config.request_timeout_ms, what);
         self.outputs.push_back(Output::Request(id, request));
-    }
-}
-
-/// Turns the update event of a change the store refused into its containment event. Two
-/// identical revokes of one target in one batch produce identical events, so which of them
-/// is turned does not matter.
-fn refuse_change_event(events: &mut [Event], refused: &RefusedChange) {
-    let found = events.iter_mut().find(|e| match e {
-        Event::MessageUpdated {
-            conversation,
-            seq,
-            change,
-        } => {
-            conversation == &refused.conversation
-                && *seq == refused.target
-                && match change {
-                    MessageChange::Edited { edit_seq, .. } => *edit_seq == refused.change_seq,
-                    MessageChange::Revoked => true,
-                }
-        }
-        _ => false,
-    });
-    if let Some(event) = found {
-        *event = Event::MessageContained {
-            conversation: refused.conversation.clone(),
-            seq: refused.change_seq,
-            containment: Containment::ChangeRefused {
-                target: refused.target,
-            },
-        };
     }
 }
 

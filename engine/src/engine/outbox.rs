@@ -85,12 +85,12 @@ impl Engine {
             // itself succeeded.
             self.outbox.remove(client_msg_id);
             self.acked_at_held_seq.insert(client_msg_id.clone());
-            self.ops.push(WriteOp::RemoveOutbox(client_msg_id.clone()));
-            self.ops.push(WriteOp::DeletePendingMessage {
+            self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+            self.batch.op(WriteOp::DeletePendingMessage {
                 conversation: id.clone(),
                 client_msg_id: client_msg_id.clone(),
             });
-            self.events.push(Event::MessageSent {
+            self.batch.event(Event::MessageSent {
                 conversation: id,
                 client_msg_id: client_msg_id.clone(),
                 seq,
@@ -132,7 +132,7 @@ impl Engine {
         let delay = self.config.send_retry_min_ms.saturating_mul(1 << exp);
         state.not_before = Some(now.plus_millis(delay));
         let entry = state.entry.clone();
-        self.ops.push(WriteOp::PutOutbox(entry));
+        self.batch.op(WriteOp::PutOutbox(entry));
     }
 
     pub(super) fn fail_send(&mut self, client_msg_id: &ClientMsgId, error: ServerError) {
@@ -143,9 +143,9 @@ impl Engine {
         message.status = MessageStatus::Failed {
             reason: format!("{}: {}", error.code, error.message),
         };
-        self.ops.push(WriteOp::PutMessages(vec![message]));
-        self.ops.push(WriteOp::RemoveOutbox(client_msg_id.clone()));
-        self.events.push(Event::SendFailed {
+        self.batch.op(WriteOp::PutMessages(vec![message]));
+        self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+        self.batch.event(Event::SendFailed {
             conversation: state.entry.conversation,
             client_msg_id: client_msg_id.clone(),
             error,

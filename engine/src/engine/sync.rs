@@ -32,7 +32,7 @@ impl Engine {
                 }
                 let read = conv.read_seq;
                 if touched {
-                    self.changed.insert(id.clone());
+                    self.batch.touch(&id);
                 }
                 read
             };
@@ -178,7 +178,7 @@ impl Engine {
         if let Some(sync) = self.sync.as_mut() {
             sync.total = total;
         }
-        self.events.push(Event::SyncProgress { done: 0, total });
+        self.batch.event(Event::SyncProgress { done: 0, total });
         self.check_sync_finished();
     }
 
@@ -322,7 +322,7 @@ impl Engine {
             if let Some(conv) = self.conversations.get_mut(&id) {
                 if conv.server_max_seq < range.max_seq {
                     conv.server_max_seq = range.max_seq;
-                    self.changed.insert(id.clone());
+                    self.batch.touch(&id);
                 }
             }
             // Only what lies inside the chunk counts: a server cannot make us claim more.
@@ -352,7 +352,7 @@ impl Engine {
         }
         if sync_progress {
             if let Some(sync) = &self.sync {
-                self.events.push(Event::SyncProgress {
+                self.batch.event(Event::SyncProgress {
                     done: sync.done,
                     total: sync.total,
                 });
@@ -400,7 +400,7 @@ impl Engine {
             }
             if progress {
                 if let Some(sync) = &self.sync {
-                    self.events.push(Event::SyncProgress {
+                    self.batch.event(Event::SyncProgress {
                         done: sync.done,
                         total: sync.total,
                     });
@@ -477,7 +477,7 @@ impl Engine {
             .conversations
             .get(&h.conversation)
             .is_some_and(|c| c.held.contains_range(h.from, h.to));
-        self.events.push(Event::HistoryLoaded {
+        self.batch.event(Event::HistoryLoaded {
             id,
             conversation: h.conversation,
             complete,
@@ -493,7 +493,7 @@ impl Engine {
             return;
         }
         self.sync = None;
-        self.events.push(Event::SyncFinished);
+        self.batch.event(Event::SyncFinished);
         if let SyncPolicy::NewestFirst {
             background_fill: true,
             ..
