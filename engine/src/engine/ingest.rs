@@ -21,7 +21,7 @@ impl Engine {
             id.clone(),
             Conversation::new(id.clone(), kind.unwrap_or_default()),
         );
-        self.dispatch.insert(id.clone(), Dispatch::default());
+        self.dispatch.start(id, Seq(0));
         self.batch.touch(id);
     }
 
@@ -65,9 +65,7 @@ impl Engine {
             seqs: below.clone(),
         });
         self.forget_changes_targeting(id, &below);
-        if let Some(d) = self.dispatch.get_mut(id) {
-            d.waiting.retain(|s, _| *s >= min_seq);
-        }
+        self.dispatch.drop_below(id, min_seq);
         self.batch.unannounce(id, &below);
         if !gone.is_empty() {
             self.batch.event(Event::MessagesDeleted {
@@ -141,7 +139,7 @@ impl Engine {
                     contained.insert(seq);
                     self.batch.touch(id);
                     self.mark_not_unread(id, seq);
-                    self.enqueue_dispatch(id, seq, None);
+                    self.dispatch.enqueue(id, seq, None);
                     self.contained(id, seq, containment);
                     continue;
                 }
@@ -238,11 +236,11 @@ impl Engine {
                     client_msg_id: message.client_msg_id.clone(),
                     seq,
                 });
-                self.enqueue_dispatch(id, seq, None);
+                self.dispatch.enqueue(id, seq, None);
             } else if !message.is_change() {
-                self.enqueue_dispatch(id, seq, Some(message.clone()));
+                self.dispatch.enqueue(id, seq, Some(message.clone()));
             } else {
-                self.enqueue_dispatch(id, seq, None);
+                self.dispatch.enqueue(id, seq, None);
             }
             to_store.push(stored);
         }
@@ -307,14 +305,7 @@ impl Engine {
         let top = conv.server_max_seq;
         let above_read = all.intersect(read.next(), top);
         conv.not_unread.union_with(&above_read);
-        for s in all.ranges() {
-            if let Some(d) = self.dispatch.get_mut(id) {
-                let gone: Vec<Seq> = d.waiting.range(s.start..=s.end).map(|(k, _)| *k).collect();
-                for k in gone {
-                    d.waiting.remove(&k);
-                }
-            }
-        }
+        self.dispatch.drop_in(id, &all);
         self.batch.unannounce(id, &all);
         self.forget_changes_targeting(id, &all);
         self.batch.op(WriteOp::PutTombstones {

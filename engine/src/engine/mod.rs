@@ -36,6 +36,7 @@ use crate::seq_ranges::SeqRanges;
 use crate::storage::{may_change, Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
 use batch::Batches;
 use client_ids::ClientIds;
+use dispatch::Frontiers;
 use pulls::{PullChunk, PullPurpose};
 use requests::{InFlight, Requests};
 
@@ -77,15 +78,6 @@ struct OutboxState {
     not_before: Option<Timestamp>,
 }
 
-/// Per-conversation dispatch bookkeeping (process memory only; see module docs).
-#[derive(Clone, Debug, Default)]
-struct Dispatch {
-    frontier: Seq,
-    /// Seqs above the frontier waiting for the seqs below them; `None` marks a seq that
-    /// advances the frontier without an announcement (own acked message).
-    waiting: BTreeMap<Seq, Option<Message>>,
-}
-
 /// The sync run started by a connect.
 #[derive(Clone, Debug, Default)]
 struct SyncRun {
@@ -114,7 +106,7 @@ pub struct Engine {
     rng: SplitMix64,
     client_ids: ClientIds,
     conversations: HashMap<ConversationId, Conversation>,
-    dispatch: HashMap<ConversationId, Dispatch>,
+    dispatch: Frontiers,
     total_unread: u64,
     outbox: BTreeMap<ClientMsgId, OutboxState>,
     /// Changes keyed by (conversation, target seq), each list ascending by change seq.
@@ -154,7 +146,7 @@ impl Engine {
             snapshot.outbox.iter().map(|e| &e.client_msg_id),
         );
         let mut conversations = HashMap::with_capacity(snapshot.conversations.len());
-        let mut dispatch = HashMap::with_capacity(snapshot.conversations.len());
+        let mut dispatch = Frontiers::default();
         let mut changed = BTreeSet::new();
         let mut total_unread = 0;
         for mut conv in snapshot.conversations {
@@ -165,13 +157,7 @@ impl Engine {
                 changed.insert(conv.id.clone());
             }
             total_unread += unread;
-            dispatch.insert(
-                conv.id.clone(),
-                Dispatch {
-                    frontier: conv.held.max().unwrap_or(Seq(0)),
-                    waiting: BTreeMap::new(),
-                },
-            );
+            dispatch.start(&conv.id, conv.held.max().unwrap_or(Seq(0)));
             conversations.insert(conv.id.clone(), conv);
         }
         let outbox = snapshot
@@ -813,6 +799,30 @@ impl Engine {
             _ => {}
         }
         deadline
+    }
+
+    // ----- coordination -----
+
+    /// End of every input: start pulls that can go, then emit the batch.
+    fn after_input(&mut self, now: Timestamp) {
+        self.pump_pulls(now);
+        self.flush();
+    }
+
+    /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
+    fn flush(&mut self) {
+        self.batch
+            .emit(&self.conversations, self.total_unread, &mut self.outputs);
+    }
+
+    /// Announces the waiting messages of `id` that what is held now lets through.
+    fn release(&mut self, id: &ConversationId) {
+        let Some(conv) = self.conversations.get(id) else {
+            return;
+        };
+        for message in self.dispatch.release(id, &conv.held) {
+            self.batch.announce(id, message);
+        }
     }
 
     // ----- connection -----

@@ -184,12 +184,7 @@ impl Engine {
 
     /// Messages below `from` are history from now on: they will not be announced as new.
     pub(super) fn skip_dispatch_below(&mut self, id: &ConversationId, from: Seq) {
-        let d = self.dispatch.entry(id.clone()).or_default();
-        if d.frontier < from.prev() {
-            d.frontier = from.prev();
-            let later = d.waiting.split_off(&from);
-            d.waiting = later;
-        }
+        self.dispatch.skip_below(id, from);
         self.release(id);
     }
 
@@ -525,7 +520,7 @@ impl Engine {
         };
         let top = conv.server_max_seq;
         let floor = conv.server_min_seq.max(Seq(1));
-        let frontier = self.dispatch.get(id).map_or(Seq(0), |d| d.frontier);
+        let frontier = self.dispatch.frontier(id);
         let mut from = frontier.next().max(floor);
         if let SyncPolicy::NewestFirst {
             per_conversation, ..
