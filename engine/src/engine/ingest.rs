@@ -166,12 +166,12 @@ impl Engine {
             // the outbox arriving in another conversation is not the echo of that send.
             let in_outbox = self
                 .outbox
-                .get(&msg.client_msg_id)
-                .map(|o| &o.entry.conversation == id);
+                .entry(&msg.client_msg_id)
+                .map(|e| &e.conversation == id);
             // A send already acked at a held seq has had its `MessageSent`: a later copy at
             // another seq is not its echo.
             let echo_of_send = own
-                && !self.acked_at_held_seq.contains(&msg.client_msg_id)
+                && !self.outbox.was_acked_at_held_seq(&msg.client_msg_id)
                 && in_outbox.unwrap_or_else(|| self.client_ids.is_own_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.

@@ -18,7 +18,7 @@
 //! halves live in `sync` (listing, pulls), `ingest` (messages, tombstones, changes, read
 //! state), `outbox` (sends, acks, retries) and `dispatch` (in-order announcement, batching).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::config::{EngineConfig, SyncPolicy};
 use crate::containment::{self, MessageVerdict};
@@ -37,6 +37,7 @@ use crate::storage::{may_change, Applied, BatchId, StorageError, SyncSnapshot, W
 use batch::Batches;
 use client_ids::ClientIds;
 use dispatch::Frontiers;
+use outbox::{Outbox, SendFailure};
 use pulls::{PullChunk, PullPurpose};
 use requests::{InFlight, Requests};
 
@@ -65,17 +66,6 @@ pub enum CommandError {
     /// The engine stopped after a storage failure; restart it from a snapshot.
     #[error("engine stopped after a storage failure")]
     Stopped,
-}
-
-/// An outbox entry and where it stands.
-#[derive(Clone, Debug)]
-struct OutboxState {
-    entry: OutboxEntry,
-    /// Its batch committed: it may go on the wire.
-    committed: bool,
-    in_flight: bool,
-    /// After a transient error: not before this time.
-    not_before: Option<Timestamp>,
 }
 
 /// The sync run started by a connect.
@@ -108,15 +98,9 @@ pub struct Engine {
     conversations: HashMap<ConversationId, Conversation>,
     dispatch: Frontiers,
     total_unread: u64,
-    outbox: BTreeMap<ClientMsgId, OutboxState>,
+    outbox: Outbox,
     /// Changes keyed by (conversation, target seq), each list ascending by change seq.
     pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>>,
-    /// Read seqs set locally that the server has not acked yet.
-    reads_to_send: BTreeMap<ConversationId, Seq>,
-    /// Sends acked at a seq already held (so no row of theirs is stored): a later delivery of
-    /// the same id elsewhere is not their echo, and `MessageSent` is not emitted again. Only a
-    /// server contradicting itself fills it; process memory only.
-    acked_at_held_seq: BTreeSet<ClientMsgId>,
 
     connection: ConnectionState,
     kicked: bool,
@@ -160,21 +144,7 @@ impl Engine {
             dispatch.start(&conv.id, conv.held.max().unwrap_or(Seq(0)));
             conversations.insert(conv.id.clone(), conv);
         }
-        let outbox = snapshot
-            .outbox
-            .into_iter()
-            .map(|entry| {
-                (
-                    entry.client_msg_id.clone(),
-                    OutboxState {
-                        entry,
-                        committed: true,
-                        in_flight: false,
-                        not_before: None,
-                    },
-                )
-            })
-            .collect();
+        let outbox = Outbox::from_stored(snapshot.outbox);
         let mut pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>> =
             HashMap::new();
         for change in snapshot.pending_changes {
@@ -197,8 +167,6 @@ impl Engine {
             total_unread,
             outbox,
             pending_changes,
-            reads_to_send: BTreeMap::new(),
-            acked_at_held_seq: BTreeSet::new(),
             connection: ConnectionState::Disconnected,
             kicked: false,
             stopped: false,
@@ -250,11 +218,7 @@ impl Engine {
 
     /// Sends not yet acked or failed, oldest first.
     pub fn outbox(&self) -> Vec<&OutboxEntry> {
-        let mut entries: Vec<&OutboxEntry> = self.outbox.values().map(|o| &o.entry).collect();
-        entries.sort_by(|a, b| {
-            (a.created_at, &a.client_msg_id).cmp(&(b.created_at, &b.client_msg_id))
-        });
-        entries
+        self.outbox.entries()
     }
 
     /// Whether the engine stopped after a storage failure (restart it from a snapshot).
@@ -314,12 +278,7 @@ impl Engine {
             },
         );
         self.send_ready_outbox(now);
-        let reads: Vec<(ConversationId, Seq)> = self
-            .reads_to_send
-            .iter()
-            .map(|(c, s)| (c.clone(), *s))
-            .collect();
-        for (conversation, seq) in reads {
+        for (conversation, seq) in self.outbox.reads() {
             self.request(
                 now,
                 InFlight::MarkRead(conversation.clone(), seq),
@@ -392,13 +351,8 @@ impl Engine {
                     Response::Error(e) => e.permanent,
                     _ => false,
                 };
-                if done
-                    && self
-                        .reads_to_send
-                        .get(&conversation)
-                        .is_some_and(|s| *s <= seq)
-                {
-                    self.reads_to_send.remove(&conversation);
+                if done {
+                    self.outbox.read_acked(&conversation, seq);
                 }
             }
             (InFlight::Deletions, Response::Deletions { entries }) => self.on_deletions(entries),
@@ -424,13 +378,7 @@ impl Engine {
             Push::ReadSeq { conversation, seq } => {
                 if self.conversations.contains_key(&conversation) {
                     self.set_read(&conversation, seq);
-                    if self
-                        .reads_to_send
-                        .get(&conversation)
-                        .is_some_and(|s| *s <= seq)
-                    {
-                        self.reads_to_send.remove(&conversation);
-                    }
+                    self.outbox.read_acked(&conversation, seq);
                 }
             }
             Push::Deleted {
@@ -471,10 +419,8 @@ impl Engine {
         };
         self.outputs
             .extend(pending.events.into_iter().map(Output::Event));
-        for client_msg_id in pending.send_after {
-            if let Some(state) = self.outbox.get_mut(&client_msg_id) {
-                state.committed = true;
-            }
+        for client_msg_id in &pending.send_after {
+            self.outbox.committed(client_msg_id);
         }
         self.send_ready_outbox(now);
         self.flush();
@@ -559,9 +505,7 @@ impl Engine {
         let outbox = &self.outbox;
         let client_msg_id = self
             .client_ids
-            .make(&mut self.rng, now, conversation, |id| {
-                outbox.contains_key(id)
-            });
+            .make(&mut self.rng, now, conversation, |id| outbox.contains(id));
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
@@ -575,15 +519,7 @@ impl Engine {
         self.batch.op(WriteOp::PutMessages(vec![message]));
         self.batch.op(WriteOp::PutOutbox(entry.clone()));
         self.batch.send_after_commit(client_msg_id.clone());
-        self.outbox.insert(
-            client_msg_id.clone(),
-            OutboxState {
-                entry,
-                committed: false,
-                in_flight: false,
-                not_before: None,
-            },
-        );
+        self.outbox.add(entry);
         self.after_input(now);
         Ok(client_msg_id)
     }
@@ -605,7 +541,7 @@ impl Engine {
             return Ok(());
         }
         self.set_read(conversation, seq);
-        self.reads_to_send.insert(conversation.clone(), seq);
+        self.outbox.mark_read(conversation, seq);
         if self.connection == ConnectionState::Connected {
             self.request(
                 now,
@@ -695,7 +631,7 @@ impl Engine {
         if !matches!(message.status, MessageStatus::Failed { .. }) || message.seq.is_some() {
             return Err(CommandError::NotFailed(message.client_msg_id.clone()));
         }
-        if self.outbox.contains_key(&message.client_msg_id) {
+        if self.outbox.contains(&message.client_msg_id) {
             return Ok(());
         }
         let entry = OutboxEntry {
@@ -710,15 +646,7 @@ impl Engine {
         self.batch.op(WriteOp::PutMessages(vec![pending]));
         self.batch.op(WriteOp::PutOutbox(entry.clone()));
         self.batch.send_after_commit(entry.client_msg_id.clone());
-        self.outbox.insert(
-            entry.client_msg_id.clone(),
-            OutboxState {
-                entry,
-                committed: false,
-                in_flight: false,
-                not_before: None,
-            },
-        );
+        self.outbox.add(entry);
         self.after_input(now);
         Ok(())
     }
@@ -735,8 +663,8 @@ impl Engine {
         self.check_running()?;
         if self
             .outbox
-            .get(client_msg_id)
-            .is_none_or(|o| &o.entry.conversation != conversation)
+            .entry(client_msg_id)
+            .is_none_or(|e| &e.conversation != conversation)
         {
             return Err(CommandError::UnknownMessage(client_msg_id.clone()));
         }
@@ -788,13 +716,7 @@ impl Engine {
             ConnectionState::Connected => {
                 consider(self.requests.connected_deadline());
                 consider(self.pull_retry_at);
-                consider(
-                    self.outbox
-                        .values()
-                        .filter(|o| o.committed && !o.in_flight)
-                        .filter_map(|o| o.not_before)
-                        .min(),
-                );
+                consider(self.outbox.next_retry());
             }
             _ => {}
         }
@@ -823,6 +745,110 @@ impl Engine {
         for message in self.dispatch.release(id, &conv.held) {
             self.batch.announce(id, message);
         }
+    }
+
+    // ----- sends -----
+
+    /// Puts every send that may go on the wire now.
+    fn send_ready_outbox(&mut self, now: Timestamp) {
+        if self.connection != ConnectionState::Connected {
+            return;
+        }
+        for entry in self.outbox.take_ready(now) {
+            self.request(
+                now,
+                InFlight::Send(entry.client_msg_id.clone()),
+                Request::Send {
+                    conversation: entry.conversation,
+                    client_msg_id: entry.client_msg_id,
+                    kind: entry.kind,
+                    content: entry.content,
+                    created_at: entry.created_at,
+                },
+            );
+        }
+    }
+
+    fn on_send_ack(
+        &mut self,
+        _now: Timestamp,
+        client_msg_id: &ClientMsgId,
+        seq: Seq,
+        server_time: Timestamp,
+    ) {
+        let Some(entry) = self.outbox.entry(client_msg_id).cloned() else {
+            // Cancelled, or its echo already acked it.
+            return;
+        };
+        let message = ServerMessage {
+            conversation: entry.conversation.clone(),
+            seq,
+            client_msg_id: entry.client_msg_id.clone(),
+            sender: self.config.user.clone(),
+            kind: entry.kind,
+            content: entry.content,
+            created_at: entry.created_at,
+            server_time,
+        };
+        let id = entry.conversation;
+        let held = self
+            .conversations
+            .get(&id)
+            .is_some_and(|c| c.held.contains(seq));
+        if held {
+            // The seq is already held: a tombstone (deleted right after it was sent) or a
+            // pull that raced the ack under another id. The held row is the truth; the send
+            // itself succeeded.
+            self.outbox.acked_at_held_seq(client_msg_id);
+            self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+            self.batch.op(WriteOp::DeletePendingMessage {
+                conversation: id.clone(),
+                client_msg_id: client_msg_id.clone(),
+            });
+            self.batch.event(Event::MessageSent {
+                conversation: id,
+                client_msg_id: client_msg_id.clone(),
+                seq,
+            });
+            return;
+        }
+        self.ingest(&id, vec![message], &SeqRanges::new());
+        self.pull_gap_below_top(&id);
+    }
+
+    fn on_send_error(&mut self, now: Timestamp, client_msg_id: &ClientMsgId, error: ServerError) {
+        match self.outbox.send_failed(
+            now,
+            client_msg_id,
+            error,
+            self.config.send_max_attempts,
+            self.config.send_retry_min_ms,
+        ) {
+            SendFailure::Unknown => {}
+            SendFailure::RetryLater(entry) => self.batch.op(WriteOp::PutOutbox(entry)),
+            SendFailure::GaveUp(entry, error) => self.fail_send(entry, error),
+        }
+    }
+
+    /// The send of `entry` (already out of the outbox) failed for good.
+    fn fail_send(&mut self, entry: OutboxEntry, error: ServerError) {
+        let mut message = self.pending_message(&entry);
+        message.status = MessageStatus::Failed {
+            reason: format!("{}: {}", error.code, error.message),
+        };
+        self.batch.op(WriteOp::PutMessages(vec![message]));
+        self.batch
+            .op(WriteOp::RemoveOutbox(entry.client_msg_id.clone()));
+        self.batch.event(Event::SendFailed {
+            conversation: entry.conversation,
+            client_msg_id: entry.client_msg_id,
+            error,
+        });
+    }
+
+    /// The pending row of a send of this device.
+    fn pending_message(&self, entry: &OutboxEntry) -> Message {
+        outbox::pending_message(&self.config.user, entry)
     }
 
     // ----- connection -----
@@ -874,9 +900,7 @@ impl Engine {
         self.pull_retry_at = None;
         // The run is abandoned: the next connect lists max seqs again and re-plans.
         self.sync = None;
-        for state in self.outbox.values_mut() {
-            state.in_flight = false;
-        }
+        self.outbox.connection_lost();
         let history: Vec<(u64, HistoryRequest)> = self.history.drain().collect();
         for (id, h) in history {
             let complete = self

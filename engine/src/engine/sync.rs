@@ -61,7 +61,7 @@ impl Engine {
             }
             if local_read > entry.read_seq {
                 // Read locally while offline (or the ack was lost): tell the server again.
-                self.reads_to_send.entry(id.clone()).or_insert(local_read);
+                self.outbox.keep_read(&id, local_read);
             }
             self.recompute_unread(&id);
             let wants_pull = self
@@ -75,11 +75,7 @@ impl Engine {
             }
         }
         self.request_deletions(now, &deletions_missed);
-        let reads: Vec<(ConversationId, Seq)> = self
-            .reads_to_send
-            .iter()
-            .map(|(c, s)| (c.clone(), *s))
-            .collect();
+        let reads = self.outbox.reads();
         let already = self.requests.marking_read();
         for (conversation, seq) in reads {
             if !already.contains(&conversation) {
