@@ -38,7 +38,7 @@ use batch::Batches;
 use client_ids::ClientIds;
 use dispatch::Frontiers;
 use outbox::{Outbox, SendFailure};
-use pulls::{PullChunk, PullPurpose};
+use pulls::{HistoryRequest, PullChunk, PullLimits, PullPlanner, PullPurpose};
 use requests::{InFlight, Requests};
 
 mod batch;
@@ -68,26 +68,6 @@ pub enum CommandError {
     Stopped,
 }
 
-/// The sync run started by a connect.
-#[derive(Clone, Debug, Default)]
-struct SyncRun {
-    listing_done: bool,
-    candidates: Vec<(Timestamp, ConversationId)>,
-    total: u64,
-    done: u64,
-    /// Sync chunks still queued or in flight per conversation.
-    outstanding: HashMap<ConversationId, u32>,
-}
-
-/// A `load_history` waiting for its pulls.
-#[derive(Clone, Debug)]
-struct HistoryRequest {
-    conversation: ConversationId,
-    from: Seq,
-    to: Seq,
-    outstanding: u32,
-}
-
 /// The sync state machine. See the crate docs for the driver rule.
 #[derive(Debug)]
 pub struct Engine {
@@ -107,14 +87,7 @@ pub struct Engine {
     stopped: bool,
     requests: Requests,
 
-    sync: Option<SyncRun>,
-    pull_queue: VecDeque<PullChunk>,
-    pulls_in_flight: u32,
-    /// Seqs queued or in flight per conversation, so nothing is asked twice.
-    requested: HashMap<ConversationId, SeqRanges>,
-    pull_retry_at: Option<Timestamp>,
-    history: HashMap<u64, HistoryRequest>,
-    next_history: u64,
+    pulls: PullPlanner,
 
     batch: Batches,
     outputs: VecDeque<Output>,
@@ -171,13 +144,7 @@ impl Engine {
             kicked: false,
             stopped: false,
             requests: Requests::new(),
-            sync: None,
-            pull_queue: VecDeque::new(),
-            pulls_in_flight: 0,
-            requested: HashMap::new(),
-            pull_retry_at: None,
-            history: HashMap::new(),
-            next_history: 1,
+            pulls: PullPlanner::new(),
             batch: Batches::new(changed, total_unread),
             outputs: VecDeque::new(),
         };
@@ -228,7 +195,7 @@ impl Engine {
 
     /// Whether a sync run (after connect) is still going.
     pub fn is_syncing(&self) -> bool {
-        self.sync.is_some()
+        self.pulls.is_syncing()
     }
 
     /// Whether nothing is in flight: no request, queued pull, uncommitted batch or output,
@@ -239,10 +206,10 @@ impl Engine {
             self.connection == ConnectionState::Connected && !self.outbox.is_empty();
         !sends_waiting
             && self.requests.is_empty()
-            && self.pull_queue.is_empty()
+            && self.pulls.queue_is_empty()
             && !self.batch.has_uncommitted()
             && self.outputs.is_empty()
-            && self.sync.is_none()
+            && !self.pulls.is_syncing()
     }
 
     // ----- inputs -----
@@ -268,7 +235,7 @@ impl Engine {
             state: ConnectionState::Connected,
         });
         self.batch.event(Event::SyncStarted);
-        self.sync = Some(SyncRun::default());
+        self.pulls.start_sync();
         self.request(
             now,
             InFlight::MaxSeqs,
@@ -320,15 +287,15 @@ impl Engine {
                 self.drop_connection(now, "max seq listing refused");
             }
             (InFlight::Pull(chunks), Response::Pulled { ranges }) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pulled(now, chunks, ranges);
             }
             (InFlight::Pull(chunks), Response::Error(error)) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pull_error(now, chunks, &error);
             }
             (InFlight::Pull(chunks), _) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pull_error(now, chunks, &unexpected());
             }
             (
@@ -476,9 +443,7 @@ impl Engine {
                     {
                         self.request(now, InFlight::Ping, Request::Ping);
                     }
-                    if self.pull_retry_at.is_some_and(|t| t <= now) {
-                        self.pull_retry_at = None;
-                    }
+                    self.pulls.retry_due(now);
                     self.send_ready_outbox(now);
                 }
             }
@@ -570,8 +535,7 @@ impl Engine {
         let Some(conv) = self.conversations.get(conversation) else {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         };
-        let id = self.next_history;
-        self.next_history += 1;
+        let id = self.pulls.next_history_id();
         let anchor = before
             .unwrap_or(conv.server_max_seq.next())
             .min(conv.server_max_seq.next());
@@ -596,22 +560,14 @@ impl Engine {
                 complete: false,
             });
         } else {
-            self.history.insert(
-                id,
-                HistoryRequest {
-                    conversation: conversation.clone(),
-                    from,
-                    to,
-                    outstanding: 0,
-                },
-            );
+            self.pulls.add_history(id, conversation.clone(), from, to);
             let queued = self.queue_pull(conversation, from, to, PullPurpose::History(id), true);
-            if let Some(h) = self.history.get_mut(&id) {
-                h.outstanding = queued;
-            }
+            self.pulls.history_waits_for(id, queued);
             // Everything missing is already being pulled for another reason: wait for it.
             if queued == 0 {
-                self.finish_history_if_held(id);
+                if let Some(h) = self.pulls.take_history(id) {
+                    self.finish_history(id, h);
+                }
             }
         }
         self.after_input(now);
@@ -715,7 +671,7 @@ impl Engine {
             }
             ConnectionState::Connected => {
                 consider(self.requests.connected_deadline());
-                consider(self.pull_retry_at);
+                consider(self.pulls.retry_deadline());
                 consider(self.outbox.next_retry());
             }
             _ => {}
@@ -894,24 +850,11 @@ impl Engine {
             state: ConnectionState::Disconnected,
         });
         self.requests.disconnected();
-        self.pulls_in_flight = 0;
-        self.pull_queue.clear();
-        self.requested.clear();
-        self.pull_retry_at = None;
         // The run is abandoned: the next connect lists max seqs again and re-plans.
-        self.sync = None;
+        let history = self.pulls.connection_lost();
         self.outbox.connection_lost();
-        let history: Vec<(u64, HistoryRequest)> = self.history.drain().collect();
         for (id, h) in history {
-            let complete = self
-                .conversations
-                .get(&h.conversation)
-                .is_some_and(|c| c.held.contains_range(h.from, h.to));
-            self.batch.event(Event::HistoryLoaded {
-                id,
-                conversation: h.conversation,
-                complete,
-            });
+            self.finish_history(id, h);
         }
     }
 
