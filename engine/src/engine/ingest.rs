@@ -1,6 +1,15 @@
 //! Ingest: applying messages, missing seqs, edits and revokes, read state and unread.
 
-use super::*;
+use crate::containment::{self, MessageVerdict};
+use crate::model::{
+    ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage, Message,
+    PendingChange, Seq, ServerMessage, UserId,
+};
+use crate::output::{Containment, Event, MessageChange};
+use crate::seq_ranges::SeqRanges;
+use crate::storage::{may_change, WriteOp};
+
+use super::Engine;
 
 impl Engine {
     pub(super) fn ensure_conversation(

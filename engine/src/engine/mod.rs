@@ -1,11 +1,20 @@
 //! The sans-IO [`Engine`]: seq alignment, inbox reconciliation and event dispatch.
 //!
-//! How it holds together:
-//! - Every input or command mutates the in-memory state (conversations, outbox, pulls in
-//!   flight) and records the durable part of the change as ops of one [`WriteBatch`]; the
-//!   batch is emitted when the input returns. In-memory state runs ahead of storage, so
-//!   batches must commit in order; if one fails the engine stops and the driver restarts it
-//!   from a fresh snapshot, which is exactly crash recovery.
+//! # What it never does
+//! Nothing under this module awaits, reads a clock, touches a socket or a file, spawns, or
+//! draws randomness from anywhere but the seed: time comes in as a [`Timestamp`] with every
+//! call, randomness from one [`SplitMix64`] seeded from [`EngineConfig::seed`] and the start
+//! time, and everything the engine wants done leaves as an [`Output`]. The same inputs give the
+//! same outputs in the same order, which is what the simulation and the snapshots rely on. It
+//! reports its decisions through `tracing` (never message content or tokens); emitting an event
+//! with no subscriber installed does nothing.
+//!
+//! # How it holds together
+//! - Every input or command mutates the in-memory state and records the durable part of the
+//!   change as ops of one [`WriteBatch`](crate::WriteBatch); the batch is emitted when the input
+//!   returns. In-memory state runs ahead of storage, so batches must commit in order; if one
+//!   fails the engine stops and the driver restarts it from a fresh snapshot, which is exactly
+//!   crash recovery.
 //! - Events ride on the batch that holds their data and are released by
 //!   [`Engine::handle_batch_committed`]. Sends go on the wire only after their outbox entry
 //!   committed.
@@ -14,31 +23,42 @@
 //!   it lands above the frontier and every seq below it up to the frontier is held, so each
 //!   conversation's new messages go out in seq order, once.
 //!
-//! This module holds the state, the public inputs, commands and `poll_output`; the private
-//! halves live in `sync` (listing, pulls), `ingest` (messages, tombstones, changes, read
-//! state), `outbox` (sends, acks, retries) and `dispatch` (in-order announcement, batching).
+//! # Parts
+//! [`Engine`] holds the conversations (the in-memory mirror of what the store holds, with the
+//! edits waiting for their target) and the connection state, and coordinates parts that each
+//! own their state; a part never reaches into the engine or another part: what it needs from
+//! them is passed in, and what it decides is handed back.
+//! - `outbox`: sends and read marks until the server acks them, retries after transient errors.
+//! - `dispatch`: the per-conversation frontiers and the messages waiting above them.
+//! - `pulls`: the pull planner: the sync run, the pull queue and its chunks, the pulls in
+//!   flight, the history loads waiting for them.
+//! - `requests`: request ids, requests in flight and their deadlines, heartbeat, reconnect
+//!   backoff.
+//! - `batch`: the batch being built (ops and the events riding on it) and the uncommitted ones.
+//! - `client_ids`: making and recognising this device's client ids.
+//!
+//! The engine's own code is split by input: this file holds the public inputs, commands,
+//! `poll_output`, the connection and the sends; `sync` the listing, deletion lists and pull
+//! replies; `ingest` messages, tombstones, changes, read state and unread counts.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::config::{EngineConfig, SyncPolicy};
-use crate::containment::{self, MessageVerdict};
+use crate::config::EngineConfig;
+use crate::containment;
 use crate::model::{
-    ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage,
-    Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage, Timestamp, UserId,
+    ClientMsgId, ContentKind, Conversation, ConversationId, Message, MessageStatus, OutboxEntry,
+    PendingChange, Seq, ServerMessage, Timestamp,
 };
-use crate::output::{ConnectionState, Containment, Event, MessageChange, Output};
-use crate::protocol::{
-    DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response,
-    ServerError,
-};
+use crate::output::{ConnectionState, Event, Output};
+use crate::protocol::{Push, Request, RequestId, Response, ServerError};
 use crate::rng::SplitMix64;
 use crate::seq_ranges::SeqRanges;
-use crate::storage::{may_change, Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
+use crate::storage::{Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
 use batch::Batches;
 use client_ids::ClientIds;
 use dispatch::Frontiers;
 use outbox::{Outbox, SendFailure};
-use pulls::{HistoryRequest, PullChunk, PullLimits, PullPlanner, PullPurpose};
+use pulls::{PullPlanner, PullPurpose};
 use requests::{InFlight, Requests};
 
 mod batch;
@@ -228,6 +248,7 @@ impl Engine {
         if self.connection == ConnectionState::Connected {
             self.abandon_connection();
         }
+        tracing::debug!("connected: a sync run starts");
         self.connection = ConnectionState::Connected;
         self.requests
             .connected(now, self.config.heartbeat_interval_ms);
@@ -261,7 +282,9 @@ impl Engine {
         if self.stopped || self.connection == ConnectionState::Disconnected {
             return;
         }
+        // The transport's reason may carry addresses or more: not logged.
         let _ = reason;
+        tracing::debug!("disconnected");
         self.connection_lost(now);
         self.flush();
     }
@@ -396,10 +419,11 @@ impl Engine {
     /// Batch `id` failed. The engine stops: its memory is ahead of the store, so the driver
     /// restarts it from a fresh snapshot, exactly as after a crash.
     pub fn handle_batch_failed(&mut self, now: Timestamp, id: BatchId, error: &StorageError) {
-        let _ = (now, id);
+        let _ = now;
         if self.stopped {
             return;
         }
+        tracing::debug!(batch = id.0, "engine stopped on a storage failure");
         self.stopped = true;
         self.outputs.clear();
         self.batch.forget_uncommitted();
@@ -424,6 +448,7 @@ impl Engine {
         match self.connection {
             ConnectionState::Disconnected => {
                 if !self.kicked && self.requests.take_reconnect_due(now) {
+                    tracing::debug!("connect decided");
                     self.connection = ConnectionState::Connecting;
                     self.outputs.push_back(Output::Connect);
                     self.batch.event(Event::ConnectionChanged {
@@ -823,6 +848,9 @@ impl Engine {
         if self.connection == ConnectionState::Disconnected {
             return;
         }
+        // A kick's reason is the server's free text: only the engine's own reasons are logged.
+        let reason_logged = if self.kicked { "kicked" } else { reason };
+        tracing::debug!(reason = reason_logged, "disconnect decided");
         self.outputs.push_back(Output::Disconnect {
             reason: reason.to_owned(),
         });

@@ -1,6 +1,15 @@
 //! Sync runs: the max-seq listing, deletion lists, pull planning and pull replies.
 
-use super::*;
+use std::collections::HashMap;
+
+use crate::config::SyncPolicy;
+use crate::model::{Conversation, ConversationId, Seq, ServerMessage, Timestamp};
+use crate::output::{ConnectionState, Event};
+use crate::protocol::{DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Request, ServerError};
+
+use super::pulls::{HistoryRequest, PullChunk, PullLimits, PullPurpose};
+use super::requests::InFlight;
+use super::Engine;
 
 impl Engine {
     pub(super) fn on_max_seqs(
@@ -9,6 +18,7 @@ impl Engine {
         entries: Vec<MaxSeqEntry>,
         has_more: bool,
     ) {
+        tracing::debug!(entries = entries.len(), has_more, "max seq listing page");
         let last = entries.last().map(|e| e.conversation.clone());
         let mut deletions_missed = Vec::new();
         for entry in entries {
