@@ -87,19 +87,11 @@ impl Engine {
 
     /// Changes whose target no longer exists will never apply: forget them.
     pub(super) fn forget_changes_targeting(&mut self, id: &ConversationId, gone: &SeqRanges) {
-        let dropped: Vec<(ConversationId, Seq)> = self
-            .pending_changes
-            .keys()
-            .filter(|(c, target)| c == id && gone.contains(*target))
-            .cloned()
-            .collect();
-        for key in dropped {
-            for change in self.pending_changes.remove(&key).unwrap_or_default() {
-                self.batch.op(WriteOp::RemovePendingChange {
-                    conversation: change.conversation,
-                    seq: change.seq,
-                });
-            }
+        for change in self.pending_changes.forget_targeting(id, gone) {
+            self.batch.op(WriteOp::RemovePendingChange {
+                conversation: change.conversation,
+                seq: change.seq,
+            });
         }
     }
 
@@ -195,7 +187,7 @@ impl Engine {
                 // Changes that arrived before this message: stored as ops after the row (so
                 // the store keeps their seqs), and applied to the copy the app is told about.
                 if !self.pending_changes.is_empty() {
-                    if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
+                    if let Some(changes) = self.pending_changes.take(id, seq) {
                         for change in changes {
                             // The target is in hand: the author rule is checked here, and the
                             // store never sees a refused change.
@@ -396,12 +388,7 @@ impl Engine {
             kind: change.kind.clone(),
             content: change.content.clone(),
         };
-        let list = self
-            .pending_changes
-            .entry((id.clone(), target))
-            .or_default();
-        list.push(pending.clone());
-        list.sort_by_key(|c| c.seq);
+        self.pending_changes.keep(pending.clone());
         Some(WriteOp::PutPendingChange(pending))
     }
 

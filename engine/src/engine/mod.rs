@@ -36,6 +36,7 @@
 //!   backoff.
 //! - `batch`: the batch being built (ops and the events riding on it) and the uncommitted ones.
 //! - `client_ids`: making and recognising this device's client ids.
+//! - `changes`: edits and revokes waiting for their target.
 //!
 //! The engine's own code is split by input: this file holds the public inputs, commands,
 //! `poll_output`, the connection and the sends; `sync` the listing, deletion lists and pull
@@ -47,7 +48,7 @@ use crate::config::EngineConfig;
 use crate::containment;
 use crate::model::{
     ClientMsgId, ContentKind, Conversation, ConversationId, Message, MessageStatus, OutboxEntry,
-    PendingChange, Seq, ServerMessage, Timestamp,
+    Seq, ServerMessage, Timestamp,
 };
 use crate::output::{ConnectionState, Event, Output};
 use crate::protocol::{Push, Request, RequestId, Response, ServerError};
@@ -55,6 +56,7 @@ use crate::rng::SplitMix64;
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
 use batch::Batches;
+use changes::PendingChanges;
 use client_ids::ClientIds;
 use dispatch::Frontiers;
 use outbox::{Outbox, SendFailure};
@@ -62,6 +64,7 @@ use pulls::{PullPlanner, PullPurpose};
 use requests::{InFlight, Requests};
 
 mod batch;
+mod changes;
 mod client_ids;
 mod dispatch;
 mod ingest;
@@ -100,7 +103,7 @@ pub struct Engine {
     total_unread: u64,
     outbox: Outbox,
     /// Changes keyed by (conversation, target seq), each list ascending by change seq.
-    pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>>,
+    pending_changes: PendingChanges,
 
     connection: ConnectionState,
     kicked: bool,
@@ -138,17 +141,7 @@ impl Engine {
             conversations.insert(conv.id.clone(), conv);
         }
         let outbox = Outbox::from_stored(snapshot.outbox);
-        let mut pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>> =
-            HashMap::new();
-        for change in snapshot.pending_changes {
-            pending_changes
-                .entry((change.conversation.clone(), change.target))
-                .or_default()
-                .push(change);
-        }
-        for list in pending_changes.values_mut() {
-            list.sort_by_key(|c| c.seq);
-        }
+        let pending_changes = PendingChanges::from_stored(snapshot.pending_changes);
         let rng = SplitMix64::new(config.seed ^ now.0.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15);
         let connect = config.connect_on_start;
         let mut engine = Self {
