@@ -1,4 +1,7 @@
-//! Ingest: applying messages, missing seqs, edits and revokes, read state and unread.
+//! The engine's ingest: applying messages, missing seqs, edits and revokes, read state and
+//! unread to the conversations, and routing what follows to the parts (dispatch frontiers,
+//! outbox, waiting changes, the batch being built). Coordination code of [`Engine`], with the
+//! same rule as the rest of the core: no clock, no I/O, no randomness but the seed's.
 
 use crate::containment::{self, MessageVerdict};
 use crate::model::{

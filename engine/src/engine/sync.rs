@@ -1,4 +1,8 @@
-//! Sync runs: the max-seq listing, deletion lists, pull planning and pull replies.
+//! The engine's side of sync runs: the max-seq listing, deletion lists, and the pull replies,
+//! applied to the conversations; what to pull and when is the pull planner's (`pulls`), and
+//! this code hands it the held sets and limits it plans with. Coordination code of
+//! [`Engine`], with the same rule as the rest of the core: no clock, no I/O, no randomness
+//! but the seed's.
 
 use std::collections::HashMap;
 
