@@ -98,21 +98,26 @@ pub struct Engine {
     /// The engine's one source of randomness (client ids, reconnect jitter), from the seed.
     rng: SplitMix64,
     client_ids: ClientIds,
+
+    // What the store holds, in memory (ahead of it by the uncommitted batches).
     conversations: HashMap<ConversationId, Conversation>,
-    dispatch: Frontiers,
+    /// The sum of the conversations' unread counts.
     total_unread: u64,
-    outbox: Outbox,
-    /// Changes keyed by (conversation, target seq), each list ascending by change seq.
     pending_changes: PendingChanges,
 
+    // The connection: its state, and whether the server kicked this device (no reconnect) or
+    // a storage failure stopped the engine (nothing more until a restart).
     connection: ConnectionState,
     kicked: bool,
     stopped: bool,
+
+    // The parts.
+    outbox: Outbox,
+    dispatch: Frontiers,
     requests: Requests,
-
     pulls: PullPlanner,
-
     batch: Batches,
+    /// What `poll_output` hands the driver next.
     outputs: VecDeque<Output>,
 }
 
