@@ -893,9 +893,8 @@ impl Engine {
 }
 
 fn unexpected() -> ServerError {
-    ServerError {
-        code: "unexpected_response".to_owned(),
-        message: "the server answered with the wrong kind of response".to_owned(),
-        permanent: false,
-    }
+    ServerError::new(
+        crate::protocol::ErrorCode::UnexpectedResponse,
+        "the server answered with the wrong kind of response",
+    )
 }
