@@ -600,3 +600,40 @@ fn send_acked_at_a_held_seq_is_sent_once() {
     assert!(sent_events(&events).is_empty(), "{events:?}");
     assert_eq!(received_seqs(&events), vec![2]);
 }
+
+/// regressions/engine_inputs/sent-again-after-its-row-was-deleted: a send acked by its echo,
+/// whose row the server then deletes, delivered again at another seq by a server
+/// contradicting itself: `MessageSent` is not emitted a second time. Nothing in the store
+/// shows the ack any more (the row went with its seq), so the engine remembers every send it
+/// acked in memory; across a restart the repeat is the known limit (ARCHITECTURE.md).
+#[test]
+fn send_acked_then_deleted_is_sent_once() {
+    let mut engine = connected_engine(vec![entry("b", 0)]);
+    let now = Timestamp(5);
+    let id = engine
+        .send_message(now, &"b".into(), ContentKind::Text, b"hi".to_vec())
+        .unwrap();
+    drain(&mut engine, now);
+    engine.handle_push(now, Push::Message(own_message("b", 1, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert_eq!(sent_events(&events), vec![("b".to_owned(), id.clone(), 1)]);
+    assert!(engine.outbox().is_empty());
+
+    engine.handle_push(
+        now,
+        Push::Deleted {
+            conversation: "b".into(),
+            seqs: SeqRanges::from_range(Seq(1), Seq(1)),
+            min_seq: Seq(0),
+        },
+    );
+    drain(&mut engine, now);
+    engine.handle_push(now, Push::Message(own_message("b", 2, &id)));
+    let (_, events) = drain(&mut engine, now);
+    assert!(sent_events(&events).is_empty(), "{events:?}");
+    assert_eq!(
+        received_seqs(&events),
+        vec![2],
+        "an own message, not an echo"
+    );
+}

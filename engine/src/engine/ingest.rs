@@ -172,10 +172,10 @@ impl Engine {
                 .outbox
                 .entry(&msg.client_msg_id)
                 .map(|e| &e.conversation == id);
-            // A send already acked at a held seq has had its `MessageSent`: a later copy at
-            // another seq is not its echo.
+            // A send already acked in this process has had its `MessageSent`: a later copy at
+            // another seq (its row deleted since, or never stored) is not its echo.
             let echo_of_send = own
-                && !self.outbox.was_acked_at_held_seq(&msg.client_msg_id)
+                && !self.outbox.was_acked(&msg.client_msg_id)
                 && in_outbox.unwrap_or_else(|| self.client_ids.is_own_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.
@@ -230,8 +230,7 @@ impl Engine {
                 self.set_read(id, seq);
             }
             if echo_of_send {
-                if in_outbox == Some(true) {
-                    self.outbox.remove(&message.client_msg_id);
+                if self.outbox.acked(&message.client_msg_id).is_some() {
                     self.batch
                         .op(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
                 }

@@ -778,7 +778,7 @@ impl Engine {
             // The seq is already held: a tombstone (deleted right after it was sent) or a
             // pull that raced the ack under another id. The held row is the truth; the send
             // itself succeeded.
-            self.outbox.acked_at_held_seq(client_msg_id);
+            self.outbox.acked(client_msg_id);
             self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
             self.batch.op(WriteOp::DeletePendingMessage {
                 conversation: id.clone(),

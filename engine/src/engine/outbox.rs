@@ -1,8 +1,8 @@
 //! The outbox: this device's sends and read marks until the server acks them.
 //!
 //! Owns every send not yet acked or failed (whether its batch committed, whether it is on the
-//! wire, when a transient error lets it go again, how many attempts it took), the sends acked
-//! at a seq already held, and the read marks the server has not acked. It never builds a
+//! wire, when a transient error lets it go again, how many attempts it took), the sends this
+//! process acked, and the read marks the server has not acked. It never builds a
 //! request, writes or announces (it tells the engine what to send, write or announce), and
 //! never reads a clock: `now` is passed in.
 
@@ -39,10 +39,12 @@ pub(super) enum SendFailure {
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     sends: BTreeMap<ClientMsgId, OutboxState>,
-    /// Sends acked at a seq already held (so no row of theirs is stored): a later delivery of
-    /// the same id elsewhere is not their echo, and `MessageSent` is not emitted again. Only a
-    /// server contradicting itself fills it; process memory only.
-    acked_at_held_seq: BTreeSet<ClientMsgId>,
+    /// Sends acked in this process (`MessageSent` emitted), by their ack or their echo: a later
+    /// delivery of the same id at another seq is not their echo, and `MessageSent` is not
+    /// emitted again. The store cannot tell: a send acked at a seq already held has no row,
+    /// and a sent row goes when the server deletes its seq. Only a server contradicting
+    /// itself delivers an acked id again; process memory only (one id per send acked).
+    acked: BTreeSet<ClientMsgId>,
     /// Read seqs set locally that the server has not acked yet.
     reads: BTreeMap<ConversationId, Seq>,
 }
@@ -107,7 +109,7 @@ impl Outbox {
         );
     }
 
-    /// Takes send `id` out (cancelled, or acked by its echo).
+    /// Takes send `id` out (cancelled).
     pub(super) fn remove(&mut self, id: &ClientMsgId) -> Option<OutboxEntry> {
         self.sends.remove(id).map(|o| o.entry)
     }
@@ -198,16 +200,16 @@ impl Outbox {
         }
     }
 
-    /// Send `id` was acked at a seq already held: it leaves the outbox, and a later copy of
-    /// it is not its echo.
-    pub(super) fn acked_at_held_seq(&mut self, id: &ClientMsgId) {
-        self.sends.remove(id);
-        self.acked_at_held_seq.insert(id.clone());
+    /// Send `id` was acked (by its ack or its echo; `MessageSent` is emitted): it leaves the
+    /// outbox if still there, and a later copy of it is not its echo. Returns its entry.
+    pub(super) fn acked(&mut self, id: &ClientMsgId) -> Option<OutboxEntry> {
+        self.acked.insert(id.clone());
+        self.sends.remove(id).map(|o| o.entry)
     }
 
-    /// Whether send `id` was acked at a seq already held.
-    pub(super) fn was_acked_at_held_seq(&self, id: &ClientMsgId) -> bool {
-        self.acked_at_held_seq.contains(id)
+    /// Whether send `id` was acked in this process.
+    pub(super) fn was_acked(&self, id: &ClientMsgId) -> bool {
+        self.acked.contains(id)
     }
 
     /// A read mark up to `seq` in `conversation` to send (replacing a lower one).
