@@ -3,7 +3,7 @@
 //!
 //! A [`Sim`] owns a [`ServerCore`] over a [`MemoryServerStore`], a fake clock, a seeded
 //! [`SimRng`], a simulated network ([`Netem`]) with per-device link settings, and devices: an
-//! [`Engine`] with the store a [`StoreFactory`] opened for it. The harness executes every
+//! [`Engine`] with the store a [`Backend`] opened for it. The harness executes every
 //! engine output the way a real driver would (connect, put requests on the wire, apply write
 //! batches through [`Storage`], record events, remember the wakeup), so a seed replays a run
 //! exactly. It awaits only `Storage` calls, so it runs natively and in a browser.
@@ -18,10 +18,11 @@
 //! [`crate::invariants::check`] reports those together with the end-state checks.
 //!
 //! ```no_run
-//! use tidemark_conformance::sim::{LinkConfig, Sim, StoreFactory};
+//! use tidemark_conformance::sim::{LinkConfig, Sim};
+//! use tidemark_conformance::Backend;
 //! use tidemark_engine::ConversationKind;
 //!
-//! async fn scenario<F: StoreFactory>(factory: F) {
+//! async fn scenario<F: Backend>(factory: F) {
 //!     let mut sim = Sim::new(factory, 7);
 //!     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"]).unwrap();
 //!     let alice = sim.add_device("alice", "phone", |_| {}).await.unwrap();
@@ -37,7 +38,7 @@
 //! ```
 
 mod error;
-mod factory;
+
 mod log;
 mod net;
 mod rng;
@@ -57,9 +58,10 @@ use crate::invariants::InvariantViolations;
 use crate::server::{
     ConnId, MemoryServerStore, ServerConfig, ServerCore, ServerOutput, ServerStore,
 };
+use crate::Backend;
 
 pub use error::SimError;
-pub use factory::{MemoryStoreFactory, SharedStoreFactory, StoreFactory};
+
 pub use log::{EventRecord, PullRecord, RequestKind, RequestLog, SendRecord};
 pub use net::{LinkConfig, Netem};
 pub use rng::SimRng;
@@ -178,7 +180,7 @@ enum Drained {
 }
 
 /// The simulation. See the module docs.
-pub struct Sim<F: StoreFactory> {
+pub struct Sim<F: Backend> {
     factory: F,
     config: SimConfig,
     server: ServerCore<MemoryServerStore>,
@@ -195,7 +197,7 @@ pub struct Sim<F: StoreFactory> {
     violations: Vec<String>,
 }
 
-impl<F: StoreFactory> Sim<F> {
+impl<F: Backend> Sim<F> {
     // ----- setup -----
 
     /// A simulation with default settings and this seed.
