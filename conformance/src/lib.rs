@@ -7,6 +7,8 @@
 //!   over a simulated network with latency, loss, duplication, reordering, partitions and
 //!   crashes, on a fake clock.
 //! - [`invariants`]: the checks every scenario ends with.
+//! - [`dispatch`]: the dispatch rules (when an event may announce a message), checked from what
+//!   a driver executed, by the simulation and the `engine_inputs` fuzz target alike.
 //! - [`hooked`]: any store with a hook around `apply` (fault injection, broken stores, progress
 //!   marks).
 //! - [`Backend`]: what a storage backend implements (open a device's store, reopen it) to run
@@ -27,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+pub mod dispatch;
 pub mod hooked;
 pub mod invariants;
 pub mod model;

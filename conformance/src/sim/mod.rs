@@ -12,10 +12,9 @@
 //! device wakeup. [`Sim::drive`] steps to quiescence (no frame in flight, every device idle and
 //! connected, or deliberately offline) under a step and a time budget.
 //!
-//! While running, the harness checks what only it can see: an event announcing a message is
-//! emitted after a committed batch stored it, at most once per process, and never for a
-//! message stored before (by an earlier process, or as this device's own pending send).
-//! [`crate::invariants::check`] reports those together with the end-state checks.
+//! While running, the harness feeds each device's [`DispatchOracle`] what only it can see
+//! (the batches that committed, the restarts, the events) so the dispatch rules are checked
+//! as they happen; [`Sim::dispatch_violations`] reports what broke.
 //!
 //! ```no_run
 //! use tidemark_conformance::sim::{LinkConfig, Sim};
@@ -46,14 +45,15 @@ mod rng;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tidemark_engine::{
     ClientMsgId, ConnectionState, ContentKind, ConversationId, ConversationKind, DeviceId, Engine,
     EngineConfig, Event, Incoming, Message, Output, Request, RequestId, Seq, SeqRanges,
-    ServerError, ServerMessage, Storage, Timestamp, UserId, WriteBatch, WriteOp,
+    ServerError, ServerMessage, Storage, Timestamp, UserId,
 };
 
+use crate::dispatch::{written_messages, DispatchOracle};
 use crate::invariants::InvariantViolations;
 use crate::server::{
     ConnId, MemoryServerStore, ServerConfig, ServerCore, ServerOutput, ServerStore,
@@ -137,19 +137,6 @@ enum Frame {
 }
 
 type CrashPredicate = Box<dyn FnMut(&Output) -> bool>;
-type MessageKey = (ConversationId, UserId, ClientMsgId);
-
-/// What the harness saw committed for a message (for the dispatch checks).
-#[derive(Clone, Copy, Debug)]
-struct StoredInfo {
-    /// The process whose batch first stored it.
-    first_process: u32,
-    /// First stored without a seq: this device's own send.
-    first_pending: bool,
-    /// The last seq a committed batch gave it.
-    seq: Option<Seq>,
-}
-
 struct Device<S> {
     user: UserId,
     id: DeviceId,
@@ -169,9 +156,8 @@ struct Device<S> {
     /// Saw [`Event::Kicked`] in the current process.
     kicked: bool,
     requests: RequestLog,
-    stored: BTreeMap<MessageKey, StoredInfo>,
-    /// (conversation, seq) announced as new in the current process.
-    announced: BTreeSet<(ConversationId, Seq)>,
+    /// The dispatch rules, fed what this device's driver executed.
+    dispatch: DispatchOracle,
 }
 
 enum Drained {
@@ -194,7 +180,6 @@ pub struct Sim<F: Backend> {
     sends: Vec<SendRecord>,
     /// (device, conversation, client id) -> index in `sends`.
     send_index: BTreeMap<(usize, ConversationId, ClientMsgId), usize>,
-    violations: Vec<String>,
 }
 
 impl<F: Backend> Sim<F> {
@@ -225,7 +210,6 @@ impl<F: Backend> Sim<F> {
             events: Vec::new(),
             sends: Vec::new(),
             send_index: BTreeMap::new(),
-            violations: Vec::new(),
             config,
         }
     }
@@ -299,8 +283,7 @@ impl<F: Backend> Sim<F> {
             crash_before: None,
             kicked: false,
             requests: RequestLog::default(),
-            stored: BTreeMap::new(),
-            announced: BTreeSet::new(),
+            dispatch: DispatchOracle::new(),
         });
         self.run_device(index).await?;
         Ok(index)
@@ -849,9 +832,12 @@ impl<F: Backend> Sim<F> {
         &self.sends
     }
 
-    /// Dispatch rules broken while running (see the module docs).
-    pub fn dispatch_violations(&self) -> &[String] {
-        &self.violations
+    /// Dispatch rules broken while running (see [`crate::dispatch`]), device by device.
+    pub fn dispatch_violations(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .flat_map(|dev| dev.dispatch.violations().iter().cloned())
+            .collect()
     }
 
     /// The store factory.
@@ -964,16 +950,7 @@ impl<F: Backend> Sim<F> {
                                 self.sends[i].committed = true;
                             }
                         }
-                        for (key, seq) in written {
-                            let info = dev.stored.entry(key).or_insert(StoredInfo {
-                                first_process: dev.process,
-                                first_pending: seq.is_none(),
-                                seq: None,
-                            });
-                            if seq.is_some() {
-                                info.seq = seq;
-                            }
-                        }
+                        dev.dispatch.committed(&written);
                         if let Some(engine) = dev.engine.as_mut() {
                             engine.handle_batch_committed(now, id, &applied);
                         }
@@ -994,83 +971,13 @@ impl<F: Backend> Sim<F> {
         let now = self.now;
         let dev = &mut self.devices[d];
         let whence = format!("device {d} process {} at {}", dev.process, now.0);
+        let server = &self.server;
+        // An ack for a seq already deleted on the server has no row to store.
+        dev.dispatch
+            .event(&whence, &dev.user, &event, |conversation, seq| {
+                matches!(server.store().message(conversation, seq), Ok(None))
+            });
         match &event {
-            Event::MessagesReceived {
-                conversation,
-                messages,
-            } => {
-                let mut last = None;
-                for m in messages {
-                    if &m.conversation != conversation {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived for {conversation} carries a message of {}",
-                            m.conversation
-                        ));
-                    }
-                    let Some(seq) = m.seq else {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived carries {} without a seq",
-                            m.client_msg_id
-                        ));
-                        continue;
-                    };
-                    if last.is_some_and(|l| l >= seq) {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived for {conversation} is not ascending at seq {}",
-                            seq.0
-                        ));
-                    }
-                    last = Some(seq);
-                    if !dev.announced.insert((conversation.clone(), seq)) {
-                        self.violations.push(format!(
-                            "{whence}: {conversation} seq {} announced as new twice in one process",
-                            seq.0
-                        ));
-                    }
-                    let key = (
-                        conversation.clone(),
-                        m.sender.clone(),
-                        m.client_msg_id.clone(),
-                    );
-                    match dev.stored.get(&key) {
-                        None => self.violations.push(format!(
-                            "{whence}: {conversation} seq {} announced before a committed batch stored it",
-                            seq.0
-                        )),
-                        Some(info) if info.first_process < dev.process => {
-                            self.violations.push(format!(
-                                "{whence}: {conversation} seq {} announced as new but stored by process {}",
-                                seq.0, info.first_process
-                            ))
-                        }
-                        Some(info) if info.first_pending => self.violations.push(format!(
-                            "{whence}: own send {} ({conversation} seq {}) announced as received",
-                            m.client_msg_id, seq.0
-                        )),
-                        Some(_) => {}
-                    }
-                }
-            }
-            Event::MessageSent {
-                conversation,
-                client_msg_id,
-                seq,
-            } => {
-                let key = (
-                    conversation.clone(),
-                    dev.user.clone(),
-                    client_msg_id.clone(),
-                );
-                let stored_seq = dev.stored.get(&key).and_then(|info| info.seq);
-                // An ack for a seq already deleted on the server has no row to store.
-                let gone = matches!(self.server.store().message(conversation, *seq), Ok(None));
-                if stored_seq != Some(*seq) && !gone {
-                    self.violations.push(format!(
-                        "{whence}: MessageSent {client_msg_id} at seq {} but committed batches gave it {:?}",
-                        seq.0, stored_seq
-                    ));
-                }
-            }
             Event::Kicked { .. } => dev.kicked = true,
             _ => {}
         }
@@ -1104,7 +1011,7 @@ impl<F: Backend> Sim<F> {
         let dev = &mut self.devices[d];
         dev.store = store;
         dev.process += 1;
-        dev.announced.clear();
+        dev.dispatch.restarted();
         dev.kicked = false;
         let mut config = dev.config.clone();
         // A fresh seed per process: client ids must not repeat those of the last run.
@@ -1279,24 +1186,4 @@ impl<F: Backend> Sim<F> {
             },
         );
     }
-}
-
-/// The messages a batch writes, keyed for the dispatch checks, with their seqs.
-fn written_messages(batch: &WriteBatch) -> Vec<(MessageKey, Option<Seq>)> {
-    let mut out = Vec::new();
-    for op in &batch.ops {
-        if let WriteOp::PutMessages(messages) = op {
-            out.extend(messages.iter().map(|m| {
-                (
-                    (
-                        m.conversation.clone(),
-                        m.sender.clone(),
-                        m.client_msg_id.clone(),
-                    ),
-                    m.seq,
-                )
-            }));
-        }
-    }
-    out
 }
