@@ -67,6 +67,13 @@ impl fmt::Display for InvariantViolations {
 
 impl std::error::Error for InvariantViolations {}
 
+impl<F: Backend> Sim<F> {
+    /// Runs [`check`]: the end-state checks and the dispatch rules broken while running.
+    pub async fn check_invariants(&self) -> Result<(), InvariantViolations> {
+        check(self).await
+    }
+}
+
 /// Runs every check on every device of `sim`. See the module docs.
 pub async fn check<F: Backend>(sim: &Sim<F>) -> Result<(), InvariantViolations> {
     let mut violations: Vec<String> = sim.dispatch_violations().to_vec();

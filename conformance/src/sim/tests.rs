@@ -1,7 +1,7 @@
 //! Unit tests of the harness pieces that do not need a working engine.
 
 use tidemark_engine::memory::MemoryStorage;
-use tidemark_engine::{ConversationKind, Seq, Storage, Timestamp, WriteBatch};
+use tidemark_engine::{ConversationKind, Seq, SeqRanges, Storage, Timestamp, WriteBatch};
 
 use super::*;
 use crate::SharedBackend;
