@@ -102,15 +102,15 @@ impl DispatchOracle {
     }
 
     /// Checks one event. `whence` starts every violation message (device, process, time);
-    /// `own_user` is the device's user; `seq_gone` says whether a `MessageSent` seq is gone
-    /// (deleted on the server, or no row for it in the store), which excuses a send no
-    /// committed batch gave that seq.
+    /// `own_user` is the device's user; `seq_gone` says whether the seq a `MessageSent` names
+    /// for this send is gone (deleted on the server, or no row for the send in the store),
+    /// which excuses a send no committed batch gave that seq.
     pub fn event(
         &mut self,
         whence: &str,
         own_user: &UserId,
         event: &Event,
-        seq_gone: impl FnOnce(&ConversationId, Seq) -> bool,
+        seq_gone: impl FnOnce(&MessageKey, Seq) -> bool,
     ) {
         match event {
             Event::MessagesReceived {
@@ -189,7 +189,7 @@ impl DispatchOracle {
                     client_msg_id.clone(),
                 );
                 let stored_seq = self.stored_seq(&key);
-                if stored_seq != Some(*seq) && !seq_gone(conversation, *seq) {
+                if stored_seq != Some(*seq) && !seq_gone(&key, *seq) {
                     self.violations.push(format!(
                         "{whence}: MessageSent {client_msg_id} at seq {} but committed batches gave it {:?}",
                         seq.0, stored_seq

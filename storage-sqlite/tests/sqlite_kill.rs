@@ -685,7 +685,7 @@ impl Session {
     fn assert_no_dispatch_violation(&self) {
         let violations = self.sim.dispatch_violations();
         if !violations.is_empty() {
-            for v in violations {
+            for v in &violations {
                 self.progress.line(&format!("violation {v}"));
             }
             panic!("dispatch rules broken: {violations:#?}");

@@ -322,7 +322,7 @@ impl<F: Backend> Sim<F> {
         let server = &self.server;
         // An ack for a seq already deleted on the server has no row to store.
         dev.dispatch
-            .event(&whence, &dev.user, &event, |conversation, seq| {
+            .event(&whence, &dev.user, &event, |(conversation, _, _), seq| {
                 matches!(server.store().message(conversation, seq), Ok(None))
             });
         if let Event::Kicked { .. } = &event {
