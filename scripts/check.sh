@@ -26,15 +26,21 @@ cargo fmt --all -- --check
 echo "== cargo clippy (native, all targets, all features)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-echo "== cargo clippy (wasm32: engine, conformance, the SQLite layer on sqlite-wasm-rs, the browser transport)"
+echo "== cargo clippy (wasm32: engine, the app-facing client, conformance, the SQLite layer on sqlite-wasm-rs, the browser transport, the server core)"
 # sqlite-wasm-rs compiles SQLite's C with clang; Debian's clang 14 needs this flag for it.
 export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown:--fdouble-square-bracket-attributes}"
-cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark-conformance \
-    -p tidemark-storage-sqlite -p tidemark-transport -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark -p tidemark-conformance \
+    -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -- -D warnings
 
 echo "== engine has no tokio in its normal dependencies"
 if cargo tree -p tidemark-engine -e normal --prefix none | grep -E '^tokio ' ; then
     echo "tokio is a normal dependency of tidemark-engine" >&2
+    exit 1
+fi
+
+echo "== a client build of the transport pulls no server code, sha2 or rusqlite"
+if cargo tree -p tidemark-transport -e normal --prefix none | grep -E '^sha2 |^rusqlite |^tidemark-server ' ; then
+    echo "server code, sha2 or rusqlite is a normal dependency of tidemark-transport" >&2
     exit 1
 fi
 

@@ -16,11 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
-use tidemark_engine::{
-    Client, ClientHandle, ClientMsgId, ConnectionState, ContentKind, ConversationCursor,
-    ConversationId, DeviceId, Direction, EngineConfig, Event, Message, Seq, Storage, StorageError,
-    SyncPolicy, TokioRuntime, Transport, UserId,
+use tidemark::transport::Transport;
+use tidemark::{
+    Client, ClientError, ClientMsgId, ConnectionState, ConversationCursor, ConversationId,
+    DeviceId, Direction, EngineConfig, Event, EventStream, HistoryLoaded, Message, Seq,
+    StorageError, SyncPolicy, TokioRuntime, UserId,
 };
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
@@ -210,17 +212,13 @@ where
     T: Transport + 'static,
     I: AsyncBufRead + Unpin,
 {
-    let me = config.user.clone();
-    let (mut client, mut events) =
-        Client::start(config, storage.clone(), transport, TokioRuntime::new())
-            .await
-            .context(|| "cannot load the store".to_owned())?;
-    let handle = client.handle();
-    let driver = tokio::spawn(async move { client.run().await });
+    let (client, driver) = Client::start(config, storage, transport, TokioRuntime)
+        .await
+        .context(|| "cannot load the store".to_owned())?;
+    let mut events = client.events();
+    let driver = tokio::spawn(driver);
     let mut chat = Chat {
-        me,
-        storage,
-        handle: handle.clone(),
+        client: client.clone(),
         open: None,
         oldest_shown: None,
         waiting_history: None,
@@ -261,6 +259,12 @@ where
                 Some(event) => chat.event(event).await,
                 None => break,
             },
+            loaded = async { (&mut chat.waiting_history.as_mut().expect("checked: a load is waiting").0).await },
+                if chat.waiting_history.is_some() =>
+            {
+                let anchor = chat.waiting_history.take().and_then(|(_, anchor)| anchor);
+                chat.history_loaded(loaded, anchor).await;
+            }
             () = &mut wait_limit, if chat.holding() => {
                 println!("! no answer within {} s; going on", HOLD.as_secs());
                 chat.waiting_sync = false;
@@ -272,7 +276,7 @@ where
     if damage.is_none() {
         chat.drain_outbox(&mut events).await;
     }
-    handle.shutdown().await;
+    client.shutdown().await;
     driver
         .await
         .map_err(|e| CliError::new(format!("the client task failed: {e}")))?;
@@ -283,25 +287,26 @@ where
     Ok(())
 }
 
+/// A history load in flight.
+type HistoryLoad = BoxFuture<'static, Result<HistoryLoaded, ClientError>>;
+
 /// The chat's state between lines.
 struct Chat {
-    /// The signed-in user (own messages are looked up by sender and client id).
-    me: UserId,
-    storage: SqliteStorage,
-    handle: ClientHandle,
+    client: Client,
     /// Where plain lines go.
     open: Option<ConversationId>,
     /// The oldest seq printed for the open conversation: `/history` pages below it.
     oldest_shown: Option<Seq>,
-    /// A `/history` waiting for its `HistoryLoaded`: (id, anchor).
-    waiting_history: Option<(u64, Option<Seq>)>,
+    /// A `/history` (or the load of `/open`) waiting for its result, with its anchor.
+    waiting_history: Option<(HistoryLoad, Option<Seq>)>,
     /// A sync has finished since the start.
     synced: bool,
     /// A `/wait` holds input until `synced`.
     waiting_sync: bool,
     /// Sends of this session not yet acked or failed: the end of input waits for them.
     unacked: std::collections::HashSet<ClientMsgId>,
-    /// The client stopped for good on an unusable store: why, and whether it is damage.
+    /// The store cannot be used: the client stopped for good on it, or a read found
+    /// damage. Why, and whether it is damage.
     unusable: Option<(String, bool)>,
 }
 
@@ -310,9 +315,16 @@ impl Chat {
     /// or a read of the chat's own found damage (the store then refuses writes, and the
     /// client would stop at its next one).
     fn damage(&self) -> Option<(String, bool)> {
-        self.unusable
-            .clone()
-            .or_else(|| self.storage.damage().map(|detail| (detail, true)))
+        self.unusable.clone()
+    }
+
+    /// Words a failed read for a person; a read that found damage ends the session (the
+    /// store refuses writes from then on, so the client would stop at its next one).
+    fn read_failed(&mut self, what: &str, e: &ClientError) {
+        println!("! cannot read {what}: {e}");
+        if let ClientError::Storage(StorageError::Corrupt { detail, .. }) = e {
+            self.unusable.get_or_insert_with(|| (detail.clone(), true));
+        }
     }
 
     /// Whether input waits (for a sync or a history load).
@@ -337,14 +349,14 @@ impl Chat {
         true
     }
 
-    async fn list(&self) {
+    async fn list(&mut self) {
         let mut cursor: Option<ConversationCursor> = None;
         let mut shown = 0usize;
         loop {
-            let page = match self.storage.conversations_page(cursor, 100).await {
+            let page = match self.client.conversations(cursor, 100).await {
                 Ok(page) => page,
                 Err(e) => {
-                    println!("! cannot read the conversation list: {e}");
+                    self.read_failed("the conversation list", &e);
                     return;
                 }
             };
@@ -378,14 +390,14 @@ impl Chat {
 
     async fn open(&mut self, id: String) {
         let id = ConversationId::from(id);
-        match self.storage.conversation(&id).await {
+        match self.client.conversation(&id).await {
             Ok(Some(_)) => {}
             Ok(None) => {
                 println!("! no conversation {id} (yet: /list shows what is synced)");
                 return;
             }
             Err(e) => {
-                println!("! cannot read {id}: {e}");
+                self.read_failed(id.as_str(), &e);
                 return;
             }
         }
@@ -394,9 +406,45 @@ impl Chat {
         println!("== {id}");
         self.print_page(None, false).await;
         // The newest page may not be held yet (or only partly): ask for it; what arrives is
-        // printed when the matching HistoryLoaded comes.
-        match self.handle.load_history(id, None, PAGE as u32).await {
-            Ok(request) => self.waiting_history = Some((request, None)),
+        // printed when the load finishes.
+        self.load_history(id, None);
+    }
+
+    /// Starts a history load; input waits (events still print) until it finishes.
+    fn load_history(&mut self, conversation: ConversationId, anchor: Option<Seq>) {
+        let client = self.client.clone();
+        self.waiting_history = Some((
+            Box::pin(async move {
+                client
+                    .load_history(&conversation, anchor, PAGE as u32)
+                    .await
+            }),
+            anchor,
+        ));
+    }
+
+    /// A history load finished: print what it brought.
+    async fn history_loaded(
+        &mut self,
+        result: Result<HistoryLoaded, ClientError>,
+        anchor: Option<Seq>,
+    ) {
+        match result {
+            Ok(loaded) if Some(&loaded.conversation) == self.open.as_ref() => {
+                if !loaded.complete {
+                    println!("! history incomplete (connection lost); try again");
+                }
+                // The newest page was printed at /open; print it again only when the store
+                // had nothing then.
+                if anchor.is_some() {
+                    self.print_page(anchor, false).await;
+                } else if self.oldest_shown.is_none() {
+                    // Said "nothing held" already; speak only if something came.
+                    self.print_page(None, true).await;
+                }
+            }
+            // Another conversation was opened meanwhile.
+            Ok(_) => {}
             Err(e) => println!("! cannot load history: {e}"),
         }
     }
@@ -411,10 +459,7 @@ impl Chat {
             println!("  (beginning of the conversation)");
             return;
         }
-        match self.handle.load_history(open, anchor, PAGE as u32).await {
-            Ok(request) => self.waiting_history = Some((request, anchor)),
-            Err(e) => println!("! cannot load history: {e}"),
-        }
+        self.load_history(open, anchor);
     }
 
     /// Prints the stored page before `anchor` (the newest one with `None`); an empty page
@@ -424,8 +469,8 @@ impl Chat {
             return;
         };
         match self
-            .storage
-            .messages_page(&open, anchor, Direction::Before, PAGE)
+            .client
+            .messages(&open, anchor, Direction::Before, PAGE)
             .await
         {
             Ok(page) if page.is_empty() => {
@@ -441,24 +486,24 @@ impl Chat {
                     self.oldest_shown = Some(self.oldest_shown.map_or(first, |s| s.min(first)));
                 }
             }
-            Err(e) => println!("! cannot read messages: {e}"),
+            Err(e) => self.read_failed("messages", &e),
         }
     }
 
-    async fn read(&self) {
+    async fn read(&mut self) {
         let Some(open) = self.open.clone() else {
             println!("! open a conversation first (/open ID)");
             return;
         };
-        let max = match self.storage.conversation(&open).await {
+        let max = match self.client.conversation(&open).await {
             Ok(Some(c)) => c.server_max_seq,
             Ok(None) => return,
             Err(e) => {
-                println!("! cannot read {open}: {e}");
+                self.read_failed(open.as_str(), &e);
                 return;
             }
         };
-        match self.handle.mark_read(open.clone(), max).await {
+        match self.client.mark_read(&open, max).await {
             Ok(()) => println!("* {open} read up to #{}", max.0),
             Err(e) => println!("! cannot mark read: {e}"),
         }
@@ -469,11 +514,7 @@ impl Chat {
             println!("! open a conversation first (/open ID); /help lists commands");
             return;
         };
-        match self
-            .handle
-            .send_message(open, ContentKind::Text, text.into_bytes())
-            .await
-        {
+        match self.client.send_text(&open, &text).await {
             Ok(id) => {
                 println!("* sending {id}");
                 self.unacked.insert(id);
@@ -519,10 +560,8 @@ impl Chat {
                 println!("* sent {client_msg_id} as #{} in {conversation}", seq.0);
                 // Our own message, in the open conversation's flow like everyone else's.
                 if Some(&conversation) == self.open.as_ref() {
-                    if let Ok(Some(m)) = self
-                        .storage
-                        .message_by_client_id(&conversation, &self.me, &client_msg_id)
-                        .await
+                    if let Ok(Some(m)) =
+                        self.client.own_message(&conversation, &client_msg_id).await
                     {
                         print_message(&m);
                     }
@@ -554,28 +593,8 @@ impl Chat {
                     ConnectionState::Disconnected => "disconnected",
                 }
             ),
-            Event::HistoryLoaded {
-                id,
-                conversation,
-                complete,
-            } => {
-                if let Some((waiting, anchor)) = self.waiting_history {
-                    if waiting == id && Some(&conversation) == self.open.as_ref() {
-                        self.waiting_history = None;
-                        if !complete {
-                            println!("! history incomplete (connection lost); try again");
-                        }
-                        // The newest page was printed at /open; print it again only when
-                        // the store had nothing then.
-                        if anchor.is_some() {
-                            self.print_page(anchor, false).await;
-                        } else if self.oldest_shown.is_none() {
-                            // Said "nothing held" already; speak only if something came.
-                            self.print_page(None, true).await;
-                        }
-                    }
-                }
-            }
+            // Answered by the awaited load itself.
+            Event::HistoryLoaded { .. } => {}
             Event::Kicked { reason } => println!("! the server ended the session: {reason}"),
             Event::StorageFailed { error } => println!("! storage failed: {error}"),
             Event::StoreUnusable { error, damaged } => {
@@ -587,26 +606,18 @@ impl Chat {
     }
 
     /// Waits (bounded) until every send is acked, printing events meanwhile.
-    async fn drain_outbox(&mut self, events: &mut tidemark_engine::EventStream) {
+    async fn drain_outbox(&mut self, events: &mut EventStream) {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         loop {
-            match self.storage.outbox().await {
-                // Every send has its event: the outbox entry goes in the batch whose commit
-                // releases it, so both are checked.
-                Ok(outbox) if outbox.is_empty() && self.unacked.is_empty() => return,
-                Ok(outbox) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        println!(
-                            "! {} messages not acked yet; they are sent on the next start",
-                            outbox.len()
-                        );
-                        return;
-                    }
-                }
-                Err(e) => {
-                    println!("! cannot read the outbox: {e}");
-                    return;
-                }
+            // Every send has its event: the outbox entry leaves in the batch whose commit
+            // releases it, so both are checked.
+            let pending = self.client.pending_sends();
+            if pending == 0 && self.unacked.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                println!("! {pending} messages not acked yet; they are sent on the next start");
+                return;
             }
             tokio::select! {
                 event = events.next() => match event {

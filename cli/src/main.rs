@@ -38,7 +38,7 @@ enum Command {
     Server {
         /// What to do.
         #[command(subcommand)]
-        command: tidemark_transport::server::net::cli::ServerCommand,
+        command: tidemark_server::net::cli::ServerCommand,
     },
     /// Chat interactively (or from a pipe) as one user on one device.
     Chat(chat::ChatArgs),

@@ -1,9 +1,9 @@
 //! `tidemark server`: the reference server and its admin commands.
 //!
-//! The commands are the transport crate's `server::net::cli`, the same the `tidemark-server`
+//! The commands are `tidemark_server::net::cli`, the same the `tidemark-server`
 //! binary runs: this module only adapts its errors.
 
-use tidemark_transport::server::net::cli::{self, ServerCommand};
+use tidemark_server::net::cli::{self, ServerCommand};
 
 use crate::error::{CliError, CliResult};
 

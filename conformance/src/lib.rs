@@ -1,8 +1,8 @@
 //! # tidemark-conformance
 //!
 //! Tidemark's shared test machinery:
-//! - [`server`]: the inbox server's rules as a sans-IO core ([`server::ServerCore`]) over a
-//!   synchronous store trait, with an in-memory store.
+//! - [`server`]: `tidemark-server` re-exported: the inbox server's rules as a sans-IO core
+//!   ([`server::ServerCore`]) over a synchronous store trait, with an in-memory store.
 //! - [`sim`]: a deterministic simulation of devices (engine + store) talking to that server
 //!   over a simulated network with latency, loss, duplication, reordering, partitions and
 //!   crashes, on a fake clock.
@@ -32,6 +32,7 @@ mod backend;
 pub mod dispatch;
 pub mod hooked;
 pub mod invariants;
+pub mod loopback;
 pub mod model;
 pub mod scenarios;
 pub mod sim;
@@ -39,12 +40,10 @@ pub mod storage_suite;
 
 pub use backend::{Backend, MemoryBackend, SharedBackend};
 
-/// The inbox server's sans-IO core and its stores, from `tidemark-transport` (the reference
-/// server runs the same core), re-exported under the path the suites use.
-pub use tidemark_transport::server;
-
-/// The in-process loopback transport, from `tidemark-transport`.
-pub use tidemark_transport::loopback;
+/// The inbox server's sans-IO core and its in-memory store, from `tidemark-server` (the
+/// reference server runs the same core), re-exported under the path the suites and their
+/// users take, so a backend's tests need no second dependency for it.
+pub use tidemark_server as server;
 
 /// Where the sync scenarios' insta snapshots live: one directory for every backend, so the
 /// memory, SQLite and browser stores are held to the same event logs.

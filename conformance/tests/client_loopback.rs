@@ -16,13 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tidemark_conformance::loopback::{LoopbackServer, LoopbackTransport};
-use tidemark_engine::{
-    Client, ClientError, ClientHandle, ClientMsgId, CommandError, ConnectionState, ContentKind,
-    ConversationId, ConversationKind, DeviceId, Direction, EngineConfig, Event, EventStream,
-    MemoryStorage, Message, MessageStatus, Seq, ServerError, Storage, SyncPolicy, TokioRuntime,
-    UserId,
+use tidemark::storage::{MemoryStorage, Storage};
+use tidemark::transport::protocol::ServerError;
+use tidemark::{
+    Client, ClientError, ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId,
+    ConversationKind, DeviceId, Direction, EngineConfig, Event, EventStream, HistoryLoaded,
+    Message, MessageStatus, Seq, SyncPolicy, SyncState, TokioRuntime, UserId,
 };
+use tidemark_conformance::loopback::{LoopbackServer, LoopbackTransport};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
@@ -32,7 +33,6 @@ const WAIT: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_millis(200);
 
 type Server = LoopbackServer<TokioRuntime>;
-type TestClient = Client<MemoryStorage, LoopbackTransport<TokioRuntime>, TokioRuntime>;
 
 fn user(name: &str) -> UserId {
     UserId::from(name)
@@ -69,13 +69,13 @@ fn config(name: &str, seed: u64) -> EngineConfig {
     config
 }
 
-/// One running client: its task, handle, event stream and store.
+/// One running client: its driver task, the client, its event stream and store.
 struct Device {
     name: String,
-    handle: ClientHandle,
+    client: Client,
     events: EventStream,
     storage: MemoryStorage,
-    task: JoinHandle<TestClient>,
+    task: JoinHandle<()>,
     /// Every event taken from the stream so far, in order.
     seen: Vec<Event>,
 }
@@ -89,23 +89,20 @@ async fn start_with(
     server: &Server,
     config: EngineConfig,
     storage: MemoryStorage,
-    setup: impl FnOnce(&mut TestClient),
+    setup: impl FnOnce(&Client),
 ) -> Device {
     let name = format!("{}/{}", config.user, config.device);
-    let transport = server.transport(config.user.clone(), config.device.clone());
-    let (mut client, events) =
-        Client::start(config, storage.clone(), transport, TokioRuntime::new())
-            .await
-            .unwrap();
-    setup(&mut client);
-    let handle = client.handle();
-    let task = tokio::spawn(async move {
-        client.run().await;
-        client
-    });
+    let transport: LoopbackTransport<TokioRuntime> =
+        server.transport(config.user.clone(), config.device.clone());
+    let (client, driver) = Client::start(config, storage.clone(), transport, TokioRuntime)
+        .await
+        .unwrap();
+    let events = client.events();
+    setup(&client);
+    let task = tokio::spawn(driver);
     Device {
         name,
-        handle,
+        client,
         events,
         storage,
         task,
@@ -201,31 +198,27 @@ impl Device {
     }
 
     async fn send(&self, text: &str) -> ClientMsgId {
-        timeout(
-            WAIT,
-            self.handle
-                .send_message(conv(), ContentKind::Text, text.as_bytes().to_vec()),
-        )
-        .await
-        .expect("send_message timed out")
-        .unwrap()
+        timeout(WAIT, self.client.send_text(&conv(), text))
+            .await
+            .expect("send_message timed out")
+            .unwrap()
     }
 
     /// Shuts the client down; returns it and the events the stream still yielded, after
-    /// checking that the stream ended.
-    async fn stop(mut self) -> (TestClient, Vec<Event>) {
-        timeout(WAIT, self.handle.shutdown())
+    /// checking that the driver finished and the stream ended.
+    async fn stop(mut self) -> (Client, Vec<Event>) {
+        timeout(WAIT, self.client.shutdown())
             .await
             .expect("shutdown timed out");
-        let client = timeout(WAIT, self.task)
+        timeout(WAIT, self.task)
             .await
-            .expect("run did not return after shutdown")
-            .expect("the client task panicked");
+            .expect("the driver did not finish after shutdown")
+            .expect("the driver task panicked");
         let rest: Vec<Event> = timeout(WAIT, self.events.by_ref().collect())
             .await
             .expect("the event stream did not end after shutdown");
         self.seen.extend(rest.iter().cloned());
-        (client, self.seen)
+        (self.client, self.seen)
     }
 }
 
@@ -348,7 +341,7 @@ async fn two_users_chat_and_converge() {
     assert_eq!(unread(&alice.storage).await, (1, 1));
 
     // Alice reads: locally at once (with an event) and then on the server.
-    timeout(WAIT, alice.handle.mark_read(conv(), Seq(2)))
+    timeout(WAIT, alice.client.mark_read(&conv(), Seq(2)))
         .await
         .unwrap()
         .unwrap();
@@ -421,7 +414,7 @@ async fn messages_sent_while_offline_are_synced_once_after_reconnect() {
     );
     assert_eq!(server.connections_of(&user("bob")), 0);
     // A read mark made offline is applied locally and sent once the server is back.
-    timeout(WAIT, bob.handle.mark_read(conv(), Seq(1)))
+    timeout(WAIT, bob.client.mark_read(&conv(), Seq(1)))
         .await
         .unwrap()
         .unwrap();
@@ -585,8 +578,9 @@ async fn storage_failure_restarts_the_engine_and_loses_nothing() {
     assert_eq!(stored(&bob.storage).await, on_server(&server));
     assert_eq!(unread(&bob.storage).await, (3, 3));
     bob.storage.check_integrity().await.unwrap();
-    let (client, _) = bob.stop().await;
-    assert!(!client.engine().is_stopped());
+    assert_eq!(bob.client.sync_state(), SyncState::Synced);
+    assert_eq!(bob.client.total_unread(), 3);
+    bob.stop().await;
 }
 
 // ----- (e) the listener sees what the stream sees -----
@@ -601,9 +595,9 @@ async fn listener_receives_the_same_events_as_the_stream() {
         config("bob", 2),
         MemoryStorage::new(),
         move |client| {
-            client.add_listener(Box::new(move |event: &Event| {
+            client.add_listener(move |event: &Event| {
                 sink.lock().unwrap().push(event.clone());
-            }));
+            });
         },
     )
     .await;
@@ -617,7 +611,7 @@ async fn listener_receives_the_same_events_as_the_stream() {
     bob.received_seqs(&[1, 2]).await;
     let id = bob.send("three").await;
     bob.sent(&id).await;
-    timeout(WAIT, bob.handle.mark_read(conv(), Seq(3)))
+    timeout(WAIT, bob.client.mark_read(&conv(), Seq(3)))
         .await
         .unwrap()
         .unwrap();
@@ -644,9 +638,9 @@ async fn shutdown_ends_run_closes_the_stream_and_the_connection() {
     let mut bob = start(&server, "bob", 2, MemoryStorage::new()).await;
     bob.synced().await;
     assert_eq!(server.connections_of(&user("bob")), 1);
-    let other = bob.handle.clone();
+    let other = bob.client.clone();
 
-    let (mut client, events) = bob.stop().await;
+    let (_client, events) = bob.stop().await;
     assert_eq!(
         events.last(),
         Some(&Event::ConnectionChanged {
@@ -661,16 +655,13 @@ async fn shutdown_ends_run_closes_the_stream_and_the_connection() {
     assert!(other.is_closed());
     assert!(matches!(
         other
-            .send_message(conv(), ContentKind::Text, text("late"))
+            .send_message(&conv(), ContentKind::Text, text("late"))
             .await,
         Err(ClientError::Closed)
     ));
     timeout(WAIT, other.shutdown())
         .await
         .expect("a second shutdown returns at once");
-    timeout(WAIT, client.run())
-        .await
-        .expect("run after shutdown returns at once");
     // Nothing reconnects afterwards.
     let attempts = server.connect_attempts();
     sleep(QUIET).await;
@@ -749,7 +740,7 @@ async fn send_errors_retry_transient_and_fail_permanent_then_retry_by_handle() {
     assert!(matches!(failed.status, MessageStatus::Failed { .. }));
     assert_eq!(on_server(&server).len(), 1);
 
-    timeout(WAIT, alice.handle.retry(conv(), second.clone()))
+    timeout(WAIT, alice.client.retry(&conv(), &second))
         .await
         .unwrap()
         .unwrap();
@@ -798,7 +789,7 @@ async fn two_devices_of_one_user_share_messages_and_read_state() {
     laptop.received_seqs(&[2]).await;
     assert_eq!(unread(&phone.storage).await, (1, 1));
     assert_eq!(unread(&laptop.storage).await, (1, 1));
-    timeout(WAIT, laptop.handle.mark_read(conv(), Seq(2)))
+    timeout(WAIT, laptop.client.mark_read(&conv(), Seq(2)))
         .await
         .unwrap()
         .unwrap();
@@ -879,47 +870,37 @@ async fn newest_first_sync_then_history_through_the_handle() {
     );
 
     // Without an anchor: the newest `limit` seqs (4..=6), not the ones below the oldest held.
-    let id = timeout(WAIT, bob.handle.load_history(conv(), None, 3))
+    // The awaited call returns when the seqs are held; the event still follows for apps
+    // that read the stream.
+    let loaded = timeout(WAIT, bob.client.load_history(&conv(), None, 3))
         .await
         .unwrap()
         .unwrap();
-    let loaded = bob
-        .wait_for("HistoryLoaded", |e| {
-            matches!(e, Event::HistoryLoaded { .. })
-        })
-        .await;
-    assert_eq!(
-        loaded,
-        Event::HistoryLoaded {
-            id,
-            conversation: conv(),
-            complete: true
-        }
-    );
+    let whole = HistoryLoaded {
+        conversation: conv(),
+        complete: true,
+    };
+    assert_eq!(loaded, whole);
+    bob.wait_for("HistoryLoaded", |e| {
+        matches!(e, Event::HistoryLoaded { complete: true, .. })
+    })
+    .await;
     assert_eq!(seqs(stored(&bob.storage).await), [4, 5, 6]);
 
     // Below an anchor: two more under seq 4.
-    let id = timeout(WAIT, bob.handle.load_history(conv(), Some(Seq(4)), 2))
+    let loaded = timeout(WAIT, bob.client.load_history(&conv(), Some(Seq(4)), 2))
         .await
         .unwrap()
         .unwrap();
-    bob.wait_for(
-        "HistoryLoaded",
-        |e| matches!(e, Event::HistoryLoaded { id: got, complete: true, .. } if *got == id),
-    )
-    .await;
+    assert_eq!(loaded, whole);
     assert_eq!(seqs(stored(&bob.storage).await), [2, 3, 4, 5, 6]);
 
     // A limit beyond the first seq stops at it.
-    let id = timeout(WAIT, bob.handle.load_history(conv(), Some(Seq(2)), 50))
+    let loaded = timeout(WAIT, bob.client.load_history(&conv(), Some(Seq(2)), 50))
         .await
         .unwrap()
         .unwrap();
-    bob.wait_for(
-        "HistoryLoaded",
-        |e| matches!(e, Event::HistoryLoaded { id: got, complete: true, .. } if *got == id),
-    )
-    .await;
+    assert_eq!(loaded, whole);
     bob.settle().await;
     assert_eq!(stored(&bob.storage).await, on_server(&server));
     assert!(
@@ -941,12 +922,12 @@ async fn cancelled_offline_send_never_reaches_the_server() {
     alice.disconnected().await;
 
     let id = alice.send("changed my mind").await;
-    timeout(WAIT, alice.handle.cancel(conv(), id.clone()))
+    timeout(WAIT, alice.client.cancel(&conv(), &id))
         .await
         .unwrap()
         .unwrap();
     assert!(matches!(
-        alice.handle.cancel(conv(), id.clone()).await,
+        alice.client.cancel(&conv(), &id).await,
         Err(ClientError::Command(CommandError::UnknownMessage(_)))
     ));
     assert!(alice.storage.outbox().await.unwrap().is_empty());
@@ -980,8 +961,8 @@ async fn send_whose_batch_fails_is_refused_and_the_next_send_works() {
     let lost = timeout(
         WAIT,
         alice
-            .handle
-            .send_message(conv(), ContentKind::Text, text("never stored")),
+            .client
+            .send_message(&conv(), ContentKind::Text, text("never stored")),
     )
     .await
     .expect("send_message timed out");
@@ -1045,7 +1026,7 @@ async fn cancel_whose_batch_fails_is_refused_and_the_send_goes_ahead() {
     let id = alice.send("cancel me").await;
 
     alice.storage.fail_next_applies(1);
-    let cancelled = timeout(WAIT, alice.handle.cancel(conv(), id.clone()))
+    let cancelled = timeout(WAIT, alice.client.cancel(&conv(), &id))
         .await
         .expect("cancel timed out");
     assert!(

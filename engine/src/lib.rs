@@ -14,15 +14,15 @@
 //! - output: [`Engine::poll_output`], drained until it returns [`Output::Timeout`].
 //!
 //! The rule for a driver: feed an input or a command, then drain `poll_output` until it returns
-//! a timeout, then wait for the next input or that timeout. [`Client`] is such a driver over
-//! the [`Storage`] and [`Transport`] traits; it needs only `futures`.
+//! a timeout, then wait for the next input or that timeout. The `tidemark` crate's `Client`
+//! is such a driver over the [`Storage`] and [`Transport`] traits: apps use that crate, as
+//! quinn's users use quinn rather than quinn-proto.
 //!
 //! Events ([`Event`]) are released only after the write batch holding their data committed,
 //! so an app that reads storage in its handler sees what the event says.
 
 #![warn(missing_docs)]
 
-pub mod client;
 pub mod config;
 pub mod containment;
 mod content_serde;
@@ -31,14 +31,12 @@ pub mod memory;
 pub mod model;
 pub mod output;
 pub mod protocol;
-pub mod runtime;
 pub mod seq_ranges;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 
-pub use client::{Client, ClientError, ClientHandle, EventListener, EventStream};
 pub use config::{EngineConfig, SyncPolicy};
 pub use engine::{CommandError, Engine};
 pub use memory::MemoryStorage;
@@ -52,9 +50,6 @@ pub use protocol::{
     DeletionsEntry, Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId,
     Response, ServerError,
 };
-#[cfg(feature = "tokio")]
-pub use runtime::TokioRuntime;
-pub use runtime::{ManualRuntime, Runtime};
 pub use seq_ranges::{SeqRange, SeqRanges};
 pub use storage::{
     Applied, BatchId, ConversationCursor, Direction, RefusedChange, Storage, StorageError,

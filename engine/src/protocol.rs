@@ -165,9 +165,11 @@ impl ServerError {
     }
 }
 
-/// Every error code a Tidemark server sends, in one place: in [`ServerError::code`] (the
-/// refusal of one request) and in the wire protocol's connection-level error frames. The
-/// strings are the wire form and never change; `docs/protocol.md` lists them.
+/// Every error code of Tidemark, in one place: the codes a Tidemark server sends in
+/// [`ServerError::code`] (the refusal of one request) and in the wire protocol's
+/// connection-level error frames, and the one the engine gives a request itself
+/// (`unexpected_response`). The strings are the wire form and never change;
+/// `docs/protocol.md` lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -207,11 +209,14 @@ pub enum ErrorCode {
     SlowConsumer,
     /// `shutdown`: the server is shutting down.
     Shutdown,
+    /// `unexpected_response`: never sent by a server; the engine's own refusal of a request
+    /// the server answered with the wrong kind of response (retried like a transient error).
+    UnexpectedResponse,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::NotMember,
         ErrorCode::TooLarge,
         ErrorCode::InvalidValue,
@@ -228,6 +233,7 @@ impl ErrorCode {
         ErrorCode::IdleTimeout,
         ErrorCode::SlowConsumer,
         ErrorCode::Shutdown,
+        ErrorCode::UnexpectedResponse,
     ];
 
     /// The wire form.
@@ -249,6 +255,7 @@ impl ErrorCode {
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::Shutdown => "shutdown",
+            ErrorCode::UnexpectedResponse => "unexpected_response",
         }
     }
 
@@ -258,10 +265,14 @@ impl ErrorCode {
     }
 
     /// Whether a request refused with this code fails for good (the same request can never
-    /// succeed) rather than being retried. Only `rate_limited` and `internal` are retried;
-    /// the connection-level codes end a connection and are not request refusals.
+    /// succeed) rather than being retried. Only `rate_limited`, `internal` and the engine's
+    /// own `unexpected_response` are retried; the connection-level codes end a connection
+    /// and are not request refusals.
     pub const fn is_permanent(self) -> bool {
-        !matches!(self, ErrorCode::RateLimited | ErrorCode::Internal)
+        !matches!(
+            self,
+            ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::UnexpectedResponse
+        )
     }
 }
 

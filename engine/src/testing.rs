@@ -1,6 +1,6 @@
 //! Test support, behind the `testing` feature: the pieces of a driver loop that the
 //! simulation (`tidemark-conformance`), the fuzz harnesses and the engine's own tests share.
-//! Not for apps: an app runs [`crate::Client`], which is the real driver.
+//! Not for apps: an app runs the `tidemark` crate's `Client`, whose driver is the real one.
 //!
 //! A test driver of an [`Engine`] does three things, and these are the shared rules for each:
 //! - drain [`Engine::poll_output`] until it returns [`Output::Timeout`], calling it a livelock
@@ -48,7 +48,7 @@ impl Drain {
     }
 
     /// The next output to execute. A stopped engine's writes are skipped: its driver
-    /// restarts it from the store, so they must never commit (as [`crate::Client`] does).
+    /// restarts it from the store, so they must never commit (as the `tidemark` driver does).
     pub fn next(&mut self, engine: &mut Engine) -> Result<Polled, Runaway> {
         loop {
             if self.polled >= self.limit {

@@ -1,5 +1,6 @@
 //! The [`Transport`] trait: how the driver reaches a server. Implementations live in
-//! `tidemark-transport` (WebSocket, loopback) and in test harnesses.
+//! `tidemark-transport` (WebSocket), in `tidemark-conformance` (the in-process loopback) and in
+//! test harnesses.
 
 use futures::Stream;
 

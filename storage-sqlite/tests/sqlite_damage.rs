@@ -16,13 +16,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use support::{batch, cid, pending, sample_batch, sent, variant, Rng, TempDir};
+use tidemark::storage::{MemoryStorage, OutboxEntry, Storage, WriteBatch, WriteOp};
+use tidemark::testing::ManualRuntime;
+use tidemark::transport::Transport;
+use tidemark::{
+    Client, ClientError, ClientMsgId, ContentKind, ConversationKind, DeviceId, EngineConfig, Event,
+    EventStream, Message, StorageError, SyncState, Timestamp, UserId,
+};
 use tidemark_conformance::hooked::{ApplyHook, HookedStore};
 use tidemark_conformance::loopback::LoopbackServer;
-use tidemark_engine::{
-    Client, ClientError, ClientMsgId, ContentKind, ConversationKind, DeviceId, EngineConfig, Event,
-    EventStream, ManualRuntime, MemoryStorage, Message, OutboxEntry, Storage, StorageError,
-    Timestamp, UserId, WriteBatch, WriteOp,
-};
 use tidemark_storage_sqlite::{recover, SqliteStorage};
 
 const PAGE: usize = 4096;
@@ -364,24 +366,19 @@ async fn a_client_stops_for_good_when_its_store_reports_corruption() {
     let hook = CorruptWhenArmed::default();
     let storage = HookedStore::new(MemoryStorage::new(), hook.clone());
     let transport = server.transport(UserId::from("alice"), DeviceId::from("phone"));
-    let (mut client, mut events) = Client::start(config(), storage, transport, clock.clone())
+    let (handle, mut events, task) = spawn_client(storage, transport, clock.clone())
         .await
         .unwrap();
-    let handle = client.handle();
-    let task = tokio::spawn(async move {
-        client.run().await;
-        client
-    });
     next_matching(&mut events, |e| matches!(e, Event::SyncFinished)).await;
     handle
-        .send_message(cid("ab"), ContentKind::Text, b"before".to_vec())
+        .send_message(&cid("ab"), ContentKind::Text, b"before".to_vec())
         .await
         .unwrap();
     next_matching(&mut events, |e| matches!(e, Event::MessageSent { .. })).await;
 
     hook.armed.store(true, Ordering::SeqCst);
     let failed = handle
-        .send_message(cid("ab"), ContentKind::Text, b"after".to_vec())
+        .send_message(&cid("ab"), ContentKind::Text, b"after".to_vec())
         .await;
     // The send's own write fails (or, if a write of the engine's came first, the client has
     // already stopped): either way a typed refusal.
@@ -413,7 +410,7 @@ async fn a_client_stops_for_good_when_its_store_reports_corruption() {
     );
     assert_eq!(server.connect_attempts(), connects, "reconnected");
     assert_eq!(server.connection_count(), 0, "the connection stays open");
-    let refused = handle.mark_read(cid("ab"), tidemark_engine::Seq(1)).await;
+    let refused = handle.mark_read(&cid("ab"), tidemark::Seq(1)).await;
     assert!(
         matches!(
             refused,
@@ -424,9 +421,23 @@ async fn a_client_stops_for_good_when_its_store_reports_corruption() {
     let messages = server.messages(&cid("ab")).unwrap();
     assert_eq!(messages.len(), 1, "the failed send reached the server");
 
+    assert_eq!(
+        handle.sync_state(),
+        SyncState::StoreUnusable { damaged: true }
+    );
     handle.shutdown().await;
-    let client = task.await.unwrap();
-    assert_eq!(client.store_unusable(), Some(true));
+    task.await.unwrap();
+}
+
+/// Starts a client and spawns its driver: the client, its events from the start, the task.
+async fn spawn_client(
+    storage: impl Storage + 'static,
+    transport: impl Transport + 'static,
+    clock: ManualRuntime,
+) -> Result<(Client, EventStream, tokio::task::JoinHandle<()>), StorageError> {
+    let (client, driver) = Client::start(config(), storage, transport, clock).await?;
+    let events = client.events();
+    Ok((client, events, tokio::spawn(driver)))
 }
 
 #[tokio::test]
@@ -451,11 +462,9 @@ async fn a_client_on_a_damaged_file_writes_nothing_and_a_recovered_one_resends()
     // Synced once, then a send made offline: only the device has it.
     let storage = SqliteStorage::open(&path).unwrap();
     let transport = server.transport(UserId::from("alice"), DeviceId::from("phone"));
-    let (mut client, mut events) = Client::start(config(), storage, transport, clock.clone())
+    let (handle, mut events, task) = spawn_client(storage, transport, clock.clone())
         .await
         .unwrap();
-    let handle = client.handle();
-    let task = tokio::spawn(async move { client.run().await });
     next_matching(&mut events, |e| matches!(e, Event::SyncFinished)).await;
     server.set_down(true);
     server.disconnect_all();
@@ -463,17 +472,19 @@ async fn a_client_on_a_damaged_file_writes_nothing_and_a_recovered_one_resends()
         matches!(
             e,
             Event::ConnectionChanged {
-                state: tidemark_engine::ConnectionState::Disconnected
+                state: tidemark::ConnectionState::Disconnected
             }
         )
     })
     .await;
     let id = handle
-        .send_message(cid("ab"), ContentKind::Text, b"kept".to_vec())
+        .send_message(&cid("ab"), ContentKind::Text, b"kept".to_vec())
         .await
         .unwrap();
     handle.shutdown().await;
     task.await.unwrap();
+    // The client reads from the store after a shutdown too: dropped, it closes the file.
+    drop(handle);
 
     // The file is cut short; a client on it fails to open or is stopped before writing.
     let bytes = std::fs::read(&path).unwrap();
@@ -496,11 +507,7 @@ async fn a_client_on_a_damaged_file_writes_nothing_and_a_recovered_one_resends()
         .unwrap();
     let storage = SqliteStorage::open(&path).unwrap();
     let transport = server.transport(UserId::from("alice"), DeviceId::from("phone"));
-    if let Ok((mut client, mut events)) =
-        Client::start(config(), storage, transport, clock.clone()).await
-    {
-        let handle = client.handle();
-        let task = tokio::spawn(async move { client.run().await });
+    if let Ok((handle, mut events, task)) = spawn_client(storage, transport, clock.clone()).await {
         next_matching(&mut events, |e| matches!(e, Event::StoreUnusable { .. })).await;
         handle.shutdown().await;
         task.await.unwrap();
@@ -519,12 +526,9 @@ async fn a_client_on_a_damaged_file_writes_nothing_and_a_recovered_one_resends()
     assert_eq!(report.outbox_salvaged, 1, "{report:?}");
     let storage = SqliteStorage::open(&path).unwrap();
     let transport = server.transport(UserId::from("alice"), DeviceId::from("phone"));
-    let (mut client, mut events) =
-        Client::start(config(), storage.clone(), transport, clock.clone())
-            .await
-            .unwrap();
-    let handle = client.handle();
-    let task = tokio::spawn(async move { client.run().await });
+    let (handle, mut events, task) = spawn_client(storage.clone(), transport, clock.clone())
+        .await
+        .unwrap();
     let sent = next_matching(&mut events, |e| matches!(e, Event::MessageSent { .. })).await;
     assert!(
         matches!(&sent, Event::MessageSent { client_msg_id, .. } if *client_msg_id == id),

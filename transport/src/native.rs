@@ -496,10 +496,16 @@ mod tests {
 
     #[test]
     fn refusal_codes_are_read_back() {
-        let refused = TransportError::Refused(wire::error_text("token_expired", "too old: yes"));
-        assert_eq!(refusal_code(&refused), Some("token_expired"));
-        let shut = TransportError::Connection(wire::error_text("shutdown", "bye"));
-        assert_eq!(refusal_code(&shut), Some("shutdown"));
+        let refused = TransportError::Refused(wire::error_text(
+            wire::error_code::TOKEN_EXPIRED,
+            "too old: yes",
+        ));
+        assert_eq!(
+            refusal_code(&refused),
+            Some(wire::error_code::TOKEN_EXPIRED)
+        );
+        let shut = TransportError::Connection(wire::error_text(wire::error_code::SHUTDOWN, "bye"));
+        assert_eq!(refusal_code(&shut), Some(wire::error_code::SHUTDOWN));
         let local = TransportError::Connection("cannot connect to ws://x: refused".to_owned());
         assert_eq!(refusal_code(&local), None);
         assert_eq!(refusal_code(&TransportError::Closed), None);

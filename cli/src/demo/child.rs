@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tidemark_engine::{
-    Client, ConnectionState, DeviceId, EngineConfig, Event, Storage, SyncPolicy, TokioRuntime,
-    UserId,
+use tidemark::{
+    Client, ConnectionState, ConversationCursor, DeviceId, EngineConfig, Event, SyncPolicy,
+    TokioRuntime, UserId,
 };
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
@@ -94,13 +94,32 @@ fn emit(line: &ChildLine) {
 }
 
 /// (conversations, held seqs) in the store.
-async fn held(storage: &SqliteStorage) -> CliResult<(u64, u64)> {
-    let snapshot = storage
-        .load_snapshot()
-        .await
-        .map_err(|e| CliError::new(format!("cannot read the store: {e}")))?;
-    let held = snapshot.conversations.iter().map(|c| c.held.count()).sum();
-    Ok((snapshot.conversations.len() as u64, held))
+async fn held(client: &Client) -> CliResult<Held> {
+    let mut held = Held::default();
+    let mut cursor = None;
+    loop {
+        let page = client
+            .conversations(cursor, 1_000)
+            .await
+            .map_err(|e| CliError::new(format!("cannot read the store: {e}")))?;
+        let Some(last) = page.last() else {
+            return Ok(held);
+        };
+        cursor = Some(ConversationCursor::after(last));
+        held.conversations += page.len() as u64;
+        held.seqs += page.iter().map(|c| c.held.count()).sum::<u64>();
+        held.unread += page.iter().map(|c| c.unread).sum::<u64>();
+    }
+}
+
+/// What the store holds, read through the client.
+#[derive(Default)]
+struct Held {
+    conversations: u64,
+    /// Seqs held, over every conversation.
+    seqs: u64,
+    /// The stored unread counts' sum.
+    unread: u64,
 }
 
 /// Runs `tidemark demo-client`.
@@ -118,11 +137,6 @@ async fn sync(args: &ChildArgs) -> CliResult<()> {
     let started = Instant::now();
     let storage = SqliteStorage::open(&args.db)
         .map_err(|e| CliError::new(format!("cannot open the store {}: {e}", args.db.display())))?;
-    let (conversations, held_before) = held(&storage).await?;
-    emit(&ChildLine::Started {
-        conversations,
-        held: held_before,
-    });
     let user = UserId::from(args.user.as_str());
     let device = DeviceId::from(args.device.as_str());
     let transport = WsTransport::new(args.url.clone(), user.clone(), device.clone(), &args.token);
@@ -130,15 +144,20 @@ async fn sync(args: &ChildArgs) -> CliResult<()> {
     config.seed = super::fresh_seed();
     config.policy = SyncPolicy::Full;
     config.pull_max_messages = args.pull_messages.max(1);
-    let (mut client, mut events) =
-        Client::start(config, storage.clone(), transport, TokioRuntime::new())
-            .await
-            .map_err(|e| CliError::new(format!("cannot load the store: {e}")))?;
+    let (client, driver) = Client::start(config, storage, transport, TokioRuntime)
+        .await
+        .map_err(|e| CliError::new(format!("cannot load the store: {e}")))?;
+    let before = held(&client).await?;
+    emit(&ChildLine::Started {
+        conversations: before.conversations,
+        held: before.seqs,
+    });
+    let mut events = client.events();
     // Progress is printed from a listener, which runs on the driver loop the moment the
     // event is released (right after its commit): the stream is read by another future and
     // can fall behind while the driver is busy, and the parent's kill must land where the
     // line says the sync is.
-    client.add_listener(Box::new(|event: &Event| match event {
+    client.add_listener(|event: &Event| match event {
         Event::ConnectionChanged {
             state: ConnectionState::Connected,
         } => emit(&ChildLine::Connected),
@@ -147,8 +166,7 @@ async fn sync(args: &ChildArgs) -> CliResult<()> {
             total: *total,
         }),
         _ => {}
-    }));
-    let handle = client.handle();
+    });
     let deadline = Duration::from_secs(args.timeout_secs);
     let watch = async {
         let outcome = tokio::time::timeout(deadline, async {
@@ -173,21 +191,17 @@ async fn sync(args: &ChildArgs) -> CliResult<()> {
                 args.timeout_secs
             )))
         });
-        handle.shutdown().await;
+        client.shutdown().await;
         outcome
     };
-    let ((), outcome) = tokio::join!(client.run(), watch);
+    let ((), outcome) = tokio::join!(driver, watch);
     outcome?;
-    let engine_unread = client.engine().total_unread();
-    let (conversations, held) = held(&storage).await?;
-    let stored_unread = storage
-        .total_unread()
-        .await
-        .map_err(|e| CliError::new(format!("cannot read the unread total: {e}")))?;
+    let engine_unread = client.total_unread();
+    let after = held(&client).await?;
     emit(&ChildLine::Finished {
-        conversations,
-        held,
-        stored_unread,
+        conversations: after.conversations,
+        held: after.seqs,
+        stored_unread: after.unread,
         engine_unread,
         millis: started.elapsed().as_millis() as u64,
     });

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tidemark_engine::{ConversationKind, Storage};
+use tidemark_server::net::{ops, Server, ServerHandle, ServerOptions};
+use tidemark_server::SqliteServerStore;
 use tidemark_storage_sqlite::SqliteStorage;
-use tidemark_transport::server::net::{ops, Server, ServerHandle, ServerOptions};
-use tidemark_transport::server::SqliteServerStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::{CliError, CliResult};

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use tidemark_engine::{
     ConversationCursor, ConversationId, Direction, MessageStatus, Seq, Storage, UserId,
 };
+use tidemark_server::ServerStore;
 use tidemark_storage_sqlite::SqliteStorage;
-use tidemark_transport::server::ServerStore;
 
 use crate::error::{CliError, CliResult};
 

@@ -1007,9 +1007,8 @@ fn refuse_change_event(events: &mut [Event], refused: &RefusedChange) {
 }
 
 fn unexpected() -> ServerError {
-    ServerError {
-        code: "unexpected_response".to_owned(),
-        message: "the server answered with the wrong kind of response".to_owned(),
-        permanent: false,
-    }
+    ServerError::new(
+        crate::protocol::ErrorCode::UnexpectedResponse,
+        "the server answered with the wrong kind of response",
+    )
 }

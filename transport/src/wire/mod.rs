@@ -21,6 +21,9 @@
 //!
 //! Message content travels as standard base64 (the engine's serde form for content bytes).
 //!
+//! `docs/protocol.md` defines v1 frame by frame; `tests/golden_frames.rs` holds the document
+//! and this codec to the same golden frames, so a change of wire form shows as a snapshot diff.
+//!
 //! [`decode_client`] and [`decode_server`] check the frame's size before parsing (so a
 //! frame's allocations are bounded by [`Limits`]) and validate what serde cannot: id lengths,
 //! the number of ranges or conversations in one request, seq ranges, the token's length.

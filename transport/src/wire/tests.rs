@@ -3,6 +3,8 @@ use tidemark_engine::{
     SeqRanges, ServerError,
 };
 
+use tidemark_engine::protocol::ErrorCode;
+
 use super::*;
 
 fn conv(id: &str) -> ConversationId {
@@ -98,11 +100,7 @@ fn server_frames() -> Vec<ServerFrame> {
         },
         ServerFrame::Response {
             id: RequestId(3),
-            response: Response::Error(ServerError {
-                code: "not_member".into(),
-                message: "no".into(),
-                permanent: true,
-            }),
+            response: Response::Error(ServerError::new(ErrorCode::NotMember, "no")),
         },
         ServerFrame::Push {
             push: Push::Message(message(3, b"hi")),

@@ -1,0 +1,161 @@
+//! The server store's schema: numbered migrations in `server/migrations/NNN_name.sql`,
+//! applied in order.
+//!
+//! The version a store is at lives in `PRAGMA user_version`; migration N takes it from N-1 to
+//! N inside one transaction together with its statements, so a crash mid-migration leaves the
+//! store at N-1. A store above [`SERVER_SCHEMA_VERSION`] was written by a newer build and is
+//! refused before anything is written to it.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::codec::{backend, corrupt};
+use crate::ServerStoreError;
+
+/// One migration: the version it brings the store to and its SQL.
+struct Migration {
+    version: u64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, in order. Append only: a shipped migration never changes.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "001_initial",
+    sql: include_str!("../../migrations/001_initial.sql"),
+}];
+
+/// The schema version this build writes and the highest it opens.
+pub const SERVER_SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+/// `PRAGMA application_id` of a server store ('TDMS'), set by migration 001. The client's
+/// store is 'TDMK', so neither opens the other's file.
+pub(super) const APPLICATION_ID: i64 = 0x5444_4D53;
+
+/// Reads the store's version and checks that it is a server store this build can open; returns
+/// the version (0: an empty database, nothing created yet). Only reads: a file that fails here
+/// is left exactly as it was.
+pub(super) fn inspect(conn: &Connection) -> Result<u64, ServerStoreError> {
+    // The first read of the file: a file that is not a database fails here (NotADatabase).
+    let found = user_version(conn)?;
+    if found > SERVER_SCHEMA_VERSION {
+        return Err(ServerStoreError::UnsupportedVersion {
+            found,
+            supported: SERVER_SCHEMA_VERSION,
+        });
+    }
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| backend(e, "reading the application id"))?;
+    // Reading the schema parses page 1 and the schema table: damage there shows up now, at
+    // open, rather than at the first query.
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| backend(e, "reading the schema"))?;
+    if found == 0 {
+        if objects > 0 || app_id != 0 {
+            return Err(corrupt(format!(
+                "not a Tidemark server store: the database holds {objects} schema objects and \
+                 application id {app_id:#x} but no schema version"
+            )));
+        }
+    } else if app_id != APPLICATION_ID {
+        return Err(corrupt(format!(
+            "not a Tidemark server store: application id {app_id:#x}, expected \
+             {APPLICATION_ID:#x}"
+        )));
+    }
+    Ok(found)
+}
+
+/// Brings the store to [`SERVER_SCHEMA_VERSION`], one transaction per migration. A store that
+/// is current is not written to.
+pub(super) fn migrate(conn: &Connection) -> Result<(), ServerStoreError> {
+    if inspect(conn)? >= SERVER_SCHEMA_VERSION {
+        return Ok(());
+    }
+    for m in MIGRATIONS {
+        // IMMEDIATE: take the write lock before reading the version, so two processes opening
+        // the same new file cannot both apply a migration.
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+            .map_err(|e| backend(e, "starting a migration"))?;
+        let current = inspect(&tx)?;
+        if current >= m.version {
+            continue;
+        }
+        let doing = format!("applying migration {}", m.name);
+        tx.execute_batch(m.sql).map_err(|e| backend(e, &doing))?;
+        // user_version is a 32-bit header field; versions are small.
+        let version = i64::try_from(m.version).unwrap_or(i64::MAX);
+        tx.pragma_update(None, "user_version", version)
+            .map_err(|e| backend(e, &doing))?;
+        tx.commit().map_err(|e| backend(e, &doing))?;
+    }
+    Ok(())
+}
+
+/// `PRAGMA user_version`, which SQLite keeps as a signed 32-bit number in the header.
+pub(super) fn user_version(conn: &Connection) -> Result<u64, ServerStoreError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| backend(e, "reading the schema version"))?;
+    // A negative value is a version above i32::MAX written by something else: read it as the
+    // unsigned 32-bit number it is, which is certainly unsupported.
+    Ok(u64::try_from(v).unwrap_or_else(|_| u64::from((v as i32).cast_unsigned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as u64 + 1);
+            assert!(
+                m.name.starts_with(&format!("{:03}_", m.version)),
+                "{}",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_is_idempotent_and_sets_the_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert_eq!(inspect(&conn).unwrap(), 0);
+        migrate(&conn).unwrap();
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SERVER_SCHEMA_VERSION);
+        assert_eq!(inspect(&conn).unwrap(), SERVER_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn foreign_and_newer_databases_are_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE other (x)").unwrap();
+        assert!(matches!(
+            migrate(&conn),
+            Err(ServerStoreError::Corrupt { .. })
+        ));
+
+        // The client's store (application id 'TDMK') at version 1.
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA application_id = 1413762379; PRAGMA user_version = 1")
+            .unwrap();
+        assert!(matches!(
+            inspect(&conn),
+            Err(ServerStoreError::Corrupt { .. })
+        ));
+
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = -1").unwrap();
+        assert!(matches!(
+            inspect(&conn),
+            Err(ServerStoreError::UnsupportedVersion {
+                found: 0xFFFF_FFFF,
+                ..
+            })
+        ));
+    }
+}
