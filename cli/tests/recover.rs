@@ -14,18 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::{text, Server, BIN};
+use tidemark_engine::rng::SplitMix64;
 
-/// Random bytes (splitmix64), so the damage does not happen to look like a valid page.
-fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
+/// Random bytes (the workspace's PRNG), so the damage does not happen to look like a valid
+/// page.
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Every file in `dir` whose name starts with `prefix`.

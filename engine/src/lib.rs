@@ -31,6 +31,7 @@ pub mod memory;
 pub mod model;
 pub mod output;
 pub mod protocol;
+pub mod rng;
 pub mod seq_ranges;
 pub mod storage;
 #[cfg(feature = "testing")]

@@ -4,7 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::seq_ranges::SeqRanges;
+// `Seq` lives with the ranges built from it, so the dependency runs one way: the model
+// uses seq ranges, seq ranges know nothing of the model.
+pub use crate::seq_ranges::Seq;
+use crate::seq_ranges::{SeqRange, SeqRanges};
 
 /// Milliseconds since the Unix epoch. The engine never reads a clock: every input carries one.
 #[derive(
@@ -17,26 +20,6 @@ impl Timestamp {
     /// `self + millis`, saturating.
     pub fn plus_millis(self, millis: u64) -> Self {
         Self(self.0.saturating_add(millis))
-    }
-}
-
-/// A server-assigned position in a conversation: strictly increasing and gap-free per
-/// conversation, starting at 1. `Seq(0)` means "nothing yet".
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Seq(pub u64);
-
-impl Seq {
-    /// The seq after this one.
-    pub fn next(self) -> Self {
-        Self(self.0.saturating_add(1))
-    }
-
-    /// The seq before this one (`Seq(0)` stays `Seq(0)`).
-    pub fn prev(self) -> Self {
-        Self(self.0.saturating_sub(1))
     }
 }
 
@@ -339,7 +322,7 @@ impl Conversation {
     }
 
     /// Seqs in `[max(min_seq,1), server_max_seq]` not held: the gaps to pull.
-    pub fn gaps(&self) -> Vec<crate::seq_ranges::SeqRange> {
+    pub fn gaps(&self) -> Vec<SeqRange> {
         let floor = self.server_min_seq.max(Seq(1));
         self.held.gaps_in(floor, self.server_max_seq)
     }

@@ -6,7 +6,25 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Seq;
+/// A server-assigned position in a conversation: strictly increasing and gap-free per
+/// conversation, starting at 1. `Seq(0)` means "nothing yet".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// The seq after this one.
+    pub fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+
+    /// The seq before this one (`Seq(0)` stays `Seq(0)`).
+    pub fn prev(self) -> Self {
+        Self(self.0.saturating_sub(1))
+    }
+}
 
 /// An inclusive range of seqs, `start..=end`, with `start <= end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! toward some conversations, and a few messages alice sent from her other device (they are
 //! hers, so they never count as unread, and they move her read position).
 
+use tidemark_engine::rng::SplitMix64;
 use tidemark_engine::{ClientMsgId, ConversationId, ConversationKind, UserId};
 
 /// The user whose device syncs.
@@ -57,33 +58,30 @@ pub struct Plan {
     pub messages: Vec<PlannedMessage>,
 }
 
-/// splitmix64: small, fast, and good enough to spread messages.
+/// The workspace's PRNG ([`SplitMix64`]) with the draws the plan makes: small, fast, and
+/// good enough to spread messages.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix64);
 
 impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
+        self.0.modulo(n.max(1) as u64) as usize
     }
 
     /// Uniform in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 }
 

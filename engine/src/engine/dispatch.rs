@@ -1,43 +1,81 @@
-//! In-order announcement of new messages, and turning an input into one batch.
+//! The dispatch frontiers: in-order announcement of new messages, once each.
+//!
+//! Owns, per conversation, the *frontier* (the highest seq up to which everything was
+//! announced or deliberately skipped) and the messages waiting above it for the seqs below
+//! them. A message is released when every seq from the frontier up to it is held, so each
+//! conversation's new messages go out in seq order. Process memory only: after a restart the
+//! frontier starts at the highest held seq.
+//!
+//! It never decides what is held (the conversation's held set is passed in), never writes
+//! and never emits: it hands the released messages to the engine, which announces them.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
 
-impl Engine {
-    pub(super) fn enqueue_dispatch(
-        &mut self,
-        id: &ConversationId,
-        seq: Seq,
-        message: Option<Message>,
-    ) {
-        let d = self.dispatch.entry(id.clone()).or_default();
+use crate::model::{ConversationId, Message, Seq};
+use crate::seq_ranges::SeqRanges;
+
+/// One conversation's frontier and what waits above it.
+#[derive(Clone, Debug, Default)]
+struct Frontier {
+    frontier: Seq,
+    /// Seqs above the frontier waiting for the seqs below them; `None` marks a seq that
+    /// advances the frontier without an announcement (own acked message).
+    waiting: BTreeMap<Seq, Option<Message>>,
+}
+
+/// The frontiers of every conversation.
+#[derive(Debug, Default)]
+pub(super) struct Frontiers {
+    by_conversation: HashMap<ConversationId, Frontier>,
+}
+
+impl Frontiers {
+    /// Starts conversation `id` with everything up to `frontier` taken as announced
+    /// (replacing what it had).
+    pub(super) fn start(&mut self, id: &ConversationId, frontier: Seq) {
+        self.by_conversation.insert(
+            id.clone(),
+            Frontier {
+                frontier,
+                waiting: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// The seq up to which conversation `id` was announced or skipped.
+    pub(super) fn frontier(&self, id: &ConversationId) -> Seq {
+        self.by_conversation.get(id).map_or(Seq(0), |d| d.frontier)
+    }
+
+    /// `seq` landed: it waits for the seqs below it, to be announced as `message` (or to
+    /// advance the frontier silently when `None`). Seqs at or below the frontier are ignored.
+    pub(super) fn enqueue(&mut self, id: &ConversationId, seq: Seq, message: Option<Message>) {
+        let d = self.by_conversation.entry(id.clone()).or_default();
         if seq > d.frontier {
             d.waiting.insert(seq, message);
         }
     }
 
-    /// Announces waiting messages whose every lower seq (down to the frontier) is held.
-    pub(super) fn release(&mut self, id: &ConversationId) {
-        let Some(conv) = self.conversations.get(id) else {
-            return;
-        };
-        let Some(d) = self.dispatch.get_mut(id) else {
-            return;
+    /// Releases the waiting messages whose every lower seq (down to the frontier) is in
+    /// `held`, in seq order.
+    pub(super) fn release(&mut self, id: &ConversationId, held: &SeqRanges) -> Vec<Message> {
+        let mut released = Vec::new();
+        let Some(d) = self.by_conversation.get_mut(id) else {
+            return released;
         };
         loop {
             let next = d.frontier.next();
             match d.waiting.first_key_value().map(|(k, _)| *k) {
-                Some(first) if conv.held.contains_range(next, first) => {
+                Some(first) if held.contains_range(next, first) => {
                     if let Some((seq, message)) = d.waiting.pop_first() {
                         d.frontier = seq;
-                        if let Some(message) = message {
-                            self.received.entry(id.clone()).or_default().push(message);
-                        }
+                        released.extend(message);
                     }
                 }
                 _ => {
                     // Jump over held seqs with nothing to announce (history, tombstones), but
                     // never past a waiting message.
-                    if let Some(end) = conv.held.run_end(next) {
+                    if let Some(end) = held.run_end(next) {
                         let stop = d.waiting.first_key_value().map(|(k, _)| k.prev());
                         let end = stop.map_or(end, |s| end.min(s));
                         if end > d.frontier {
@@ -49,75 +87,36 @@ impl Engine {
                 }
             }
         }
+        released
     }
 
-    /// End of every input: start pulls that can go, then emit the batch.
-    pub(super) fn after_input(&mut self, now: Timestamp) {
-        self.pump_pulls(now);
-        self.flush();
-    }
-
-    /// Takes back the announcements this input queued for messages it then deleted (a floor
-    /// raised twice in one max-seq page, a deletion after a release): their rows are gone
-    /// when the batch commits, so announcing them would send the app to a missing row.
-    pub(super) fn unannounce(&mut self, id: &ConversationId, seqs: &SeqRanges) {
-        if let Some(messages) = self.received.get_mut(id) {
-            messages.retain(|m| m.seq.is_none_or(|s| !seqs.contains(s)));
+    /// Messages below `from` are history from now on: they will not be announced as new.
+    /// Releases nothing itself.
+    pub(super) fn skip_below(&mut self, id: &ConversationId, from: Seq) {
+        let d = self.by_conversation.entry(id.clone()).or_default();
+        if d.frontier < from.prev() {
+            d.frontier = from.prev();
+            let later = d.waiting.split_off(&from);
+            d.waiting = later;
         }
     }
 
-    /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
-    pub(super) fn flush(&mut self) {
-        let changed = std::mem::take(&mut self.changed);
-        let mut changed_ids = Vec::with_capacity(changed.len());
-        for id in changed {
-            if let Some(conv) = self.conversations.get(&id) {
-                self.ops.push(WriteOp::PutConversation(conv.clone()));
-                changed_ids.push(id);
+    /// The floor rose to `min_seq`: what waits below it is gone.
+    pub(super) fn drop_below(&mut self, id: &ConversationId, min_seq: Seq) {
+        if let Some(d) = self.by_conversation.get_mut(id) {
+            d.waiting.retain(|s, _| *s >= min_seq);
+        }
+    }
+
+    /// The seqs of `gone` were deleted (or never existed): what waits at them is dropped.
+    pub(super) fn drop_in(&mut self, id: &ConversationId, gone: &SeqRanges) {
+        for s in gone.ranges() {
+            if let Some(d) = self.by_conversation.get_mut(id) {
+                let dropped: Vec<Seq> = d.waiting.range(s.start..=s.end).map(|(k, _)| *k).collect();
+                for k in dropped {
+                    d.waiting.remove(&k);
+                }
             }
-        }
-        // New messages first, then what they changed in the list, then progress and state.
-        let mut ordered: Vec<Event> = std::mem::take(&mut self.received)
-            .into_iter()
-            .filter(|(_, messages)| !messages.is_empty())
-            .map(|(conversation, messages)| Event::MessagesReceived {
-                conversation,
-                messages,
-            })
-            .collect();
-        ordered.append(&mut self.events);
-        if !changed_ids.is_empty() {
-            ordered.push(Event::ConversationsChanged {
-                conversations: changed_ids,
-            });
-        }
-        if self.total_unread != self.emitted_total_unread {
-            self.emitted_total_unread = self.total_unread;
-            ordered.push(Event::TotalUnreadChanged {
-                total: self.total_unread,
-            });
-        }
-        let send_after = std::mem::take(&mut self.send_after);
-        if !self.ops.is_empty() {
-            let id = BatchId(self.next_batch);
-            self.next_batch += 1;
-            let batch = WriteBatch {
-                ops: std::mem::take(&mut self.ops),
-            };
-            self.outputs.push_back(Output::Write(id, batch));
-            self.uncommitted.push_back((
-                id,
-                PendingCommit {
-                    events: ordered,
-                    send_after,
-                },
-            ));
-        } else if let Some((_, last)) = self.uncommitted.back_mut() {
-            // Nothing new to write, but what the events speak of may still be in flight.
-            last.events.extend(ordered);
-            last.send_after.extend(send_after);
-        } else {
-            self.outputs.extend(ordered.into_iter().map(Output::Event));
         }
     }
 }

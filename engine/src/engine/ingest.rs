@@ -1,6 +1,18 @@
-//! Ingest: applying messages, missing seqs, edits and revokes, read state and unread.
+//! The engine's ingest: applying messages, missing seqs, edits and revokes, read state and
+//! unread to the conversations, and routing what follows to the parts (dispatch frontiers,
+//! outbox, waiting changes, the batch being built). Coordination code of [`Engine`], with the
+//! same rule as the rest of the core: no clock, no I/O, no randomness but the seed's.
 
-use super::*;
+use crate::containment::{self, MessageVerdict};
+use crate::model::{
+    ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage, Message,
+    PendingChange, Seq, ServerMessage, UserId,
+};
+use crate::output::{Containment, Event, MessageChange};
+use crate::seq_ranges::SeqRanges;
+use crate::storage::{may_change, WriteOp};
+
+use super::Engine;
 
 impl Engine {
     pub(super) fn ensure_conversation(
@@ -12,7 +24,7 @@ impl Engine {
             if let Some(kind) = kind {
                 if conv.kind != kind {
                     conv.kind = kind;
-                    self.changed.insert(id.clone());
+                    self.batch.touch(id);
                 }
             }
             return;
@@ -21,8 +33,8 @@ impl Engine {
             id.clone(),
             Conversation::new(id.clone(), kind.unwrap_or_default()),
         );
-        self.dispatch.insert(id.clone(), Dispatch::default());
-        self.changed.insert(id.clone());
+        self.dispatch.start(id, Seq(0));
+        self.batch.touch(id);
     }
 
     /// The floor rose to `min_seq`: everything below is gone on the server.
@@ -40,7 +52,7 @@ impl Engine {
             return;
         }
         conv.server_min_seq = min_seq;
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         if min_seq.0 <= 1 {
             return;
         }
@@ -60,17 +72,15 @@ impl Engine {
         {
             conv.latest = None;
         }
-        self.ops.push(WriteOp::PutTombstones {
+        self.batch.op(WriteOp::PutTombstones {
             conversation: id.clone(),
             seqs: below.clone(),
         });
         self.forget_changes_targeting(id, &below);
-        if let Some(d) = self.dispatch.get_mut(id) {
-            d.waiting.retain(|s, _| *s >= min_seq);
-        }
-        self.unannounce(id, &below);
+        self.dispatch.drop_below(id, min_seq);
+        self.batch.unannounce(id, &below);
         if !gone.is_empty() {
-            self.events.push(Event::MessagesDeleted {
+            self.batch.event(Event::MessagesDeleted {
                 conversation: id.clone(),
                 seqs: gone,
             });
@@ -80,19 +90,11 @@ impl Engine {
 
     /// Changes whose target no longer exists will never apply: forget them.
     pub(super) fn forget_changes_targeting(&mut self, id: &ConversationId, gone: &SeqRanges) {
-        let dropped: Vec<(ConversationId, Seq)> = self
-            .pending_changes
-            .keys()
-            .filter(|(c, target)| c == id && gone.contains(*target))
-            .cloned()
-            .collect();
-        for key in dropped {
-            for change in self.pending_changes.remove(&key).unwrap_or_default() {
-                self.ops.push(WriteOp::RemovePendingChange {
-                    conversation: change.conversation,
-                    seq: change.seq,
-                });
-            }
+        for change in self.pending_changes.forget_targeting(id, gone) {
+            self.batch.op(WriteOp::RemovePendingChange {
+                conversation: change.conversation,
+                seq: change.seq,
+            });
         }
     }
 
@@ -139,9 +141,9 @@ impl Engine {
                         conv.server_max_seq = seq;
                     }
                     contained.insert(seq);
-                    self.changed.insert(id.clone());
+                    self.batch.touch(id);
                     self.mark_not_unread(id, seq);
-                    self.enqueue_dispatch(id, seq, None);
+                    self.dispatch.enqueue(id, seq, None);
                     self.contained(id, seq, containment);
                     continue;
                 }
@@ -156,16 +158,10 @@ impl Engine {
             if conv.server_max_seq < seq {
                 conv.server_max_seq = seq;
             }
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
             let own = msg.sender == me;
             if own {
-                // A new id must never equal a stored one of this device: after a restart in
-                // the same millisecond the random part can repeat (the snapshot the digest
-                // comes from may not show a send that never committed). Ids go on above
-                // every own counter seen.
-                if let Some(counter) = self.own_id_counter(&msg.client_msg_id) {
-                    self.sends_created = self.sends_created.max(counter);
-                }
+                self.client_ids.saw(&msg.client_msg_id);
             }
             // This device's send: still in the outbox for this conversation, or (an id not in
             // the outbox) one it gave up on (failed, or cancelled while on the wire) that
@@ -174,13 +170,13 @@ impl Engine {
             // the outbox arriving in another conversation is not the echo of that send.
             let in_outbox = self
                 .outbox
-                .get(&msg.client_msg_id)
-                .map(|o| &o.entry.conversation == id);
+                .entry(&msg.client_msg_id)
+                .map(|e| &e.conversation == id);
             // A send already acked at a held seq has had its `MessageSent`: a later copy at
             // another seq is not its echo.
             let echo_of_send = own
-                && !self.acked_at_held_seq.contains(&msg.client_msg_id)
-                && in_outbox.unwrap_or_else(|| self.is_own_client_id_in(id, &msg.client_msg_id));
+                && !self.outbox.was_acked_at_held_seq(&msg.client_msg_id)
+                && in_outbox.unwrap_or_else(|| self.client_ids.is_own_in(id, &msg.client_msg_id));
             let mut message = msg.into_message();
             // The row as it arrived; pending changes are ops applied after it.
             let stored = message.clone();
@@ -194,7 +190,7 @@ impl Engine {
                 // Changes that arrived before this message: stored as ops after the row (so
                 // the store keeps their seqs), and applied to the copy the app is told about.
                 if !self.pending_changes.is_empty() {
-                    if let Some(changes) = self.pending_changes.remove(&(id.clone(), seq)) {
+                    if let Some(changes) = self.pending_changes.take(id, seq) {
                         for change in changes {
                             // The target is in hand: the author rule is checked here, and the
                             // store never sees a refused change.
@@ -236,32 +232,32 @@ impl Engine {
             if echo_of_send {
                 if in_outbox == Some(true) {
                     self.outbox.remove(&message.client_msg_id);
-                    self.ops
-                        .push(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
+                    self.batch
+                        .op(WriteOp::RemoveOutbox(message.client_msg_id.clone()));
                 }
-                self.events.push(Event::MessageSent {
+                self.batch.event(Event::MessageSent {
                     conversation: id.clone(),
                     client_msg_id: message.client_msg_id.clone(),
                     seq,
                 });
-                self.enqueue_dispatch(id, seq, None);
+                self.dispatch.enqueue(id, seq, None);
             } else if !message.is_change() {
-                self.enqueue_dispatch(id, seq, Some(message.clone()));
+                self.dispatch.enqueue(id, seq, Some(message.clone()));
             } else {
-                self.enqueue_dispatch(id, seq, None);
+                self.dispatch.enqueue(id, seq, None);
             }
             to_store.push(stored);
         }
         if !to_store.is_empty() {
-            self.ops.push(WriteOp::PutMessages(to_store));
+            self.batch.op(WriteOp::PutMessages(to_store));
         }
         if !contained.is_empty() {
-            self.ops.push(WriteOp::PutTombstones {
+            self.batch.op(WriteOp::PutTombstones {
                 conversation: id.clone(),
                 seqs: contained,
             });
         }
-        self.ops.extend(later_ops);
+        self.batch.ops(later_ops);
         self.ingest_missing(id, missing);
         self.recompute_unread(id);
         self.release(id);
@@ -308,27 +304,20 @@ impl Engine {
         {
             conv.latest = None;
         }
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         let read = conv.read_seq;
         let top = conv.server_max_seq;
         let above_read = all.intersect(read.next(), top);
         conv.not_unread.union_with(&above_read);
-        for s in all.ranges() {
-            if let Some(d) = self.dispatch.get_mut(id) {
-                let gone: Vec<Seq> = d.waiting.range(s.start..=s.end).map(|(k, _)| *k).collect();
-                for k in gone {
-                    d.waiting.remove(&k);
-                }
-            }
-        }
-        self.unannounce(id, &all);
+        self.dispatch.drop_in(id, &all);
+        self.batch.unannounce(id, &all);
         self.forget_changes_targeting(id, &all);
-        self.ops.push(WriteOp::PutTombstones {
+        self.batch.op(WriteOp::PutTombstones {
             conversation: id.clone(),
             seqs: all.clone(),
         });
         if !deleted_held.is_empty() {
-            self.events.push(Event::MessagesDeleted {
+            self.batch.event(Event::MessagesDeleted {
                 conversation: id.clone(),
                 seqs: deleted_held,
             });
@@ -368,7 +357,7 @@ impl Engine {
                     content: change.content.clone(),
                 },
             };
-            self.events.push(Event::MessageUpdated {
+            self.batch.event(Event::MessageUpdated {
                 conversation: id.clone(),
                 seq: target,
                 change: update,
@@ -402,18 +391,13 @@ impl Engine {
             kind: change.kind.clone(),
             content: change.content.clone(),
         };
-        let list = self
-            .pending_changes
-            .entry((id.clone(), target))
-            .or_default();
-        list.push(pending.clone());
-        list.sort_by_key(|c| c.seq);
+        self.pending_changes.keep(pending.clone());
         Some(WriteOp::PutPendingChange(pending))
     }
 
     /// Tells the app what the containment rule did with the message at `seq`.
     pub(super) fn contained(&mut self, id: &ConversationId, seq: Seq, containment: Containment) {
-        self.events.push(Event::MessageContained {
+        self.batch.event(Event::MessageContained {
             conversation: id.clone(),
             seq,
             containment,
@@ -442,7 +426,7 @@ impl Engine {
             conv.latest = Some(LatestMessage::of(message));
             let time = message.server_time.unwrap_or(message.created_at);
             conv.last_activity = conv.last_activity.max(time);
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
         }
     }
 
@@ -456,7 +440,7 @@ impl Engine {
         conv.read_seq = seq;
         // Only seqs above the read seq matter for unread; dropping the rest bounds memory.
         conv.not_unread.remove_below(seq.next());
-        self.changed.insert(id.clone());
+        self.batch.touch(id);
         self.recompute_unread(id);
     }
 
@@ -468,7 +452,7 @@ impl Engine {
         if unread != conv.unread {
             self.total_unread = self.total_unread.saturating_sub(conv.unread) + unread;
             conv.unread = unread;
-            self.changed.insert(id.clone());
+            self.batch.touch(id);
         }
     }
 }

@@ -1,11 +1,20 @@
 //! The sans-IO [`Engine`]: seq alignment, inbox reconciliation and event dispatch.
 //!
-//! How it holds together:
-//! - Every input or command mutates the in-memory state (conversations, outbox, pulls in
-//!   flight) and records the durable part of the change as ops of one [`WriteBatch`]; the
-//!   batch is emitted when the input returns. In-memory state runs ahead of storage, so
-//!   batches must commit in order; if one fails the engine stops and the driver restarts it
-//!   from a fresh snapshot, which is exactly crash recovery.
+//! # What it never does
+//! Nothing under this module awaits, reads a clock, touches a socket or a file, spawns, or
+//! draws randomness from anywhere but the seed: time comes in as a [`Timestamp`] with every
+//! call, randomness from one [`SplitMix64`] seeded from [`EngineConfig::seed`] and the start
+//! time, and everything the engine wants done leaves as an [`Output`]. The same inputs give the
+//! same outputs in the same order, which is what the simulation and the snapshots rely on. It
+//! reports its decisions through `tracing` (never message content or tokens); emitting an event
+//! with no subscriber installed does nothing.
+//!
+//! # How it holds together
+//! - Every input or command mutates the in-memory state and records the durable part of the
+//!   change as ops of one [`WriteBatch`](crate::WriteBatch); the batch is emitted when the input
+//!   returns. In-memory state runs ahead of storage, so batches must commit in order; if one
+//!   fails the engine stops and the driver restarts it from a fresh snapshot, which is exactly
+//!   crash recovery.
 //! - Events ride on the batch that holds their data and are released by
 //!   [`Engine::handle_batch_committed`]. Sends go on the wire only after their outbox entry
 //!   committed.
@@ -14,31 +23,54 @@
 //!   it lands above the frontier and every seq below it up to the frontier is held, so each
 //!   conversation's new messages go out in seq order, once.
 //!
-//! This module holds the state, the public inputs, commands and `poll_output`; the private
-//! halves live in `sync` (listing, pulls), `ingest` (messages, tombstones, changes, read
-//! state), `outbox` (sends, acks, retries) and `dispatch` (in-order announcement, batching).
+//! # Parts
+//! [`Engine`] holds the conversations (the in-memory mirror of what the store holds, with the
+//! edits waiting for their target) and the connection state, and coordinates parts that each
+//! own their state; a part never reaches into the engine or another part: what it needs from
+//! them is passed in, and what it decides is handed back.
+//! - `outbox`: sends and read marks until the server acks them, retries after transient errors.
+//! - `dispatch`: the per-conversation frontiers and the messages waiting above them.
+//! - `pulls`: the pull planner: the sync run, the pull queue and its chunks, the pulls in
+//!   flight, the history loads waiting for them.
+//! - `requests`: request ids, requests in flight and their deadlines, heartbeat, reconnect
+//!   backoff.
+//! - `batch`: the batch being built (ops and the events riding on it) and the uncommitted ones.
+//! - `client_ids`: making and recognising this device's client ids.
+//! - `changes`: edits and revokes waiting for their target.
+//!
+//! The engine's own code is split by input: this file holds the public inputs, commands,
+//! `poll_output`, the connection and the sends; `sync` the listing, deletion lists and pull
+//! replies; `ingest` messages, tombstones, changes, read state and unread counts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::config::{EngineConfig, SyncPolicy};
-use crate::containment::{self, MessageVerdict};
+use crate::config::EngineConfig;
+use crate::containment;
 use crate::model::{
-    ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage,
-    Message, MessageStatus, OutboxEntry, PendingChange, Seq, ServerMessage, Timestamp, UserId,
+    ClientMsgId, ContentKind, Conversation, ConversationId, Message, MessageStatus, OutboxEntry,
+    Seq, ServerMessage, Timestamp,
 };
-use crate::output::{ConnectionState, Containment, Event, MessageChange, Output};
-use crate::protocol::{
-    DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response,
-    ServerError,
-};
+use crate::output::{ConnectionState, Event, Output};
+use crate::protocol::{Push, Request, RequestId, Response, ServerError};
+use crate::rng::SplitMix64;
 use crate::seq_ranges::SeqRanges;
-use crate::storage::{
-    may_change, Applied, BatchId, RefusedChange, StorageError, SyncSnapshot, WriteBatch, WriteOp,
-};
+use crate::storage::{Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
+use batch::Batches;
+use changes::PendingChanges;
+use client_ids::ClientIds;
+use dispatch::Frontiers;
+use outbox::{Outbox, SendFailure};
+use pulls::{PullPlanner, PullPurpose};
+use requests::{InFlight, Requests};
 
+mod batch;
+mod changes;
+mod client_ids;
 mod dispatch;
 mod ingest;
 mod outbox;
+mod pulls;
+mod requests;
 mod sync;
 
 /// A command the engine refused.
@@ -59,153 +91,47 @@ pub enum CommandError {
     Stopped,
 }
 
-/// Why a range is being pulled; decides priority and what its completion means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PullPurpose {
-    /// Part of the sync after connecting.
-    Sync,
-    /// A gap below a pushed or acked message.
-    Gap,
-    /// A `load_history` call.
-    History(u64),
-    /// Background fill of old gaps after the sync finished.
-    Fill,
-}
-
-/// One conversation's range queued or in flight.
-#[derive(Clone, Debug)]
-struct PullChunk {
-    conversation: ConversationId,
-    from: Seq,
-    to: Seq,
-    purpose: PullPurpose,
-}
-
-/// What a request in flight was for.
-#[derive(Clone, Debug)]
-enum InFlight {
-    MaxSeqs,
-    Pull(Vec<PullChunk>),
-    Send(ClientMsgId),
-    MarkRead(ConversationId, Seq),
-    Deletions,
-    Ping,
-}
-
-#[derive(Clone, Debug)]
-struct RequestState {
-    what: InFlight,
-    deadline: Timestamp,
-}
-
-/// An outbox entry and where it stands.
-#[derive(Clone, Debug)]
-struct OutboxState {
-    entry: OutboxEntry,
-    /// Its batch committed: it may go on the wire.
-    committed: bool,
-    in_flight: bool,
-    /// After a transient error: not before this time.
-    not_before: Option<Timestamp>,
-}
-
-/// Per-conversation dispatch bookkeeping (process memory only; see module docs).
-#[derive(Clone, Debug, Default)]
-struct Dispatch {
-    frontier: Seq,
-    /// Seqs above the frontier waiting for the seqs below them; `None` marks a seq that
-    /// advances the frontier without an announcement (own acked message).
-    waiting: BTreeMap<Seq, Option<Message>>,
-}
-
-/// The sync run started by a connect.
-#[derive(Clone, Debug, Default)]
-struct SyncRun {
-    listing_done: bool,
-    candidates: Vec<(Timestamp, ConversationId)>,
-    total: u64,
-    done: u64,
-    /// Sync chunks still queued or in flight per conversation.
-    outstanding: HashMap<ConversationId, u32>,
-}
-
-/// A `load_history` waiting for its pulls.
-#[derive(Clone, Debug)]
-struct HistoryRequest {
-    conversation: ConversationId,
-    from: Seq,
-    to: Seq,
-    outstanding: u32,
-}
-
-/// Events and follow-ups waiting for a batch to commit.
-#[derive(Debug, Default)]
-struct PendingCommit {
-    events: Vec<Event>,
-    send_after: Vec<ClientMsgId>,
-}
-
 /// The sync state machine. See the crate docs for the driver rule.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    rng: u64,
-    /// Client ids made by this engine (continuing above the outbox's), part of each id so ids
-    /// sort in creation order.
-    sends_created: u64,
-    /// Digest of the snapshot the engine started from, mixed into client ids.
-    id_salt: u64,
-    conversations: HashMap<ConversationId, Conversation>,
-    dispatch: HashMap<ConversationId, Dispatch>,
-    total_unread: u64,
-    emitted_total_unread: u64,
-    outbox: BTreeMap<ClientMsgId, OutboxState>,
-    /// Changes keyed by (conversation, target seq), each list ascending by change seq.
-    pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>>,
-    /// Read seqs set locally that the server has not acked yet.
-    reads_to_send: BTreeMap<ConversationId, Seq>,
-    /// Sends acked at a seq already held (so no row of theirs is stored): a later delivery of
-    /// the same id elsewhere is not their echo, and `MessageSent` is not emitted again. Only a
-    /// server contradicting itself fills it; process memory only.
-    acked_at_held_seq: BTreeSet<ClientMsgId>,
+    /// The engine's one source of randomness (client ids, reconnect jitter), from the seed.
+    rng: SplitMix64,
+    client_ids: ClientIds,
 
+    // What the store holds, in memory (ahead of it by the uncommitted batches).
+    conversations: HashMap<ConversationId, Conversation>,
+    /// The sum of the conversations' unread counts.
+    total_unread: u64,
+    pending_changes: PendingChanges,
+
+    // The connection: its state, and whether the server kicked this device (no reconnect) or
+    // a storage failure stopped the engine (nothing more until a restart).
     connection: ConnectionState,
     kicked: bool,
     stopped: bool,
-    reconnect_failures: u32,
-    reconnect_at: Option<Timestamp>,
-    next_ping_at: Option<Timestamp>,
-    next_request: u64,
-    requests: HashMap<RequestId, RequestState>,
 
-    sync: Option<SyncRun>,
-    pull_queue: VecDeque<PullChunk>,
-    pulls_in_flight: u32,
-    /// Seqs queued or in flight per conversation, so nothing is asked twice.
-    requested: HashMap<ConversationId, SeqRanges>,
-    pull_retry_at: Option<Timestamp>,
-    history: HashMap<u64, HistoryRequest>,
-    next_history: u64,
-
-    next_batch: u64,
-    uncommitted: VecDeque<(BatchId, PendingCommit)>,
+    // The parts.
+    outbox: Outbox,
+    dispatch: Frontiers,
+    requests: Requests,
+    pulls: PullPlanner,
+    batch: Batches,
+    /// What `poll_output` hands the driver next.
     outputs: VecDeque<Output>,
-
-    // The batch being built by the current input.
-    ops: Vec<WriteOp>,
-    events: Vec<Event>,
-    send_after: Vec<ClientMsgId>,
-    changed: BTreeSet<ConversationId>,
-    received: BTreeMap<ConversationId, Vec<Message>>,
 }
 
 impl Engine {
     /// Starts from a snapshot loaded with [`crate::Storage::load_snapshot`]. With
     /// `connect_on_start` the first output is [`Output::Connect`].
     pub fn new(config: EngineConfig, snapshot: SyncSnapshot, now: Timestamp) -> Self {
-        let id_salt = outbox::snapshot_digest(&snapshot);
+        let client_ids = ClientIds::new(
+            &config.device,
+            &snapshot,
+            snapshot.outbox.iter().map(|e| &e.client_msg_id),
+        );
         let mut conversations = HashMap::with_capacity(snapshot.conversations.len());
-        let mut dispatch = HashMap::with_capacity(snapshot.conversations.len());
+        let mut dispatch = Frontiers::default();
         let mut changed = BTreeSet::new();
         let mut total_unread = 0;
         for mut conv in snapshot.conversations {
@@ -216,89 +142,32 @@ impl Engine {
                 changed.insert(conv.id.clone());
             }
             total_unread += unread;
-            dispatch.insert(
-                conv.id.clone(),
-                Dispatch {
-                    frontier: conv.held.max().unwrap_or(Seq(0)),
-                    waiting: BTreeMap::new(),
-                },
-            );
+            dispatch.start(&conv.id, conv.held.max().unwrap_or(Seq(0)));
             conversations.insert(conv.id.clone(), conv);
         }
-        let outbox = snapshot
-            .outbox
-            .into_iter()
-            .map(|entry| {
-                (
-                    entry.client_msg_id.clone(),
-                    OutboxState {
-                        entry,
-                        committed: true,
-                        in_flight: false,
-                        not_before: None,
-                    },
-                )
-            })
-            .collect();
-        let mut pending_changes: HashMap<(ConversationId, Seq), Vec<PendingChange>> =
-            HashMap::new();
-        for change in snapshot.pending_changes {
-            pending_changes
-                .entry((change.conversation.clone(), change.target))
-                .or_default()
-                .push(change);
-        }
-        for list in pending_changes.values_mut() {
-            list.sort_by_key(|c| c.seq);
-        }
-        let rng = config.seed ^ now.0.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+        let outbox = Outbox::from_stored(snapshot.outbox);
+        let pending_changes = PendingChanges::from_stored(snapshot.pending_changes);
+        let rng = SplitMix64::new(config.seed ^ now.0.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15);
         let connect = config.connect_on_start;
         let mut engine = Self {
             config,
             rng,
-            sends_created: 0,
-            id_salt,
+            client_ids,
             conversations,
             dispatch,
             total_unread,
-            emitted_total_unread: total_unread,
             outbox,
             pending_changes,
-            reads_to_send: BTreeMap::new(),
-            acked_at_held_seq: BTreeSet::new(),
             connection: ConnectionState::Disconnected,
             kicked: false,
             stopped: false,
-            reconnect_failures: 0,
-            reconnect_at: None,
-            next_ping_at: None,
-            next_request: 1,
-            requests: HashMap::new(),
-            sync: None,
-            pull_queue: VecDeque::new(),
-            pulls_in_flight: 0,
-            requested: HashMap::new(),
-            pull_retry_at: None,
-            history: HashMap::new(),
-            next_history: 1,
-            next_batch: 1,
-            uncommitted: VecDeque::new(),
+            requests: Requests::new(),
+            pulls: PullPlanner::new(),
+            batch: Batches::new(changed, total_unread),
             outputs: VecDeque::new(),
-            ops: Vec::new(),
-            events: Vec::new(),
-            send_after: Vec::new(),
-            changed,
-            received: BTreeMap::new(),
         };
-        // Client ids go on from the highest counter of this device's ids in the outbox.
-        engine.sends_created = engine
-            .outbox
-            .keys()
-            .filter_map(|id| engine.own_id_counter(id))
-            .max()
-            .unwrap_or(0);
         if connect {
-            engine.reconnect_at = Some(now);
+            engine.requests.reconnect_at_once(now);
         }
         engine.handle_timeout(now);
         engine
@@ -334,11 +203,7 @@ impl Engine {
 
     /// Sends not yet acked or failed, oldest first.
     pub fn outbox(&self) -> Vec<&OutboxEntry> {
-        let mut entries: Vec<&OutboxEntry> = self.outbox.values().map(|o| &o.entry).collect();
-        entries.sort_by(|a, b| {
-            (a.created_at, &a.client_msg_id).cmp(&(b.created_at, &b.client_msg_id))
-        });
-        entries
+        self.outbox.entries()
     }
 
     /// Whether the engine stopped after a storage failure (restart it from a snapshot).
@@ -348,7 +213,7 @@ impl Engine {
 
     /// Whether a sync run (after connect) is still going.
     pub fn is_syncing(&self) -> bool {
-        self.sync.is_some()
+        self.pulls.is_syncing()
     }
 
     /// Whether nothing is in flight: no request, queued pull, uncommitted batch or output,
@@ -359,10 +224,10 @@ impl Engine {
             self.connection == ConnectionState::Connected && !self.outbox.is_empty();
         !sends_waiting
             && self.requests.is_empty()
-            && self.pull_queue.is_empty()
-            && self.uncommitted.is_empty()
+            && self.pulls.queue_is_empty()
+            && !self.batch.has_uncommitted()
             && self.outputs.is_empty()
-            && self.sync.is_none()
+            && !self.pulls.is_syncing()
     }
 
     // ----- inputs -----
@@ -381,15 +246,15 @@ impl Engine {
         if self.connection == ConnectionState::Connected {
             self.abandon_connection();
         }
+        tracing::debug!("connected: a sync run starts");
         self.connection = ConnectionState::Connected;
-        self.reconnect_at = None;
-        self.reconnect_failures = 0;
-        self.next_ping_at = Some(now.plus_millis(self.config.heartbeat_interval_ms));
-        self.events.push(Event::ConnectionChanged {
+        self.requests
+            .connected(now, self.config.heartbeat_interval_ms);
+        self.batch.event(Event::ConnectionChanged {
             state: ConnectionState::Connected,
         });
-        self.events.push(Event::SyncStarted);
-        self.sync = Some(SyncRun::default());
+        self.batch.event(Event::SyncStarted);
+        self.pulls.start_sync();
         self.request(
             now,
             InFlight::MaxSeqs,
@@ -399,12 +264,7 @@ impl Engine {
             },
         );
         self.send_ready_outbox(now);
-        let reads: Vec<(ConversationId, Seq)> = self
-            .reads_to_send
-            .iter()
-            .map(|(c, s)| (c.clone(), *s))
-            .collect();
-        for (conversation, seq) in reads {
+        for (conversation, seq) in self.outbox.reads() {
             self.request(
                 now,
                 InFlight::MarkRead(conversation.clone(), seq),
@@ -420,7 +280,9 @@ impl Engine {
         if self.stopped || self.connection == ConnectionState::Disconnected {
             return;
         }
+        // The transport's reason may carry addresses or more: not logged.
         let _ = reason;
+        tracing::debug!("disconnected");
         self.connection_lost(now);
         self.flush();
     }
@@ -431,13 +293,13 @@ impl Engine {
         if self.stopped {
             return;
         }
-        let Some(state) = self.requests.remove(&id) else {
+        let Some(what) = self.requests.finish(id) else {
             return;
         };
         if !containment::contain_response(&mut response) {
             response = Response::Error(unexpected());
         }
-        match (state.what, response) {
+        match (what, response) {
             (InFlight::MaxSeqs, Response::MaxSeqs { entries, has_more }) => {
                 self.on_max_seqs(now, entries, has_more)
             }
@@ -446,15 +308,15 @@ impl Engine {
                 self.drop_connection(now, "max seq listing refused");
             }
             (InFlight::Pull(chunks), Response::Pulled { ranges }) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pulled(now, chunks, ranges);
             }
             (InFlight::Pull(chunks), Response::Error(error)) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pull_error(now, chunks, &error);
             }
             (InFlight::Pull(chunks), _) => {
-                self.pulls_in_flight -= 1;
+                self.pulls.pull_answered();
                 self.on_pull_error(now, chunks, &unexpected());
             }
             (
@@ -477,13 +339,8 @@ impl Engine {
                     Response::Error(e) => e.permanent,
                     _ => false,
                 };
-                if done
-                    && self
-                        .reads_to_send
-                        .get(&conversation)
-                        .is_some_and(|s| *s <= seq)
-                {
-                    self.reads_to_send.remove(&conversation);
+                if done {
+                    self.outbox.read_acked(&conversation, seq);
                 }
             }
             (InFlight::Deletions, Response::Deletions { entries }) => self.on_deletions(entries),
@@ -509,13 +366,7 @@ impl Engine {
             Push::ReadSeq { conversation, seq } => {
                 if self.conversations.contains_key(&conversation) {
                     self.set_read(&conversation, seq);
-                    if self
-                        .reads_to_send
-                        .get(&conversation)
-                        .is_some_and(|s| *s <= seq)
-                    {
-                        self.reads_to_send.remove(&conversation);
-                    }
+                    self.outbox.read_acked(&conversation, seq);
                 }
             }
             Push::Deleted {
@@ -535,7 +386,7 @@ impl Engine {
             }
             Push::Kicked { reason } => {
                 self.kicked = true;
-                self.events.push(Event::Kicked {
+                self.batch.event(Event::Kicked {
                     reason: reason.clone(),
                 });
                 self.drop_connection(now, &reason);
@@ -551,23 +402,13 @@ impl Engine {
         if self.stopped {
             return;
         }
-        // Batches commit in order; an id that is not the oldest is a driver bug we ignore
-        // rather than release events for data that may not be durable.
-        if self.uncommitted.front().map(|(b, _)| *b) != Some(id) {
-            return;
-        }
-        let Some((_, mut pending)) = self.uncommitted.pop_front() else {
+        let Some(pending) = self.batch.committed(id, applied) else {
             return;
         };
-        for refused in &applied.refused_changes {
-            refuse_change_event(&mut pending.events, refused);
-        }
         self.outputs
             .extend(pending.events.into_iter().map(Output::Event));
-        for client_msg_id in pending.send_after {
-            if let Some(state) = self.outbox.get_mut(&client_msg_id) {
-                state.committed = true;
-            }
+        for client_msg_id in &pending.send_after {
+            self.outbox.committed(client_msg_id);
         }
         self.send_ready_outbox(now);
         self.flush();
@@ -576,14 +417,15 @@ impl Engine {
     /// Batch `id` failed. The engine stops: its memory is ahead of the store, so the driver
     /// restarts it from a fresh snapshot, exactly as after a crash.
     pub fn handle_batch_failed(&mut self, now: Timestamp, id: BatchId, error: &StorageError) {
-        let _ = (now, id);
+        let _ = now;
         if self.stopped {
             return;
         }
+        tracing::debug!(batch = id.0, "engine stopped on a storage failure");
         self.stopped = true;
         self.outputs.clear();
-        self.uncommitted.clear();
-        self.requests.clear();
+        self.batch.forget_uncommitted();
+        self.requests.forget_all();
         self.outputs.push_back(Output::Event(Event::StorageFailed {
             error: error.to_string(),
         }));
@@ -603,28 +445,28 @@ impl Engine {
         }
         match self.connection {
             ConnectionState::Disconnected => {
-                if !self.kicked && self.reconnect_at.is_some_and(|t| t <= now) {
-                    self.reconnect_at = None;
+                if !self.kicked && self.requests.take_reconnect_due(now) {
+                    tracing::debug!("connect decided");
                     self.connection = ConnectionState::Connecting;
                     self.outputs.push_back(Output::Connect);
-                    self.events.push(Event::ConnectionChanged {
+                    self.batch.event(Event::ConnectionChanged {
                         state: ConnectionState::Connecting,
                     });
                 }
             }
             ConnectionState::Connecting => {}
             ConnectionState::Connected => {
-                if self.requests.values().any(|r| r.deadline <= now) {
+                if self.requests.timed_out(now) {
+                    tracing::debug!("request timed out: dropping the connection");
                     self.drop_connection(now, "request timed out");
                 } else {
-                    if self.next_ping_at.is_some_and(|t| t <= now) {
-                        self.next_ping_at =
-                            Some(now.plus_millis(self.config.heartbeat_interval_ms));
+                    if self
+                        .requests
+                        .ping_due(now, self.config.heartbeat_interval_ms)
+                    {
                         self.request(now, InFlight::Ping, Request::Ping);
                     }
-                    if self.pull_retry_at.is_some_and(|t| t <= now) {
-                        self.pull_retry_at = None;
-                    }
+                    self.pulls.retry_due(now);
                     self.send_ready_outbox(now);
                 }
             }
@@ -648,7 +490,10 @@ impl Engine {
         if !self.conversations.contains_key(conversation) {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         }
-        let client_msg_id = self.new_client_msg_id(now, conversation);
+        let outbox = &self.outbox;
+        let client_msg_id = self
+            .client_ids
+            .make(&mut self.rng, now, conversation, |id| outbox.contains(id));
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
@@ -659,18 +504,10 @@ impl Engine {
         };
         let message = self.pending_message(&entry);
         self.set_latest(conversation, &message);
-        self.ops.push(WriteOp::PutMessages(vec![message]));
-        self.ops.push(WriteOp::PutOutbox(entry.clone()));
-        self.send_after.push(client_msg_id.clone());
-        self.outbox.insert(
-            client_msg_id.clone(),
-            OutboxState {
-                entry,
-                committed: false,
-                in_flight: false,
-                not_before: None,
-            },
-        );
+        self.batch.op(WriteOp::PutMessages(vec![message]));
+        self.batch.op(WriteOp::PutOutbox(entry.clone()));
+        self.batch.send_after_commit(client_msg_id.clone());
+        self.outbox.add(entry);
         self.after_input(now);
         Ok(client_msg_id)
     }
@@ -692,7 +529,7 @@ impl Engine {
             return Ok(());
         }
         self.set_read(conversation, seq);
-        self.reads_to_send.insert(conversation.clone(), seq);
+        self.outbox.mark_read(conversation, seq);
         if self.connection == ConnectionState::Connected {
             self.request(
                 now,
@@ -721,8 +558,7 @@ impl Engine {
         let Some(conv) = self.conversations.get(conversation) else {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         };
-        let id = self.next_history;
-        self.next_history += 1;
+        let id = self.pulls.next_history_id();
         let anchor = before
             .unwrap_or(conv.server_max_seq.next())
             .min(conv.server_max_seq.next());
@@ -735,34 +571,26 @@ impl Engine {
             Vec::new()
         };
         if gaps.is_empty() {
-            self.events.push(Event::HistoryLoaded {
+            self.batch.event(Event::HistoryLoaded {
                 id,
                 conversation: conversation.clone(),
                 complete: true,
             });
         } else if self.connection != ConnectionState::Connected {
-            self.events.push(Event::HistoryLoaded {
+            self.batch.event(Event::HistoryLoaded {
                 id,
                 conversation: conversation.clone(),
                 complete: false,
             });
         } else {
-            self.history.insert(
-                id,
-                HistoryRequest {
-                    conversation: conversation.clone(),
-                    from,
-                    to,
-                    outstanding: 0,
-                },
-            );
+            self.pulls.add_history(id, conversation.clone(), from, to);
             let queued = self.queue_pull(conversation, from, to, PullPurpose::History(id), true);
-            if let Some(h) = self.history.get_mut(&id) {
-                h.outstanding = queued;
-            }
+            self.pulls.history_waits_for(id, queued);
             // Everything missing is already being pulled for another reason: wait for it.
             if queued == 0 {
-                self.finish_history_if_held(id);
+                if let Some(h) = self.pulls.take_history(id) {
+                    self.finish_history(id, h);
+                }
             }
         }
         self.after_input(now);
@@ -782,7 +610,7 @@ impl Engine {
         if !matches!(message.status, MessageStatus::Failed { .. }) || message.seq.is_some() {
             return Err(CommandError::NotFailed(message.client_msg_id.clone()));
         }
-        if self.outbox.contains_key(&message.client_msg_id) {
+        if self.outbox.contains(&message.client_msg_id) {
             return Ok(());
         }
         let entry = OutboxEntry {
@@ -794,18 +622,10 @@ impl Engine {
             attempts: 0,
         };
         let pending = self.pending_message(&entry);
-        self.ops.push(WriteOp::PutMessages(vec![pending]));
-        self.ops.push(WriteOp::PutOutbox(entry.clone()));
-        self.send_after.push(entry.client_msg_id.clone());
-        self.outbox.insert(
-            entry.client_msg_id.clone(),
-            OutboxState {
-                entry,
-                committed: false,
-                in_flight: false,
-                not_before: None,
-            },
-        );
+        self.batch.op(WriteOp::PutMessages(vec![pending]));
+        self.batch.op(WriteOp::PutOutbox(entry.clone()));
+        self.batch.send_after_commit(entry.client_msg_id.clone());
+        self.outbox.add(entry);
         self.after_input(now);
         Ok(())
     }
@@ -822,14 +642,14 @@ impl Engine {
         self.check_running()?;
         if self
             .outbox
-            .get(client_msg_id)
-            .is_none_or(|o| &o.entry.conversation != conversation)
+            .entry(client_msg_id)
+            .is_none_or(|e| &e.conversation != conversation)
         {
             return Err(CommandError::UnknownMessage(client_msg_id.clone()));
         }
         self.outbox.remove(client_msg_id);
-        self.ops.push(WriteOp::RemoveOutbox(client_msg_id.clone()));
-        self.ops.push(WriteOp::DeletePendingMessage {
+        self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+        self.batch.op(WriteOp::DeletePendingMessage {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
         });
@@ -841,7 +661,7 @@ impl Engine {
                 .is_some_and(|l| l.seq.is_none() && &l.client_msg_id == client_msg_id)
             {
                 conv.latest = None;
-                self.changed.insert(conversation.clone());
+                self.batch.touch(conversation);
             }
         }
         self.after_input(now);
@@ -869,22 +689,145 @@ impl Engine {
             }
         };
         match self.connection {
-            ConnectionState::Disconnected if !self.kicked => consider(self.reconnect_at),
+            ConnectionState::Disconnected if !self.kicked => {
+                consider(self.requests.reconnect_deadline())
+            }
             ConnectionState::Connected => {
-                consider(self.next_ping_at);
-                consider(self.pull_retry_at);
-                consider(self.requests.values().map(|r| r.deadline).min());
-                consider(
-                    self.outbox
-                        .values()
-                        .filter(|o| o.committed && !o.in_flight)
-                        .filter_map(|o| o.not_before)
-                        .min(),
-                );
+                consider(self.requests.connected_deadline());
+                consider(self.pulls.retry_deadline());
+                consider(self.outbox.next_retry());
             }
             _ => {}
         }
         deadline
+    }
+
+    // ----- coordination -----
+
+    /// End of every input: start pulls that can go, then emit the batch.
+    fn after_input(&mut self, now: Timestamp) {
+        self.pump_pulls(now);
+        self.flush();
+    }
+
+    /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
+    fn flush(&mut self) {
+        self.batch
+            .emit(&self.conversations, self.total_unread, &mut self.outputs);
+    }
+
+    /// Announces the waiting messages of `id` that what is held now lets through.
+    fn release(&mut self, id: &ConversationId) {
+        let Some(conv) = self.conversations.get(id) else {
+            return;
+        };
+        for message in self.dispatch.release(id, &conv.held) {
+            self.batch.announce(id, message);
+        }
+    }
+
+    // ----- sends -----
+
+    /// Puts every send that may go on the wire now.
+    fn send_ready_outbox(&mut self, now: Timestamp) {
+        if self.connection != ConnectionState::Connected {
+            return;
+        }
+        for entry in self.outbox.take_ready(now) {
+            self.request(
+                now,
+                InFlight::Send(entry.client_msg_id.clone()),
+                Request::Send {
+                    conversation: entry.conversation,
+                    client_msg_id: entry.client_msg_id,
+                    kind: entry.kind,
+                    content: entry.content,
+                    created_at: entry.created_at,
+                },
+            );
+        }
+    }
+
+    fn on_send_ack(
+        &mut self,
+        _now: Timestamp,
+        client_msg_id: &ClientMsgId,
+        seq: Seq,
+        server_time: Timestamp,
+    ) {
+        let Some(entry) = self.outbox.entry(client_msg_id).cloned() else {
+            // Cancelled, or its echo already acked it.
+            return;
+        };
+        let message = ServerMessage {
+            conversation: entry.conversation.clone(),
+            seq,
+            client_msg_id: entry.client_msg_id.clone(),
+            sender: self.config.user.clone(),
+            kind: entry.kind,
+            content: entry.content,
+            created_at: entry.created_at,
+            server_time,
+        };
+        let id = entry.conversation;
+        let held = self
+            .conversations
+            .get(&id)
+            .is_some_and(|c| c.held.contains(seq));
+        if held {
+            // The seq is already held: a tombstone (deleted right after it was sent) or a
+            // pull that raced the ack under another id. The held row is the truth; the send
+            // itself succeeded.
+            self.outbox.acked_at_held_seq(client_msg_id);
+            self.batch.op(WriteOp::RemoveOutbox(client_msg_id.clone()));
+            self.batch.op(WriteOp::DeletePendingMessage {
+                conversation: id.clone(),
+                client_msg_id: client_msg_id.clone(),
+            });
+            self.batch.event(Event::MessageSent {
+                conversation: id,
+                client_msg_id: client_msg_id.clone(),
+                seq,
+            });
+            return;
+        }
+        self.ingest(&id, vec![message], &SeqRanges::new());
+        self.pull_gap_below_top(&id);
+    }
+
+    fn on_send_error(&mut self, now: Timestamp, client_msg_id: &ClientMsgId, error: ServerError) {
+        match self.outbox.send_failed(
+            now,
+            client_msg_id,
+            error,
+            self.config.send_max_attempts,
+            self.config.send_retry_min_ms,
+        ) {
+            SendFailure::Unknown => {}
+            SendFailure::RetryLater(entry) => self.batch.op(WriteOp::PutOutbox(entry)),
+            SendFailure::GaveUp(entry, error) => self.fail_send(entry, error),
+        }
+    }
+
+    /// The send of `entry` (already out of the outbox) failed for good.
+    fn fail_send(&mut self, entry: OutboxEntry, error: ServerError) {
+        let mut message = self.pending_message(&entry);
+        message.status = MessageStatus::Failed {
+            reason: format!("{}: {}", error.code, error.message),
+        };
+        self.batch.op(WriteOp::PutMessages(vec![message]));
+        self.batch
+            .op(WriteOp::RemoveOutbox(entry.client_msg_id.clone()));
+        self.batch.event(Event::SendFailed {
+            conversation: entry.conversation,
+            client_msg_id: entry.client_msg_id,
+            error,
+        });
+    }
+
+    /// The pending row of a send of this device.
+    fn pending_message(&self, entry: &OutboxEntry) -> Message {
+        outbox::pending_message(&self.config.user, entry)
     }
 
     // ----- connection -----
@@ -903,6 +846,9 @@ impl Engine {
         if self.connection == ConnectionState::Disconnected {
             return;
         }
+        // A kick's reason is the server's free text: only the engine's own reasons are logged.
+        let reason_logged = if self.kicked { "kicked" } else { reason };
+        tracing::debug!(reason = reason_logged, "disconnect decided");
         self.outputs.push_back(Output::Disconnect {
             reason: reason.to_owned(),
         });
@@ -912,20 +858,12 @@ impl Engine {
     fn connection_lost(&mut self, now: Timestamp) {
         self.abandon_connection();
         if !self.kicked {
-            let exp = self.reconnect_failures.min(16);
-            let base = self
-                .config
-                .reconnect_min_ms
-                .saturating_mul(1 << exp)
-                .min(self.config.reconnect_max_ms);
-            // Up to 25% jitter so a fleet of clients does not reconnect in lockstep.
-            let jitter = if base >= 4 {
-                self.next_random() % (base / 4)
-            } else {
-                0
-            };
-            self.reconnect_at = Some(now.plus_millis(base + jitter));
-            self.reconnect_failures = self.reconnect_failures.saturating_add(1);
+            self.requests.schedule_reconnect(
+                now,
+                self.config.reconnect_min_ms,
+                self.config.reconnect_max_ms,
+                &mut self.rng,
+            );
         }
     }
 
@@ -934,75 +872,23 @@ impl Engine {
     /// loads (finished with what is held). Schedules nothing.
     fn abandon_connection(&mut self) {
         self.connection = ConnectionState::Disconnected;
-        self.events.push(Event::ConnectionChanged {
+        self.batch.event(Event::ConnectionChanged {
             state: ConnectionState::Disconnected,
         });
-        self.requests.clear();
-        self.pulls_in_flight = 0;
-        self.pull_queue.clear();
-        self.requested.clear();
-        self.pull_retry_at = None;
-        self.next_ping_at = None;
+        self.requests.disconnected();
         // The run is abandoned: the next connect lists max seqs again and re-plans.
-        self.sync = None;
-        for state in self.outbox.values_mut() {
-            state.in_flight = false;
-        }
-        let history: Vec<(u64, HistoryRequest)> = self.history.drain().collect();
+        let history = self.pulls.connection_lost();
+        self.outbox.connection_lost();
         for (id, h) in history {
-            let complete = self
-                .conversations
-                .get(&h.conversation)
-                .is_some_and(|c| c.held.contains_range(h.from, h.to));
-            self.events.push(Event::HistoryLoaded {
-                id,
-                conversation: h.conversation,
-                complete,
-            });
+            self.finish_history(id, h);
         }
     }
 
     fn request(&mut self, now: Timestamp, what: InFlight, request: Request) {
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
-        self.requests.insert(
-            id,
-            RequestState {
-                what,
-                deadline: now.plus_millis(self.config.request_timeout_ms),
-            },
-        );
+        let id = self
+            .requests
+            .start(now, self.config.request_timeout_ms, what);
         self.outputs.push_back(Output::Request(id, request));
-    }
-}
-
-/// Turns the update event of a change the store refused into its containment event. Two
-/// identical revokes of one target in one batch produce identical events, so which of them
-/// is turned does not matter.
-fn refuse_change_event(events: &mut [Event], refused: &RefusedChange) {
-    let found = events.iter_mut().find(|e| match e {
-        Event::MessageUpdated {
-            conversation,
-            seq,
-            change,
-        } => {
-            conversation == &refused.conversation
-                && *seq == refused.target
-                && match change {
-                    MessageChange::Edited { edit_seq, .. } => *edit_seq == refused.change_seq,
-                    MessageChange::Revoked => true,
-                }
-        }
-        _ => false,
-    });
-    if let Some(event) = found {
-        *event = Event::MessageContained {
-            conversation: refused.conversation.clone(),
-            seq: refused.change_seq,
-            containment: Containment::ChangeRefused {
-                target: refused.target,
-            },
-        };
     }
 }
 

@@ -1,6 +1,19 @@
-//! Sync runs: the max-seq listing, deletion lists, pull planning and pull replies.
+//! The engine's side of sync runs: the max-seq listing, deletion lists, and the pull replies,
+//! applied to the conversations; what to pull and when is the pull planner's (`pulls`), and
+//! this code hands it the held sets and limits it plans with. Coordination code of
+//! [`Engine`], with the same rule as the rest of the core: no clock, no I/O, no randomness
+//! but the seed's.
 
-use super::*;
+use std::collections::HashMap;
+
+use crate::config::SyncPolicy;
+use crate::model::{Conversation, ConversationId, Seq, ServerMessage, Timestamp};
+use crate::output::{ConnectionState, Event};
+use crate::protocol::{DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Request, ServerError};
+
+use super::pulls::{HistoryRequest, PullChunk, PullLimits, PullPurpose};
+use super::requests::InFlight;
+use super::Engine;
 
 impl Engine {
     pub(super) fn on_max_seqs(
@@ -9,6 +22,7 @@ impl Engine {
         entries: Vec<MaxSeqEntry>,
         has_more: bool,
     ) {
+        tracing::debug!(entries = entries.len(), has_more, "max seq listing page");
         let last = entries.last().map(|e| e.conversation.clone());
         let mut deletions_missed = Vec::new();
         for entry in entries {
@@ -32,7 +46,7 @@ impl Engine {
                 }
                 let read = conv.read_seq;
                 if touched {
-                    self.changed.insert(id.clone());
+                    self.batch.touch(&id);
                 }
                 read
             };
@@ -61,7 +75,7 @@ impl Engine {
             }
             if local_read > entry.read_seq {
                 // Read locally while offline (or the ack was lost): tell the server again.
-                self.reads_to_send.entry(id.clone()).or_insert(local_read);
+                self.outbox.keep_read(&id, local_read);
             }
             self.recompute_unread(&id);
             let wants_pull = self
@@ -69,25 +83,12 @@ impl Engine {
                 .get(&id)
                 .is_some_and(|c| self.policy_window(c).is_some());
             if wants_pull {
-                if let Some(sync) = self.sync.as_mut() {
-                    sync.candidates.push((entry.last_activity, id));
-                }
+                self.pulls.add_candidate(entry.last_activity, id);
             }
         }
         self.request_deletions(now, &deletions_missed);
-        let reads: Vec<(ConversationId, Seq)> = self
-            .reads_to_send
-            .iter()
-            .map(|(c, s)| (c.clone(), *s))
-            .collect();
-        let already: BTreeSet<ConversationId> = self
-            .requests
-            .values()
-            .filter_map(|r| match &r.what {
-                InFlight::MarkRead(c, _) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
+        let reads = self.outbox.reads();
+        let already = self.requests.marking_read();
         for (conversation, seq) in reads {
             if !already.contains(&conversation) {
                 self.request(
@@ -156,14 +157,9 @@ impl Engine {
     }
 
     pub(super) fn plan_sync(&mut self) {
-        let Some(mut sync) = self.sync.take() else {
+        let Some(candidates) = self.pulls.finish_listing() else {
             return;
         };
-        sync.listing_done = true;
-        let mut candidates = std::mem::take(&mut sync.candidates);
-        // Most recently active first; ties by id so runs are deterministic.
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        self.sync = Some(sync);
         let mut total = 0;
         for (_, id) in candidates {
             let Some(window) = self
@@ -177,26 +173,18 @@ impl Engine {
             let queued = self.queue_pull(&id, window.0, window.1, PullPurpose::Sync, false);
             if queued > 0 {
                 total += 1;
-                if let Some(sync) = self.sync.as_mut() {
-                    sync.outstanding.insert(id, queued);
-                }
+                self.pulls.sync_waits_for(id, queued);
             }
         }
-        if let Some(sync) = self.sync.as_mut() {
-            sync.total = total;
-        }
-        self.events.push(Event::SyncProgress { done: 0, total });
+        self.pulls.set_sync_total(total);
+        tracing::debug!(conversations = total, "sync planned");
+        self.batch.event(Event::SyncProgress { done: 0, total });
         self.check_sync_finished();
     }
 
     /// Messages below `from` are history from now on: they will not be announced as new.
     pub(super) fn skip_dispatch_below(&mut self, id: &ConversationId, from: Seq) {
-        let d = self.dispatch.entry(id.clone()).or_default();
-        if d.frontier < from.prev() {
-            d.frontier = from.prev();
-            let later = d.waiting.split_off(&from);
-            d.waiting = later;
-        }
+        self.dispatch.skip_below(id, from);
         self.release(id);
     }
 
@@ -213,73 +201,22 @@ impl Engine {
         let Some(conv) = self.conversations.get(id) else {
             return 0;
         };
-        let mut missing = SeqRanges::new();
-        for gap in conv.held.gaps_in(from, to) {
-            missing.insert_range(gap.start, gap.end);
-        }
-        let requested = self.requested.entry(id.clone()).or_default();
-        for r in requested.ranges() {
-            missing.remove_range(r.start, r.end);
-        }
         let chunk_len = u64::from(self.config.pull_max_messages.max(1));
-        let mut chunks = Vec::new();
-        for gap in missing.ranges() {
-            requested.insert_range(gap.start, gap.end);
-            let mut start = gap.start;
-            loop {
-                let end = Seq(start.0.saturating_add(chunk_len - 1)).min(gap.end);
-                chunks.push(PullChunk {
-                    conversation: id.clone(),
-                    from: start,
-                    to: end,
-                    purpose,
-                });
-                if end == gap.end {
-                    break;
-                }
-                start = end.next();
-            }
-        }
-        // New messages are announced in seq order, so a conversation pulled newest-first would
-        // hold every later chunk in memory until the oldest arrived: pull ascending. History
-        // is not announced; its newest chunk (next to what the user is looking at) goes first.
-        if matches!(purpose, PullPurpose::History(_)) {
-            chunks.reverse();
-        }
-        let count = chunks.len() as u32;
-        if front {
-            for chunk in chunks.into_iter().rev() {
-                self.pull_queue.push_front(chunk);
-            }
-        } else {
-            self.pull_queue.extend(chunks);
-        }
-        count
+        self.pulls
+            .queue(id, &conv.held, from, to, purpose, front, chunk_len)
     }
 
     /// Sends pull requests while slots are free, packing many conversations per request.
     pub(super) fn pump_pulls(&mut self, now: Timestamp) {
-        if self.connection != ConnectionState::Connected || self.pull_retry_at.is_some() {
+        if self.connection != ConnectionState::Connected {
             return;
         }
-        let max_messages = u64::from(self.config.pull_max_messages.max(1));
-        let max_convs = self.config.pull_max_conversations.max(1) as usize;
-        while self.pulls_in_flight < self.config.pulls_in_flight.max(1)
-            && !self.pull_queue.is_empty()
-        {
-            let mut chunks = Vec::new();
-            let mut budget = max_messages;
-            while let Some(chunk) = self.pull_queue.front() {
-                let len = chunk.to.0 - chunk.from.0 + 1;
-                if chunks.len() >= max_convs || (len > budget && !chunks.is_empty()) {
-                    break;
-                }
-                let Some(chunk) = self.pull_queue.pop_front() else {
-                    break;
-                };
-                budget = budget.saturating_sub(len);
-                chunks.push(chunk);
-            }
+        let limits = PullLimits {
+            in_flight: self.config.pulls_in_flight.max(1),
+            messages: u64::from(self.config.pull_max_messages.max(1)),
+            conversations: self.config.pull_max_conversations.max(1) as usize,
+        };
+        while let Some(chunks) = self.pulls.next_pull(limits) {
             let ranges = chunks
                 .iter()
                 .map(|c| PullRange {
@@ -288,7 +225,6 @@ impl Engine {
                     to: c.to,
                 })
                 .collect();
-            self.pulls_in_flight += 1;
             // The byte budget travels with every pull: a server caps its reply by it, so no
             // conversation is too big to sync and no reply exceeds the frame limit.
             let max_bytes = Some(self.config.pull_max_bytes.max(1));
@@ -329,7 +265,7 @@ impl Engine {
             if let Some(conv) = self.conversations.get_mut(&id) {
                 if conv.server_max_seq < range.max_seq {
                     conv.server_max_seq = range.max_seq;
-                    self.changed.insert(id.clone());
+                    self.batch.touch(&id);
                 }
             }
             // Only what lies inside the chunk counts: a server cannot make us claim more.
@@ -354,16 +290,13 @@ impl Engine {
         // The chunks the reply left out are asked again while replies make progress; a
         // reply that brought nothing ends them (until a later sync), so a server that never
         // answers them cannot keep the engine asking.
+        let left_out_count = left_out.len();
         for chunk in left_out {
             sync_progress |= self.pulled_chunk_done(chunk, progressed);
         }
+        tracing::debug!(progressed, left_out = left_out_count, "pull replied");
         if sync_progress {
-            if let Some(sync) = &self.sync {
-                self.events.push(Event::SyncProgress {
-                    done: sync.done,
-                    total: sync.total,
-                });
-            }
+            self.sync_progressed();
         }
         let _ = now;
         self.check_sync_finished();
@@ -373,9 +306,7 @@ impl Engine {
     /// (the server made progress), else counts it done. Returns whether the sync progressed.
     fn pulled_chunk_done(&mut self, chunk: PullChunk, retry: bool) -> bool {
         let id = chunk.conversation.clone();
-        if let Some(r) = self.requested.get_mut(&id) {
-            r.remove_range(chunk.from, chunk.to);
-        }
+        self.pulls.unrequest(&chunk);
         let complete = self
             .conversations
             .get(&id)
@@ -386,7 +317,8 @@ impl Engine {
             0
         };
         // The requeued chunks replace this one in the purpose's outstanding count.
-        self.add_outstanding(&chunk, requeued.saturating_sub(1));
+        self.pulls
+            .add_outstanding(&chunk, requeued.saturating_sub(1));
         requeued == 0 && self.chunk_done(&chunk)
     }
 
@@ -400,91 +332,43 @@ impl Engine {
             // Refused (e.g. no longer a member): these gaps stay until a later sync.
             let mut progress = false;
             for chunk in &chunks {
-                if let Some(r) = self.requested.get_mut(&chunk.conversation) {
-                    r.remove_range(chunk.from, chunk.to);
-                }
+                self.pulls.unrequest(chunk);
                 progress |= self.chunk_done(chunk);
             }
             if progress {
-                if let Some(sync) = &self.sync {
-                    self.events.push(Event::SyncProgress {
-                        done: sync.done,
-                        total: sync.total,
-                    });
-                }
+                self.sync_progressed();
             }
             self.check_sync_finished();
         } else {
-            for chunk in chunks.into_iter().rev() {
-                self.pull_queue.push_front(chunk);
-            }
-            self.pull_retry_at = Some(now.plus_millis(self.config.send_retry_min_ms));
+            self.pulls
+                .retry_later(chunks, now.plus_millis(self.config.send_retry_min_ms));
         }
     }
 
-    pub(super) fn add_outstanding(&mut self, chunk: &PullChunk, extra: u32) {
-        if extra == 0 {
-            return;
+    /// Bookkeeping when a chunk will not be asked again; finishes the history load it was
+    /// the last of. Returns whether sync progress moved.
+    fn chunk_done(&mut self, chunk: &PullChunk) -> bool {
+        let (progressed, history) = self.pulls.chunk_done(chunk);
+        if let Some((id, h)) = history {
+            self.finish_history(id, h);
         }
-        match chunk.purpose {
-            PullPurpose::Sync => {
-                if let Some(n) = self
-                    .sync
-                    .as_mut()
-                    .and_then(|s| s.outstanding.get_mut(&chunk.conversation))
-                {
-                    *n += extra;
-                }
-            }
-            PullPurpose::History(id) => {
-                if let Some(h) = self.history.get_mut(&id) {
-                    h.outstanding += extra;
-                }
-            }
-            PullPurpose::Gap | PullPurpose::Fill => {}
+        progressed
+    }
+
+    /// Announces the sync run's progress.
+    fn sync_progressed(&mut self) {
+        if let Some((done, total)) = self.pulls.sync_progress() {
+            self.batch.event(Event::SyncProgress { done, total });
         }
     }
 
-    /// Bookkeeping when a chunk will not be asked again. Returns whether sync progress moved.
-    pub(super) fn chunk_done(&mut self, chunk: &PullChunk) -> bool {
-        match chunk.purpose {
-            PullPurpose::Sync => {
-                let Some(sync) = self.sync.as_mut() else {
-                    return false;
-                };
-                let Some(left) = sync.outstanding.get_mut(&chunk.conversation) else {
-                    return false;
-                };
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    sync.outstanding.remove(&chunk.conversation);
-                    sync.done += 1;
-                    return true;
-                }
-                false
-            }
-            PullPurpose::History(id) => {
-                if let Some(h) = self.history.get_mut(&id) {
-                    h.outstanding = h.outstanding.saturating_sub(1);
-                    if h.outstanding == 0 {
-                        self.finish_history_if_held(id);
-                    }
-                }
-                false
-            }
-            PullPurpose::Gap | PullPurpose::Fill => false,
-        }
-    }
-
-    pub(super) fn finish_history_if_held(&mut self, id: u64) {
-        let Some(h) = self.history.remove(&id) else {
-            return;
-        };
+    /// History load `id` is finished: complete if everything it asked for is held.
+    pub(super) fn finish_history(&mut self, id: u64, h: HistoryRequest) {
         let complete = self
             .conversations
             .get(&h.conversation)
             .is_some_and(|c| c.held.contains_range(h.from, h.to));
-        self.events.push(Event::HistoryLoaded {
+        self.batch.event(Event::HistoryLoaded {
             id,
             conversation: h.conversation,
             complete,
@@ -492,15 +376,11 @@ impl Engine {
     }
 
     pub(super) fn check_sync_finished(&mut self) {
-        let finished = self
-            .sync
-            .as_ref()
-            .is_some_and(|s| s.listing_done && s.outstanding.is_empty());
-        if !finished {
+        if !self.pulls.take_finished_sync() {
             return;
         }
-        self.sync = None;
-        self.events.push(Event::SyncFinished);
+        tracing::debug!("sync complete");
+        self.batch.event(Event::SyncFinished);
         if let SyncPolicy::NewestFirst {
             background_fill: true,
             ..
@@ -532,7 +412,7 @@ impl Engine {
         };
         let top = conv.server_max_seq;
         let floor = conv.server_min_seq.max(Seq(1));
-        let frontier = self.dispatch.get(id).map_or(Seq(0), |d| d.frontier);
+        let frontier = self.dispatch.frontier(id);
         let mut from = frontier.next().max(floor);
         if let SyncPolicy::NewestFirst {
             per_conversation, ..

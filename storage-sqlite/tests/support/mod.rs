@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tidemark_engine::rng::SplitMix64;
 use tidemark_engine::{
     ClientMsgId, ContentKind, Conversation, ConversationCursor, ConversationId, ConversationKind,
     Direction, LatestMessage, Message, MessageStatus, OutboxEntry, PendingChange, Seq, SeqRanges,
@@ -160,25 +161,22 @@ pub fn sample_batch() -> WriteBatch {
     batch(ops)
 }
 
-/// splitmix64: small, seeded, good enough to pick test cases.
-pub struct Rng(u64);
+/// The workspace's PRNG ([`SplitMix64`]) with the draws these tests make: seeded, good
+/// enough to pick test cases.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.modulo(n)
     }
 
     pub fn chance(&mut self, one_in: u64) -> bool {
