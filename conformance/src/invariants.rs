@@ -41,7 +41,8 @@ use tidemark_engine::{
 };
 
 use crate::server::{ServerStore, ServerStoreError};
-use crate::sim::{Sim, StoreFactory};
+use crate::sim::Sim;
+use crate::Backend;
 
 /// Every invariant a scenario broke, one description per line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +67,15 @@ impl fmt::Display for InvariantViolations {
 
 impl std::error::Error for InvariantViolations {}
 
+impl<F: Backend> Sim<F> {
+    /// Runs [`check`]: the end-state checks and the dispatch rules broken while running.
+    pub async fn check_invariants(&self) -> Result<(), InvariantViolations> {
+        check(self).await
+    }
+}
+
 /// Runs every check on every device of `sim`. See the module docs.
-pub async fn check<F: StoreFactory>(sim: &Sim<F>) -> Result<(), InvariantViolations> {
+pub async fn check<F: Backend>(sim: &Sim<F>) -> Result<(), InvariantViolations> {
     let mut violations: Vec<String> = sim.dispatch_violations().to_vec();
     for d in 0..sim.device_count() {
         let mut found = Vec::new();
@@ -125,7 +133,7 @@ enum ReadError {
 
 const PAGE: usize = 500;
 
-async fn check_device<F: StoreFactory>(
+async fn check_device<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     out: &mut Vec<String>,
@@ -490,7 +498,7 @@ pub fn compare_message(
 }
 
 /// Liveness: every server conversation of the user matches the device at quiescence.
-fn check_against_server<F: StoreFactory>(
+fn check_against_server<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     user: &UserId,
@@ -563,7 +571,7 @@ fn check_against_server<F: StoreFactory>(
 }
 
 /// How each send made through the simulation ended.
-async fn check_sends<F: StoreFactory>(
+async fn check_sends<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     user: &UserId,

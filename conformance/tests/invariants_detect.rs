@@ -7,11 +7,12 @@
 )]
 
 use tidemark_conformance::server::ServerStore;
-use tidemark_conformance::sim::{MemoryStoreFactory, Sim};
+use tidemark_conformance::sim::Sim;
+use tidemark_conformance::MemoryBackend;
 use tidemark_engine::{ConversationKind, Seq, Storage, WriteBatch, WriteOp};
 
-async fn synced() -> Sim<MemoryStoreFactory> {
-    let mut sim = Sim::new(MemoryStoreFactory::new(), 21);
+async fn synced() -> Sim<MemoryBackend> {
+    let mut sim = Sim::new(MemoryBackend::new(), 21);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])
         .unwrap();
     sim.add_device("alice", "phone", |_| {}).await.unwrap();
@@ -23,7 +24,7 @@ async fn synced() -> Sim<MemoryStoreFactory> {
     sim
 }
 
-async fn violations(sim: &Sim<MemoryStoreFactory>) -> Vec<String> {
+async fn violations(sim: &Sim<MemoryBackend>) -> Vec<String> {
     match sim.check_invariants().await {
         Ok(()) => Vec::new(),
         Err(v) => v.violations,

@@ -1,27 +1,17 @@
-//! The model-based property tests (`tidemark_conformance::model`) on `MemoryStorage`, and
-//! proof that the model finds broken stores and shrinks their failures.
+//! The model-based property tests (`tidemark_conformance::model`) on `MemoryStorage` beyond
+//! the default run (which `backend_memory.rs` expands with the other suites), and proof that
+//! the model finds broken stores and shrinks their failures.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 256; 2,000 for
-//! `model_memory_failed_sends`). Long run:
+//! `PROPTEST_CASES` sets the number of cases (default 2,000 for `model_memory_failed_sends`).
+//! Long run:
 //! `PROPTEST_CASES=100000 cargo test --release -p tidemark-conformance --test model_memory -- --nocapture`.
-//! Failures are persisted to `conformance/proptest-regressions/model_memory.txt` (commit it)
-//! and replayed first by every later run.
+//! Failures are persisted to `conformance/proptest-regressions/model_memory_failed_sends.txt`
+//! (commit it) and replayed first by every later run.
 
 use tidemark_conformance::hooked::{ApplyHook, HookedStore};
 use tidemark_conformance::model::{self, ModelOptions};
-use tidemark_conformance::sim::{MemoryStoreFactory, StoreFactory};
+use tidemark_conformance::{Backend, MemoryBackend};
 use tidemark_engine::{MemoryStorage, Seq, StorageError, WriteBatch, WriteOp};
-
-#[test]
-fn model_memory() {
-    model::run_model(
-        MemoryStoreFactory::new,
-        model::config(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/model_memory.txt"
-        )),
-    );
-}
 
 /// Cases `model_memory_failed_sends` runs when `PROPTEST_CASES` is not set: CI runs at least
 /// 2,000 model cases with send failures (issue 9; 256 did not find failure 6, which 20,000
@@ -35,7 +25,7 @@ const FAILED_SENDS_CASES: u32 = 2_000;
 #[test]
 fn model_memory_failed_sends() {
     model::run_model_with(
-        MemoryStoreFactory::new,
+        MemoryBackend::new,
         model::config_with_cases(
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -81,7 +71,7 @@ fn failed_send_echo_is_announced_as_received() {
         ..ModelOptions::default()
     };
     if let Err(failure) =
-        futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), &case, options))
+        futures::executor::block_on(model::run_case(MemoryBackend::new(), &case, options))
     {
         panic!("{failure}");
     }
@@ -94,7 +84,7 @@ fn run_failed_sends_case(case: &model::ModelCase) {
         ..ModelOptions::default()
     };
     if let Err(failure) =
-        futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), case, options))
+        futures::executor::block_on(model::run_case(MemoryBackend::new(), case, options))
     {
         panic!("{failure}");
     }
@@ -346,7 +336,7 @@ fn each_hostile_request_is_judged_and_synced() {
             transitions,
         };
         let result =
-            futures::executor::block_on(model::run_case(MemoryStoreFactory::new(), &case, options));
+            futures::executor::block_on(model::run_case(MemoryBackend::new(), &case, options));
         if let Err(failure) = result {
             failures.push(format!(
                 "{name}:
@@ -369,7 +359,7 @@ fn foreign_changes_from_a_misbehaving_server_change_nothing() {
     use tidemark_engine::{ContentKind, ConversationKind, Storage, SyncPolicy, Timestamp};
 
     futures::executor::block_on(async {
-        let mut sim = Sim::new(MemoryStoreFactory::new(), 7);
+        let mut sim = Sim::new(MemoryBackend::new(), 7);
         sim.create_conversation("g1", ConversationKind::Group, ["alice", "bob", "carol"])
             .expect("setup");
         let edited = sim
@@ -447,7 +437,7 @@ fn foreign_changes_from_a_misbehaving_server_change_nothing() {
 #[test]
 fn model_memory_async_runner() {
     let result = futures::executor::block_on(model::run_model_async(
-        MemoryStoreFactory::new,
+        MemoryBackend::new,
         ModelOptions::default(),
         8,
         0x7D3A_11CE,
@@ -490,13 +480,13 @@ impl ApplyHook for Breakage {
     }
 }
 
-struct BrokenStoreFactory {
-    inner: MemoryStoreFactory,
+struct BrokenBackend {
+    inner: MemoryBackend,
     breakage: Breakage,
 }
 
 #[async_trait::async_trait]
-impl StoreFactory for BrokenStoreFactory {
+impl Backend for BrokenBackend {
     type Store = BrokenStore;
 
     async fn open(&self, device: usize) -> Result<BrokenStore, StorageError> {
@@ -510,8 +500,8 @@ impl StoreFactory for BrokenStoreFactory {
 /// Runs the model on a broken store; returns the shrunk failure.
 fn failure_on(breakage: Breakage) -> model::ModelFailure {
     let result = futures::executor::block_on(model::run_model_async(
-        || BrokenStoreFactory {
-            inner: MemoryStoreFactory::new(),
+        || BrokenBackend {
+            inner: MemoryBackend::new(),
             breakage,
         },
         ModelOptions::default(),

@@ -9,12 +9,13 @@
 )]
 
 use tidemark_conformance::server::ServerStore;
-use tidemark_conformance::sim::{LinkConfig, MemoryStoreFactory, Sim, SimError, SimRng};
+use tidemark_conformance::sim::{LinkConfig, Sim, SimError, SimRng};
+use tidemark_conformance::MemoryBackend;
 use tidemark_engine::{ContentKind, ConversationKind, Output, Seq, SeqRanges, SyncPolicy, UserId};
 
-async fn soup(seed: u64) -> Sim<MemoryStoreFactory> {
+async fn soup(seed: u64) -> Sim<MemoryBackend> {
     let mut rng = SimRng::new(seed ^ 0xF00D);
-    let mut sim = Sim::new(MemoryStoreFactory::new(), seed);
+    let mut sim = Sim::new(MemoryBackend::new(), seed);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob", "carol"])
         .unwrap();
     sim.create_conversation("d", ConversationKind::Direct, ["alice", "bob"])

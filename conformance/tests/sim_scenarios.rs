@@ -1,21 +1,22 @@
 //! Regression tests for engine bugs and protocol gaps the simulation found (edits out of order,
 //! an edit after a revoke, unread in newest-first holes, deletions missed offline), on the
 //! memory store. The scenario suite proper is backend-generic (`tidemark_conformance::scenarios`,
-//! run by `tests/sync_scenarios.rs`).
+//! run by `tests/backend_memory.rs`).
 
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a failed setup step is a failed test"
 )]
 
-use tidemark_conformance::sim::{MemoryStoreFactory, Sim};
+use tidemark_conformance::sim::Sim;
+use tidemark_conformance::MemoryBackend;
 use tidemark_engine::{ContentKind, ConversationKind, Seq, SeqRanges};
 
-fn sim(seed: u64) -> Sim<MemoryStoreFactory> {
-    Sim::new(MemoryStoreFactory::new(), seed)
+fn sim(seed: u64) -> Sim<MemoryBackend> {
+    Sim::new(MemoryBackend::new(), seed)
 }
 
-async fn assert_invariants(sim: &Sim<MemoryStoreFactory>) {
+async fn assert_invariants(sim: &Sim<MemoryBackend>) {
     if let Err(violations) = sim.check_invariants().await {
         panic!("{violations}");
     }

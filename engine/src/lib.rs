@@ -34,6 +34,8 @@ pub mod protocol;
 pub mod rng;
 pub mod seq_ranges;
 pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
 
 pub use config::{EngineConfig, SyncPolicy};

@@ -344,14 +344,12 @@ fn late_echo_of_a_cancelled_send_is_acked_only_in_its_conversation() {
 
 /// Drains outputs, applying writes to `store` and committing them.
 async fn drain_into(engine: &mut Engine, store: &MemoryStorage, now: Timestamp) {
-    loop {
-        match engine.poll_output() {
-            Output::Timeout(_) => return,
-            Output::Write(id, batch) => {
-                let applied = store.apply(batch).await.expect("the store takes the batch");
-                engine.handle_batch_committed(now, id, &applied);
-            }
-            _ => {}
+    let mut drain = testing::Drain::new(common::MAX_OUTPUTS);
+    while let testing::Polled::Execute(output) = drain.next(engine).expect("the engine settles") {
+        if let Output::Write(id, batch) = output {
+            testing::apply_write(engine, store, now, id, batch)
+                .await
+                .expect("the store takes the batch");
         }
     }
 }
@@ -470,22 +468,24 @@ async fn drive(
 ) -> (Vec<(RequestId, Request)>, Vec<Event>) {
     let mut requests = Vec::new();
     let mut events = Vec::new();
-    loop {
-        match engine.poll_output() {
-            Output::Timeout(_) => return (requests, events),
+    let mut drain = testing::Drain::new(common::MAX_OUTPUTS);
+    while let testing::Polled::Execute(output) = drain.next(engine).expect("the engine settles") {
+        match output {
             Output::Write(id, batch) => {
-                let applied = store.apply(batch).await.expect("the store takes the batch");
+                testing::apply_write(engine, store, now, id, batch)
+                    .await
+                    .expect("the store takes the batch");
                 store
                     .check_integrity()
                     .await
                     .expect("the store stays consistent");
-                engine.handle_batch_committed(now, id, &applied);
             }
             Output::Request(id, r) => requests.push((id, r)),
             Output::Event(e) => events.push(e),
-            Output::Connect | Output::Disconnect { .. } => {}
+            Output::Connect | Output::Disconnect { .. } | Output::Timeout(_) => {}
         }
     }
+    (requests, events)
 }
 
 /// regressions/engine_inputs/foreign-sender-same-client-id: client ids are unique per

@@ -1,7 +1,7 @@
 //! The sans-IO `Engine` driven by an arbitrary sequence of inputs.
 //!
-//! The harness plays the driver: after every input it drains `poll_output` until a timeout,
-//! keeps the requests the engine put on the wire, applies write batches to a `MemoryStorage`
+//! The harness plays the driver (with `tidemark_engine::testing`, as the simulation does):
+//! after every input it drains `poll_output` until a timeout, keeps the requests the engine put on the wire, applies write batches to a `MemoryStorage`
 //! in order (at once, or only when an input says so) and checks every event as it comes out.
 //! Inputs: connected, disconnected, timeouts with monotonic time, responses (fitted to a real
 //! request, or free-form under any request id, known or not), pushes, the commands
@@ -16,24 +16,26 @@
 //!   is a subset of `held`, `unread == compute_unread()`; `total_unread` is their sum;
 //! - when every batch is committed, the store holds exactly the engine's conversations and
 //!   outbox, and passes its integrity check after every commit;
-//! - events: `MessagesReceived` seqs strictly ascending per conversation across the whole run
-//!   (restarts included), each (conversation, seq) at most once, never one stored before the
-//!   process started, always a row the store holds at that seq; `MessageSent` at most once per
-//!   client id (across a restart: never at the same seq again, and at another seq only where
-//!   the engine's known limit allows, see `strict_sent_across_restart`), matching the stored
-//!   row; `SendFailed` after its failed row is stored;
+//! - events: the dispatch rules of `tidemark_conformance::dispatch::DispatchOracle`, the same
+//!   the simulation checks (`MessagesReceived` strictly ascending per conversation across the
+//!   whole run, only after a committed batch stored the message, never one stored by an
+//!   earlier process or as this device's own send; `MessageSent` at most once per client id,
+//!   at the seq committed batches gave it unless its row is gone); `MessagesReceived` always a
+//!   row the store holds at that seq; `SendFailed` after its failed row is stored;
 //!   `TotalUnreadChanged` equal to the store's total; `ConversationsChanged` ascending and
 //!   stored; `SyncProgress` with `done <= total`.
 
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use futures::executor::block_on;
 use libfuzzer_sys::fuzz_target;
+use tidemark_conformance::dispatch::{written_messages, DispatchOracle};
+use tidemark_engine::testing::{apply_write, start_from, Drain, Polled};
 use tidemark_engine::{
     Applied, BatchId, ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry,
     DeviceId, Engine, EngineConfig, Event, MaxSeqEntry, MemoryStorage, MessageStatus, Output,
@@ -367,15 +369,8 @@ struct Harness {
     /// Every client id the engine made.
     own_ids: Vec<ClientMsgId>,
     next_deadline: Timestamp,
-    /// Per conversation, the last seq announced as new (whole run).
-    last_announced: BTreeMap<ConversationId, Seq>,
-    announced: BTreeSet<(ConversationId, Seq)>,
-    /// Seqs stored when the current process started.
-    stored_at_start: BTreeSet<(ConversationId, Seq)>,
-    /// `MessageSent` of this process: client id and seq.
-    sent: BTreeMap<ClientMsgId, Seq>,
-    /// `MessageSent` of earlier processes: client id and the latest seq.
-    sent_before: BTreeMap<ClientMsgId, Seq>,
+    /// The dispatch rules, the same the simulation checks.
+    dispatch: DispatchOracle,
 }
 
 impl Harness {
@@ -403,8 +398,8 @@ impl Harness {
         config.connect_on_start = setup.connect_on_start;
         let now = 1_000 + u64::from(setup.start);
         let store = MemoryStorage::new();
-        let snapshot = block_on(store.load_snapshot()).expect("empty store loads");
-        let engine = Engine::new(config.clone(), snapshot, Timestamp(now));
+        let engine = block_on(start_from(&store, config.clone(), Timestamp(now)))
+            .expect("empty store loads");
         let mut h = Self {
             config,
             engine,
@@ -416,11 +411,13 @@ impl Harness {
             requests: VecDeque::new(),
             own_ids: Vec::new(),
             next_deadline: Timestamp(u64::MAX),
-            last_announced: BTreeMap::new(),
-            announced: BTreeSet::new(),
-            stored_at_start: BTreeSet::new(),
-            sent: BTreeMap::new(),
-            sent_before: BTreeMap::new(),
+            dispatch: {
+                let mut oracle = DispatchOracle::new();
+                if !strict_sent_across_restart() {
+                    oracle.tolerate_sent_again_after_restart();
+                }
+                oracle
+            },
         };
         h.drain("start");
         h
@@ -842,7 +839,7 @@ impl Harness {
             Step::FailOne => {
                 if self.manual_commit {
                     if let Some((id, _)) = self.uncommitted.pop_front() {
-                        self.fail(id, None);
+                        self.fail(id);
                     }
                 } else {
                     self.fail_next_write = true;
@@ -878,18 +875,9 @@ impl Harness {
         self.uncommitted.clear();
         self.requests.clear();
         self.fail_next_write = false;
-        self.sent_before.append(&mut self.sent);
-        let snapshot = block_on(self.store.load_snapshot()).expect("memory store loads");
-        self.stored_at_start.clear();
-        for c in CONVS {
-            let id = ConversationId::from(c);
-            for m in self.store.all_messages(&id) {
-                if let Some(s) = m.seq {
-                    self.stored_at_start.insert((id.clone(), s));
-                }
-            }
-        }
-        self.engine = Engine::new(self.config.clone(), snapshot, self.t());
+        self.dispatch.restarted();
+        self.engine = block_on(start_from(&self.store, self.config.clone(), self.t()))
+            .expect("memory store loads");
     }
 
     /// Applies the oldest uncommitted batch and tells the engine.
@@ -902,13 +890,20 @@ impl Harness {
 
     fn apply(&mut self, id: BatchId, batch: WriteBatch) {
         let now = self.t();
-        match block_on(self.store.apply(batch.clone())) {
-            Ok(applied) => {
+        let written = written_messages(&batch);
+        match block_on(apply_write(
+            &mut self.engine,
+            &self.store,
+            now,
+            id,
+            batch.clone(),
+        )) {
+            Ok(_) => {
                 stat(1);
+                self.dispatch.committed(&written);
                 if let Err(e) = block_on(self.store.check_integrity()) {
                     panic!("store fails its integrity check after batch {id:?}: {e}\n{batch:#?}");
                 }
-                self.engine.handle_batch_committed(now, id, &applied);
             }
             // A misbehaving server can make the engine write a batch the store refuses (one
             // client id at two seqs): the engine stops, and a restart resumes.
@@ -917,33 +912,41 @@ impl Harness {
                 if stats_enabled() && STATS[2].load(Ordering::Relaxed) <= 20 {
                     eprintln!("store refused a batch: {e}");
                 }
-                self.fail(id, Some(e));
+                // The driver drops every later output of a stopped engine.
+                self.uncommitted.clear();
             }
         }
     }
 
-    fn fail(&mut self, id: BatchId, error: Option<StorageError>) {
-        let error = error.unwrap_or(StorageError::Backend {
+    fn fail(&mut self, id: BatchId) {
+        let error = StorageError::Backend {
             detail: "injected by the fuzzer".to_owned(),
             source: None,
-        });
+        };
         self.engine.handle_batch_failed(self.t(), id, &error);
         // The driver drops every later output of a stopped engine.
         self.uncommitted.clear();
     }
 
     fn drain(&mut self, whence: &str) {
-        for _ in 0..MAX_OUTPUTS {
-            let output = self.engine.poll_output();
+        let mut drain = Drain::new(MAX_OUTPUTS);
+        loop {
+            let output = match drain.next(&mut self.engine) {
+                Ok(Polled::Execute(output)) => output,
+                Ok(Polled::Idle(t)) => {
+                    if trace() {
+                        eprintln!("  output: Timeout({t:?})");
+                    }
+                    self.next_deadline = t;
+                    return;
+                }
+                Err(runaway) => panic!("{whence}: {runaway}"),
+            };
             if trace() {
                 eprintln!("  output: {output:?}");
             }
             match output {
-                Output::Timeout(t) => {
-                    self.next_deadline = t;
-                    return;
-                }
-                Output::Connect | Output::Disconnect { .. } => {}
+                Output::Connect | Output::Disconnect { .. } | Output::Timeout(_) => {}
                 Output::Request(id, request) => {
                     if let Request::Send { client_msg_id, .. } = &request {
                         if !self.own_ids.contains(client_msg_id) {
@@ -955,14 +958,12 @@ impl Harness {
                         self.requests.pop_front();
                     }
                 }
+                // A stopped engine's writes never get here (`Drain` drops them).
                 Output::Write(id, batch) => {
-                    if self.engine.is_stopped() {
-                        continue;
-                    }
                     if self.manual_commit {
                         self.uncommitted.push_back((id, batch));
                     } else if std::mem::take(&mut self.fail_next_write) {
-                        self.fail(id, None);
+                        self.fail(id);
                     } else {
                         self.apply(id, batch);
                     }
@@ -970,45 +971,35 @@ impl Harness {
                 Output::Event(event) => self.check_event(event),
             }
         }
-        panic!("{whence}: poll_output gave {MAX_OUTPUTS} outputs without a timeout");
     }
 
     // ----- checks -----
 
     fn check_event(&mut self, event: Event) {
+        let whence = format!("process {} at {}", self.dispatch.process(), self.now);
+        let store = &self.store;
+        self.dispatch.event(
+            &whence,
+            &self.config.user,
+            &event,
+            |(conversation, sender, id), _| {
+                // No row for the send: its seq was deleted (or never stored).
+                block_on(store.message_by_client_id(conversation, sender, id))
+                    .expect("memory store reads")
+                    .is_none()
+            },
+        );
+        if let Some(violation) = self.dispatch.violations().first() {
+            panic!("{violation}");
+        }
         match event {
             Event::MessagesReceived {
                 conversation,
                 messages,
             } => {
-                assert!(!messages.is_empty(), "MessagesReceived without messages");
                 for m in messages {
                     stat(3);
-                    assert_eq!(
-                        m.conversation, conversation,
-                        "MessagesReceived for {conversation} carries a message of another"
-                    );
-                    let s = m
-                        .seq
-                        .expect("MessagesReceived carries a message without a seq");
-                    let last = self.last_announced.get(&conversation).copied();
-                    assert!(
-                        last.is_none_or(|l| l < s),
-                        "{conversation}: seq {} announced after seq {:?} (not ascending)",
-                        s.0,
-                        last.map(|l| l.0)
-                    );
-                    self.last_announced.insert(conversation.clone(), s);
-                    assert!(
-                        self.announced.insert((conversation.clone(), s)),
-                        "{conversation}: seq {} announced twice",
-                        s.0
-                    );
-                    assert!(
-                        !self.stored_at_start.contains(&(conversation.clone(), s)),
-                        "{conversation}: seq {} announced as new but stored before this process",
-                        s.0
-                    );
+                    let Some(s) = m.seq else { continue };
                     let row = block_on(self.store.message_by_client_id(
                         &conversation,
                         &m.sender,
@@ -1026,40 +1017,8 @@ impl Harness {
                     );
                 }
             }
-            Event::MessageSent {
-                conversation,
-                client_msg_id,
-                seq,
-            } => {
-                stat(4);
-                // Once per client id, even when a misbehaving server delivers the id in several
-                // conversations (regressions/engine_inputs/echo-in-other-conversation) or again
-                // after deleting its row (sent-again-after-its-row-was-deleted).
-                assert!(
-                    self.sent.insert(client_msg_id.clone(), seq).is_none(),
-                    "MessageSent twice for {client_msg_id}"
-                );
-                if let Some(earlier) = self.sent_before.get(&client_msg_id) {
-                    assert!(
-                        *earlier != seq && !strict_sent_across_restart(),
-                        "MessageSent twice for {client_msg_id}: at seq {} in an earlier \
-                         process, now at seq {}",
-                        earlier.0,
-                        seq.0
-                    );
-                }
-                let row = block_on(self.store.message_by_client_id(
-                    &conversation,
-                    &self.config.user,
-                    &client_msg_id,
-                ))
-                .expect("memory store reads");
-                assert!(
-                    row.as_ref().is_none_or(|r| r.seq == Some(seq)),
-                    "MessageSent {client_msg_id} at seq {} but the store holds {row:?}",
-                    seq.0
-                );
-            }
+            // Checked by the oracle: once per client id, at the seq committed batches gave it.
+            Event::MessageSent { .. } => stat(4),
             Event::SendFailed {
                 conversation,
                 client_msg_id,

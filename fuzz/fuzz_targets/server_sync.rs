@@ -38,7 +38,8 @@ use libfuzzer_sys::fuzz_target;
 use tidemark_conformance::model::hostile::{self, RawClient, MAX_STORABLE};
 use tidemark_conformance::model::topology::{conversations_of, CONVERSATIONS, DEVICES};
 use tidemark_conformance::server::ServerStore;
-use tidemark_conformance::sim::{MemoryStoreFactory, Sim, SimConfig};
+use tidemark_conformance::sim::{Sim, SimConfig};
+use tidemark_conformance::MemoryBackend;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, PullRange, Request, Seq, SeqRanges, Timestamp, UserId,
 };
@@ -158,7 +159,7 @@ fn conversation(conv: u8) -> ConversationId {
 }
 
 struct Run {
-    sim: Sim<MemoryStoreFactory>,
+    sim: Sim<MemoryBackend>,
     raw: Vec<RawClient>,
     fresh: u64,
     texts: u64,
@@ -404,7 +405,7 @@ impl Run {
 
 async fn run(input: &Input) {
     let mut sim = Sim::with_config(
-        MemoryStoreFactory::new(),
+        MemoryBackend::new(),
         SimConfig {
             seed: input.seed,
             max_steps: 200_000,

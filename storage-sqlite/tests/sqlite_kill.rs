@@ -60,8 +60,9 @@ use tidemark_conformance::invariants::compare_message;
 use tidemark_conformance::server::{
     AppendOutcome, MemoryServerStore, NewMessage, ServerConfig, ServerCore, ServerStore,
 };
-use tidemark_conformance::sim::{Sim, SimConfig, SimRng, StoreFactory};
+use tidemark_conformance::sim::{Sim, SimConfig, SimRng};
 use tidemark_conformance::storage_suite::{dump, StoreDump};
+use tidemark_conformance::Backend;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, Message, MessageStatus, Seq,
     SeqRanges, Storage, StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
@@ -599,7 +600,7 @@ struct FileFactory {
 }
 
 #[async_trait::async_trait]
-impl StoreFactory for FileFactory {
+impl Backend for FileFactory {
     type Store = MarkedStore;
 
     async fn open(&self, _device: usize) -> Result<MarkedStore, StorageError> {
@@ -684,7 +685,7 @@ impl Session {
     fn assert_no_dispatch_violation(&self) {
         let violations = self.sim.dispatch_violations();
         if !violations.is_empty() {
-            for v in violations {
+            for v in &violations {
                 self.progress.line(&format!("violation {v}"));
             }
             panic!("dispatch rules broken: {violations:#?}");

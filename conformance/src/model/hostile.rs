@@ -28,7 +28,8 @@ use tidemark_engine::{
 };
 
 use crate::server::{ConnId, ServerOutput, ServerStore, ServerStoreError};
-use crate::sim::{Sim, StoreFactory};
+use crate::sim::Sim;
+use crate::Backend;
 
 /// Connection numbers of raw clients start here, far above those the simulation gives its
 /// devices (counted from 0): the simulation drops what the server sends to a connection it
@@ -51,7 +52,7 @@ pub struct RawClient {
 impl RawClient {
     /// Connects `user` (who must exist on the server) as raw client number `n` (its device is
     /// `raw-n`).
-    pub fn connect<F: StoreFactory>(
+    pub fn connect<F: Backend>(
         sim: &mut Sim<F>,
         n: u64,
         user: impl Into<UserId>,
@@ -74,7 +75,7 @@ impl RawClient {
 
     /// Sends `request` at the simulation's current time and returns the server's answer. The
     /// pushes it causes are routed to the devices at once (their links delay them as usual).
-    pub async fn request<F: StoreFactory>(
+    pub async fn request<F: Backend>(
         &mut self,
         sim: &mut Sim<F>,
         request: Request,

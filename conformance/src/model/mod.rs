@@ -2,7 +2,7 @@
 //! firezone's connlib tests: proptest generates runs of [`Transition`]s, a [`Sim`] executes
 //! them next to a [`Reference`] model, and a failure shrinks to a minimal run.
 //!
-//! Generic over the storage backend ([`StoreFactory`]): memory, SQLite and the browser
+//! Generic over the storage backend ([`Backend`]): memory, SQLite and the browser
 //! backend run the very same model.
 //!
 //! # What runs
@@ -54,7 +54,7 @@
 //! long run for the memory backend:
 //!
 //! ```text
-//! PROPTEST_CASES=100000 cargo test --release -p tidemark-conformance --test model_memory -- --nocapture
+//! PROPTEST_CASES=100000 cargo test --release -p tidemark-conformance --test backend_memory model:: -- --nocapture
 //! ```
 //!
 //! A failure shrinks, then panics with the minimal [`ModelCase`] (the transition list, in
@@ -98,7 +98,7 @@ pub use transition::{
     HostileAct, ModelCase, Target, Transition, MAX_INITIAL, MAX_TRANSITIONS,
 };
 
-use crate::sim::StoreFactory;
+use crate::Backend;
 use sut::ModelRun;
 
 /// What the generated runs may contain.
@@ -171,7 +171,7 @@ impl std::error::Error for CaseFailure {}
 
 /// Runs one case on stores from `factory`: the transitions with the per-step checks, then
 /// heal, drive to quiescence and the final checks.
-pub async fn run_case<F: StoreFactory>(
+pub async fn run_case<F: Backend>(
     factory: F,
     case: &ModelCase,
     options: ModelOptions,
@@ -201,12 +201,12 @@ pub async fn run_case<F: StoreFactory>(
 /// Runs the model for `config.cases` cases on stores from `make_factory` (a fresh factory
 /// per case), with the default [`ModelOptions`], shrinking and persisting a failure as
 /// [`config`] says; panics with the minimal case. See the module docs.
-pub fn run_model<F: StoreFactory>(make_factory: impl Fn() -> F, config: Config) {
+pub fn run_model<F: Backend>(make_factory: impl Fn() -> F, config: Config) {
     run_model_with(make_factory, config, ModelOptions::default());
 }
 
 /// [`run_model`] with these options.
-pub fn run_model_with<F: StoreFactory>(
+pub fn run_model_with<F: Backend>(
     make_factory: impl Fn() -> F,
     config: Config,
     options: ModelOptions,
@@ -252,7 +252,7 @@ impl std::error::Error for ModelFailure {}
 /// (the browser): `cases` cases generated from `seed`, each awaited, a failure shrunk (at
 /// most `max_shrink_iters` steps) and returned. Nothing is persisted: the same `seed`
 /// replays the run.
-pub async fn run_model_async<F: StoreFactory>(
+pub async fn run_model_async<F: Backend>(
     make_factory: impl Fn() -> F,
     options: ModelOptions,
     cases: u32,

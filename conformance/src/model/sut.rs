@@ -19,13 +19,14 @@ use super::transition::{
 };
 use super::ModelOptions;
 use crate::server::ServerStore;
-use crate::sim::{LinkConfig, LinkDir, Sim, SimError, StoreFactory};
+use crate::sim::{LinkConfig, LinkDir, Sim, SimError};
+use crate::Backend;
 
 /// Base one-way latency of every link.
 const LATENCY_MS: u64 = 10;
 
 /// One model run. See the module docs.
-pub(crate) struct ModelRun<F: StoreFactory> {
+pub(crate) struct ModelRun<F: Backend> {
     sim: Sim<F>,
     reference: Reference,
     options: ModelOptions,
@@ -43,7 +44,7 @@ pub(crate) struct ModelRun<F: StoreFactory> {
     server_violations: Vec<String>,
 }
 
-impl<F: StoreFactory> ModelRun<F> {
+impl<F: Backend> ModelRun<F> {
     /// Creates the server's users and conversations, appends the initial history and starts
     /// every device (nothing is driven yet: the first transitions meet the initial sync).
     pub(crate) async fn start(

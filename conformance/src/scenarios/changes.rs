@@ -7,10 +7,11 @@ use super::{
     announced, check, cid, conversation, count_events, gaps, messages, pulled, stored_seqs,
     ScenarioError, ScenarioLog, ScenarioResult,
 };
-use crate::sim::{LinkConfig, LinkDir, RequestKind, Sim, StoreFactory};
+use crate::sim::{LinkConfig, LinkDir, RequestKind, Sim};
+use crate::Backend;
 
 /// The seqs of every `MessagesDeleted` device `d` emitted, in order.
-fn deletions<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Vec<SeqRanges> {
+fn deletions<F: Backend>(sim: &Sim<F>, d: usize) -> Vec<SeqRanges> {
     sim.device_events(d)
         .into_iter()
         .filter_map(|r| match &r.event {
@@ -21,13 +22,13 @@ fn deletions<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Vec<SeqRanges> {
 }
 
 /// Device `d`'s pending changes, through a fresh snapshot load.
-async fn pending_changes<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Result<usize, ScenarioError> {
+async fn pending_changes<F: Backend>(sim: &Sim<F>, d: usize) -> Result<usize, ScenarioError> {
     Ok(sim.store(d).load_snapshot().await?.pending_changes.len())
 }
 
 /// The push of bob's message is lost; his revoke of it arrives first: it is kept as a pending
 /// change, the gap is pulled, and the message lands (and is announced) already revoked.
-pub async fn revoke_before_its_target<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn revoke_before_its_target<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 401);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -72,7 +73,7 @@ pub async fn revoke_before_its_target<F: StoreFactory>(factory: F) -> ScenarioRe
 
 /// A fresh device syncing the newest 2 gets bob's edit before the message it edits: the edit
 /// waits as a pending change until `load_history` brings the target, which lands edited.
-pub async fn edit_before_its_target<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn edit_before_its_target<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 402);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     sim.append_text("bob", "g", "meet at 5")?;
@@ -122,7 +123,7 @@ pub async fn edit_before_its_target<F: StoreFactory>(factory: F) -> ScenarioResu
 
 /// Two of ten messages are deleted on the server: the online phone turns them into
 /// tombstones (rows removed, no longer unread) and announces the deletion once.
-pub async fn deleted_seqs_become_tombstones<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn deleted_seqs_become_tombstones<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 403);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -152,9 +153,7 @@ pub async fn deleted_seqs_become_tombstones<F: StoreFactory>(factory: F) -> Scen
 
 /// The phone applied a pushed deletion of two seqs; after a reconnect it holds the same
 /// tombstones and announces nothing again.
-pub async fn known_deletions_are_not_announced_again<F: StoreFactory>(
-    factory: F,
-) -> ScenarioResult {
+pub async fn known_deletions_are_not_announced_again<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 406);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -180,7 +179,7 @@ pub async fn known_deletions_are_not_announced_again<F: StoreFactory>(
 /// A laptop logs in after two of ten messages were deleted: it learns them as tombstones (from
 /// the deletion list and its pull), never announces them, and emits no `MessagesDeleted`: it
 /// never held those messages.
-pub async fn deletions_learned_at_login_are_not_announced<F: StoreFactory>(
+pub async fn deletions_learned_at_login_are_not_announced<F: Backend>(
     factory: F,
 ) -> ScenarioResult {
     let mut sim = Sim::new(factory, 405);
@@ -209,7 +208,7 @@ pub async fn deletions_learned_at_login_are_not_announced<F: StoreFactory>(
 
 /// The history floor rises to 6: the online phone drops seqs 1..=5 (tombstones, not unread),
 /// and a laptop logging in later never pulls below the floor.
-pub async fn history_floor_raised<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn history_floor_raised<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 404);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -249,7 +248,7 @@ pub async fn history_floor_raised<F: StoreFactory>(factory: F) -> ScenarioResult
 /// Deletions and a risen floor reach the online device by push; the partitioned one learns
 /// both after healing: the floor from the max-seq listing, the deletions from the deletion
 /// list its changed deletion count asks for.
-pub async fn deletions_and_floors_converge<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn deletions_and_floors_converge<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 6);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;

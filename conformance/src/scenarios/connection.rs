@@ -3,15 +3,16 @@
 use tidemark_engine::{ConnectionState, ConversationKind, Event, Storage};
 
 use super::{
-    announced, check, conversation, count_events, stored_seqs, FaultyStoreFactory, ScenarioError,
+    announced, check, conversation, count_events, stored_seqs, FaultyBackend, ScenarioError,
     ScenarioLog, ScenarioResult,
 };
-use crate::sim::{LinkConfig, RequestKind, Sim, SimConfig, StoreFactory};
+use crate::sim::{LinkConfig, RequestKind, Sim, SimConfig};
+use crate::Backend;
 
 /// The server goes silent without closing anything (a partition alice cannot see): her
 /// heartbeat ping times out, she drops the connection and retries; once the network heals she
 /// reconnects and pulls what she missed.
-pub async fn silent_server_leads_to_reconnect<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn silent_server_leads_to_reconnect<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 501);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim
@@ -61,7 +62,7 @@ pub async fn silent_server_leads_to_reconnect<F: StoreFactory>(factory: F) -> Sc
 
 /// The server kicks alice's phone (logged in elsewhere): it stays offline for good, never
 /// reconnecting, while bob carries on.
-pub async fn kicked_device_stays_offline<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn kicked_device_stays_offline<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 7);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -98,10 +99,8 @@ pub async fn kicked_device_stays_offline<F: StoreFactory>(factory: F) -> Scenari
 
 /// alice's store fails to commit the batch holding a new message: the engine stops, restarts
 /// from what the store holds, resyncs, and the message is stored and announced after all.
-pub async fn storage_failure_restarts_from_the_store<F: StoreFactory>(
-    factory: F,
-) -> ScenarioResult {
-    let mut sim = Sim::new(FaultyStoreFactory::new(factory), 503);
+pub async fn storage_failure_restarts_from_the_store<F: Backend>(factory: F) -> ScenarioResult {
+    let mut sim = Sim::new(FaultyBackend::new(factory), 503);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
     sim.drive().await?;
@@ -127,7 +126,7 @@ pub async fn storage_failure_restarts_from_the_store<F: StoreFactory>(
 
 /// Frames are lost, duplicated and reordered in both directions while three users chat; once
 /// the network heals everything converges: every send acked once, every device complete.
-pub async fn lossy_network_converges<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn lossy_network_converges<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 2);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob", "carol"])?;
     sim.create_conversation("d", ConversationKind::Direct, ["alice", "bob"])?;

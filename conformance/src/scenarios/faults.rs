@@ -1,4 +1,4 @@
-//! [`FaultyStoreFactory`]: storage fault injection for any backend, so the storage-failure
+//! [`FaultyBackend`]: storage fault injection for any backend, so the storage-failure
 //! scenario runs the same against memory, SQLite and the browser store.
 
 use std::collections::BTreeMap;
@@ -8,17 +8,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tidemark_engine::{StorageError, WriteBatch};
 
 use crate::hooked::{ApplyHook, HookedStore};
-use crate::sim::StoreFactory;
+use crate::Backend;
 
 /// Wraps another factory's stores in [`FaultyStore`]s whose `apply` can be told to fail.
 /// The failure budget of a device survives reopening its store (a restart).
 #[derive(Debug)]
-pub struct FaultyStoreFactory<F> {
+pub struct FaultyBackend<F> {
     inner: F,
     budgets: Mutex<BTreeMap<usize, Arc<AtomicUsize>>>,
 }
 
-impl<F> FaultyStoreFactory<F> {
+impl<F> FaultyBackend<F> {
     /// Wraps `inner`; nothing fails until told to.
     pub fn new(inner: F) -> Self {
         Self {
@@ -41,7 +41,7 @@ impl<F> FaultyStoreFactory<F> {
 
 #[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
 #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
-impl<F: StoreFactory> StoreFactory for FaultyStoreFactory<F> {
+impl<F: Backend> Backend for FaultyBackend<F> {
     type Store = FaultyStore<F::Store>;
 
     async fn open(&self, device: usize) -> Result<Self::Store, StorageError> {

@@ -18,7 +18,8 @@ use tidemark_engine::{
     MessageStatus, SeqRanges, Timestamp,
 };
 
-use crate::sim::{EventRecord, RequestKind, Sim, SimConfig, StoreFactory};
+use crate::sim::{EventRecord, RequestKind, Sim, SimConfig};
+use crate::Backend;
 
 /// A scenario's event log, as snapshotted. See the module docs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -40,7 +41,7 @@ impl ScenarioLog {
 
     /// The log of `sim` so far, with times relative to [`SimConfig::default`]'s start (every
     /// scenario starts there).
-    pub fn capture<F: StoreFactory>(sim: &Sim<F>) -> Self {
+    pub fn capture<F: Backend>(sim: &Sim<F>) -> Self {
         let start = SimConfig::default().start;
         let aliases: BTreeMap<&ClientMsgId, String> = sim
             .sends()

@@ -2,7 +2,7 @@
 //! the storage backend, so every backend runs the very same scenarios and compares its event
 //! logs against the very same snapshots (in [`crate::SNAPSHOT_DIR`]).
 //!
-//! Every scenario is an `async fn <name><F: StoreFactory>(factory: F) -> ScenarioResult`. It
+//! Every scenario is an `async fn <name><F: Backend>(factory: F) -> ScenarioResult`. It
 //! builds a [`Sim`] on the factory, plays its story, ends with the invariant check
 //! ([`Sim::check_invariants`]: no message lost or duplicated, held ranges never claim a gap,
 //! local max equals server max at quiescence, each message announced as new at most once,
@@ -10,7 +10,7 @@
 //! own end state through the [`tidemark_engine::Storage`] trait and the request log, and
 //! returns its [`ScenarioLog`] for the snapshot.
 //!
-//! A backend runs them all with [`crate::sync_scenarios!`]. Scenario assertions panic (they
+//! A backend runs them all with [`crate::backend_suite!`]. Scenario assertions panic (they
 //! are test code); setup and read failures come back as [`ScenarioError`].
 
 mod changes;
@@ -28,11 +28,12 @@ use tidemark_engine::{
 
 use crate::invariants::InvariantViolations;
 use crate::server::{ServerStore, ServerStoreError};
-use crate::sim::{Sim, SimError, StoreFactory};
+use crate::sim::{Sim, SimError};
+use crate::Backend;
 
 pub use changes::*;
 pub use connection::*;
-pub use faults::{FailApplies, FaultyStore, FaultyStoreFactory};
+pub use faults::{FailApplies, FaultyBackend, FaultyStore};
 pub use log::ScenarioLog;
 pub use read::*;
 pub use send::*;
@@ -70,7 +71,7 @@ pub async fn assert_replays_identically<F, Fut>(
     second: F,
 ) -> Result<(), ScenarioError>
 where
-    F: StoreFactory,
+    F: Backend,
     Fut: std::future::Future<Output = ScenarioResult>,
 {
     let a = scenario(first).await?;
@@ -82,7 +83,7 @@ where
 // ----- helpers shared by the scenarios -----
 
 /// Checks the invariants (every scenario's end).
-async fn check<F: StoreFactory>(sim: &Sim<F>) -> Result<(), ScenarioError> {
+async fn check<F: Backend>(sim: &Sim<F>) -> Result<(), ScenarioError> {
     Ok(sim.check_invariants().await?)
 }
 
@@ -91,7 +92,7 @@ fn cid(id: &str) -> ConversationId {
 }
 
 /// Device `d`'s stored record of conversation `id`.
-async fn conversation<F: StoreFactory>(
+async fn conversation<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     id: &str,
@@ -103,7 +104,7 @@ async fn conversation<F: StoreFactory>(
 }
 
 /// Device `d`'s stored messages with a seq in conversation `id`, ascending, read page by page.
-async fn messages<F: StoreFactory>(
+async fn messages<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     id: &str,
@@ -127,7 +128,7 @@ async fn messages<F: StoreFactory>(
 }
 
 /// The seqs of device `d`'s stored messages in conversation `id`.
-async fn stored_seqs<F: StoreFactory>(
+async fn stored_seqs<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     id: &str,
@@ -141,7 +142,7 @@ async fn stored_seqs<F: StoreFactory>(
 
 /// Every seq of conversation `id` device `d` announced as new, in announcement order (all
 /// processes).
-fn announced<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &str) -> Vec<u64> {
+fn announced<F: Backend>(sim: &Sim<F>, d: usize, id: &str) -> Vec<u64> {
     let id = cid(id);
     sim.device_events(d)
         .into_iter()
@@ -157,7 +158,7 @@ fn announced<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &str) -> Vec<u64> {
 }
 
 /// How many of device `d`'s events match.
-fn count_events<F: StoreFactory>(sim: &Sim<F>, d: usize, pred: impl Fn(&Event) -> bool) -> usize {
+fn count_events<F: Backend>(sim: &Sim<F>, d: usize, pred: impl Fn(&Event) -> bool) -> usize {
     sim.device_events(d)
         .into_iter()
         .filter(|r| pred(&r.event))
@@ -170,7 +171,7 @@ fn gaps(conv: &Conversation) -> Vec<(u64, u64)> {
 }
 
 /// The ranges device `d` asked to pull, as `(conversation, from, to)`.
-fn pulled<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Vec<(String, u64, u64)> {
+fn pulled<F: Backend>(sim: &Sim<F>, d: usize) -> Vec<(String, u64, u64)> {
     sim.requests(d)
         .pulled()
         .iter()
@@ -179,7 +180,7 @@ fn pulled<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Vec<(String, u64, u64)> {
 }
 
 /// The server's max seq of conversation `id`.
-fn server_max<F: StoreFactory>(sim: &Sim<F>, id: &str) -> Result<u64, ScenarioError> {
+fn server_max<F: Backend>(sim: &Sim<F>, id: &str) -> Result<u64, ScenarioError> {
     Ok(sim
         .server()
         .store()
@@ -191,7 +192,7 @@ fn server_max<F: StoreFactory>(sim: &Sim<F>, id: &str) -> Result<u64, ScenarioEr
 
 /// Takes device `d` offline for good until [`Sim::heal`]: partitioned (connects fail) and
 /// disconnected (the engine knows).
-async fn go_offline<F: StoreFactory>(sim: &mut Sim<F>, d: usize) -> Result<(), ScenarioError> {
+async fn go_offline<F: Backend>(sim: &mut Sim<F>, d: usize) -> Result<(), ScenarioError> {
     sim.partition(d);
     sim.disconnect(d).await?;
     Ok(())
@@ -205,23 +206,17 @@ fn server_error(code: &str, permanent: bool) -> ServerError {
     }
 }
 
-/// Expands to one test per sync scenario for the backend whose [`crate::sim::StoreFactory`]
-/// `$factory` builds (evaluated afresh for every test), each asserting its event log against
-/// the shared snapshot in [`crate::SNAPSHOT_DIR`], plus a replay test (one seed, two runs,
-/// the same log).
-///
-/// The crate using it needs `tokio` (features `rt` and `macros`) as a dev-dependency: the tests
-/// are `#[tokio::test]`s. Scenarios known to expose a bug carry their `#[ignore = ...]` here,
-/// so every backend ignores them alike.
-///
-/// ```ignore
-/// tidemark_conformance::sync_scenarios!(tidemark_conformance::sim::MemoryStoreFactory::new());
-/// ```
+/// Every sync scenario, for [`crate::backend_suite!`]: one test per scenario asserting its
+/// event log against the shared snapshot in [`crate::SNAPSHOT_DIR`], plus a replay test (one
+/// seed, two runs, the same log). `$test` is the bracketed test attribute (empty natively),
+/// `$factory` the backend expression. Scenarios known to expose a bug carry their
+/// `#[ignore = ...]` in this list, so every backend ignores them alike.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! sync_scenarios {
-    ($factory:expr $(,)?) => {
-        $crate::__sync_scenario_tests! {
-            $factory;
+macro_rules! __sync_scenario_tests {
+    ($test:tt $factory:expr) => {
+        $crate::__sync_scenario_case_tests! {
+            $test $factory;
             fresh_login_small_account,
             fresh_login_ten_thousand_conversations,
             reconnect_after_offline_with_gaps,
@@ -261,43 +256,45 @@ macro_rules! sync_scenarios {
             lossy_network_converges,
         }
 
-        // On wasm32 the browser backend adds its `wasm_bindgen_test` attribute next to the
-        // tokio one (here and in `__sync_scenario_tests!`).
-        #[cfg_attr(not(target_family = "wasm"), ::tokio::test)]
-        async fn lossy_network_replays_identically() {
-            let result = $crate::scenarios::assert_replays_identically(
-                $crate::scenarios::lossy_network_converges,
-                $factory,
-                $factory,
-            )
-            .await;
-            if let Err(err) = result {
-                panic!("{err}");
+        $crate::__backend_test! {
+            $test
+            async fn lossy_network_replays_identically() {
+                let result = $crate::scenarios::assert_replays_identically(
+                    $crate::scenarios::lossy_network_converges,
+                    $factory,
+                    $factory,
+                )
+                .await;
+                if let Err(err) = result {
+                    panic!("{err}");
+                }
             }
         }
     };
 }
 
-/// One test per listed scenario; see [`sync_scenarios!`].
+/// One test per listed scenario; see [`crate::backend_suite!`].
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __sync_scenario_tests {
-    ($factory:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+macro_rules! __sync_scenario_case_tests {
+    ($test:tt $factory:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
         $(
-            $(#[$attr])*
-            #[cfg_attr(not(target_family = "wasm"), ::tokio::test)]
-            async fn $name() {
-                let log = match $crate::scenarios::$name($factory).await {
-                    Ok(log) => log,
-                    Err(err) => panic!("scenario {} failed: {err}", stringify!($name)),
-                };
-                $crate::insta::with_settings!({
-                    snapshot_path => $crate::SNAPSHOT_DIR,
-                    prepend_module_to_snapshot => false,
-                    omit_expression => true,
-                }, {
-                    $crate::insta::assert_yaml_snapshot!(stringify!($name), log);
-                });
+            $crate::__backend_test! {
+                $test
+                $(#[$attr])*
+                async fn $name() {
+                    let log = match $crate::scenarios::$name($factory).await {
+                        Ok(log) => log,
+                        Err(err) => panic!("scenario {} failed: {err}", stringify!($name)),
+                    };
+                    $crate::insta::with_settings!({
+                        snapshot_path => $crate::SNAPSHOT_DIR,
+                        prepend_module_to_snapshot => false,
+                        omit_expression => true,
+                    }, {
+                        $crate::insta::assert_yaml_snapshot!(stringify!($name), log);
+                    });
+                }
             }
         )*
     };

@@ -4,9 +4,10 @@ use tidemark_engine::{ConversationKind, Event, Seq, Storage};
 
 use super::{announced, check, cid, conversation, go_offline, ScenarioLog, ScenarioResult};
 use crate::server::ServerStore;
-use crate::sim::{RequestKind, Sim, StoreFactory};
+use crate::sim::{RequestKind, Sim};
+use crate::Backend;
 
-fn last_total_unread<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Option<u64> {
+fn last_total_unread<F: Backend>(sim: &Sim<F>, d: usize) -> Option<u64> {
     sim.device_events(d)
         .into_iter()
         .rev()
@@ -18,7 +19,7 @@ fn last_total_unread<F: StoreFactory>(sim: &Sim<F>, d: usize) -> Option<u64> {
 
 /// bob writes three messages; alice reads them on her laptop, and the read-seq push brings her
 /// phone's unread count to 0 without the phone asking anything.
-pub async fn read_on_another_device<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn read_on_another_device<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 301);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -51,7 +52,7 @@ pub async fn read_on_another_device<F: StoreFactory>(factory: F) -> ScenarioResu
 /// alice replies from her laptop and from a web session that is not a simulated device: none
 /// of her own messages counts as unread on any of her devices (a new tablet included), while
 /// bob counts them, and carol's later message counts for alice.
-pub async fn own_messages_are_never_unread<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn own_messages_are_never_unread<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 302);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob", "carol"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -94,9 +95,7 @@ pub async fn own_messages_are_never_unread<F: StoreFactory>(factory: F) -> Scena
 
 /// alice reads a chat on her phone while offline: the unread count drops at once, and the read
 /// reaches the server (and her laptop) once the phone reconnects.
-pub async fn mark_read_offline_is_sent_after_reconnect<F: StoreFactory>(
-    factory: F,
-) -> ScenarioResult {
+pub async fn mark_read_offline_is_sent_after_reconnect<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 303);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;

@@ -9,10 +9,11 @@ use super::{
     announced, check, cid, conversation, count_events, go_offline, server_error, server_max,
     ScenarioError, ScenarioLog, ScenarioResult,
 };
-use crate::sim::{RequestKind, Sim, StoreFactory};
+use crate::sim::{RequestKind, Sim};
+use crate::Backend;
 
 /// Device `d`'s stored row for the send `id` in conversation `conv`.
-async fn row<F: StoreFactory>(
+async fn row<F: Backend>(
     sim: &Sim<F>,
     d: usize,
     conv: &str,
@@ -24,7 +25,7 @@ async fn row<F: StoreFactory>(
         .ok_or_else(|| ScenarioError::Missing(format!("device {d} has no row for {id}")))
 }
 
-fn sent_events<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> Vec<Seq> {
+fn sent_events<F: Backend>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> Vec<Seq> {
     sim.device_events(d)
         .into_iter()
         .filter_map(|r| match &r.event {
@@ -36,7 +37,7 @@ fn sent_events<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> Vec
         .collect()
 }
 
-fn failed_events<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> usize {
+fn failed_events<F: Backend>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> usize {
     count_events(
         sim,
         d,
@@ -46,7 +47,7 @@ fn failed_events<F: StoreFactory>(sim: &Sim<F>, d: usize, id: &ClientMsgId) -> u
 
 /// alice sends bob a message: the pending row and its outbox entry commit before the send goes
 /// out; the ack makes the row sent at seq 1 with one `MessageSent`; bob receives it unread.
-pub async fn send_and_ack<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn send_and_ack<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 201);
     sim.create_conversation("dm", ConversationKind::Direct, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -91,7 +92,7 @@ pub async fn send_and_ack<F: StoreFactory>(factory: F) -> ScenarioResult {
 /// The server stores alice's message but its ack is lost in a partition alice does not notice;
 /// the request times out, and after the partition heals she resends under the same client id:
 /// the server deduplicates, and she sees exactly one `MessageSent`.
-pub async fn ack_lost_then_reconnect<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn ack_lost_then_reconnect<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 202);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -131,7 +132,7 @@ pub async fn ack_lost_then_reconnect<F: StoreFactory>(factory: F) -> ScenarioRes
 
 /// alice's app crashes after the outbox batch committed but before the send went out: the
 /// restarted engine finds it in the outbox and sends it, once.
-pub async fn crash_after_outbox_commit_before_send<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn crash_after_outbox_commit_before_send<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 203);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -167,7 +168,7 @@ pub async fn crash_after_outbox_commit_before_send<F: StoreFactory>(factory: F) 
 
 /// Offline, alice writes three messages, then her app restarts while still offline; back
 /// online, the restarted engine sends all three, once each, in the order she wrote them.
-pub async fn restart_with_pending_outbox<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn restart_with_pending_outbox<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 204);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -207,7 +208,7 @@ pub async fn restart_with_pending_outbox<F: StoreFactory>(factory: F) -> Scenari
 
 /// The server refuses alice's message for good: the row is marked failed with one `SendFailed`
 /// and leaves the outbox; once the cause is gone, `retry` sends it under the same client id.
-pub async fn permanent_send_failure_then_retry<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn permanent_send_failure_then_retry<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 205);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -252,9 +253,7 @@ pub async fn permanent_send_failure_then_retry<F: StoreFactory>(factory: F) -> S
 
 /// The server is briefly unavailable: the send fails twice transiently and is retried after
 /// 1 s, then 2 s, and the third attempt is acked.
-pub async fn transient_send_failure_retried_with_backoff<F: StoreFactory>(
-    factory: F,
-) -> ScenarioResult {
+pub async fn transient_send_failure_retried_with_backoff<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 206);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim
@@ -291,7 +290,7 @@ pub async fn transient_send_failure_retried_with_backoff<F: StoreFactory>(
 
 /// The server stays unavailable: after `send_max_attempts` (3) transient failures the send
 /// fails for good, with one `SendFailed`, and nothing reached the server.
-pub async fn transient_send_failure_gives_up_after_max_attempts<F: StoreFactory>(
+pub async fn transient_send_failure_gives_up_after_max_attempts<F: Backend>(
     factory: F,
 ) -> ScenarioResult {
     let mut sim = Sim::new(factory, 207);
@@ -322,7 +321,7 @@ pub async fn transient_send_failure_gives_up_after_max_attempts<F: StoreFactory>
 
 /// Offline, alice writes a message and cancels it: the pending row and its outbox entry are
 /// gone, and back online nothing is sent.
-pub async fn cancel_pending_send<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn cancel_pending_send<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 208);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -356,7 +355,7 @@ pub async fn cancel_pending_send<F: StoreFactory>(factory: F) -> ScenarioResult 
 
 /// Offline, alice fires off four messages within one millisecond; back online they reach the
 /// server, and bob, in the order she wrote them.
-pub async fn offline_sends_keep_their_order<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn offline_sends_keep_their_order<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 209);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;

@@ -9,7 +9,8 @@ use super::{
     ScenarioLog, ScenarioResult,
 };
 use crate::server::ServerConfig;
-use crate::sim::{LinkConfig, LinkDir, RequestKind, Sim, SimConfig, StoreFactory};
+use crate::sim::{LinkConfig, LinkDir, RequestKind, Sim, SimConfig};
+use crate::Backend;
 
 fn newest_first(per_conversation: u32, background_fill: bool) -> SyncPolicy {
     SyncPolicy::NewestFirst {
@@ -20,7 +21,7 @@ fn newest_first(per_conversation: u32, background_fill: bool) -> SyncPolicy {
 
 /// A fresh device of alice, who has a direct chat, a group and an empty group, logs in: one
 /// max-seq page and one pull bring everything, her own message from elsewhere is read.
-pub async fn fresh_login_small_account<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn fresh_login_small_account<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 101);
     sim.create_conversation("dm-bob", ConversationKind::Direct, ["alice", "bob"])?;
     sim.create_conversation("team", ConversationKind::Group, ["alice", "bob", "carol"])?;
@@ -76,7 +77,7 @@ pub async fn fresh_login_small_account<F: StoreFactory>(factory: F) -> ScenarioR
 /// A fresh login to an account of 10,000 conversations (every fifth empty): max seqs come in
 /// ten pages, pulls pack 200 conversations each, and only conversations with messages are
 /// pulled.
-pub async fn fresh_login_ten_thousand_conversations<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn fresh_login_ten_thousand_conversations<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 102);
     sim.create_user("alice")?;
     sim.create_user("bob")?;
@@ -122,7 +123,7 @@ pub async fn fresh_login_ten_thousand_conversations<F: StoreFactory>(factory: F)
 /// alice's phone is offline while 10 of her 20 chats get more than the newest-5 window and 5
 /// get a few messages: on reconnect one pull brings the newest 5 of the 15 changed chats, and
 /// the holes stay explicit gaps (never announced as new).
-pub async fn reconnect_after_offline_with_gaps<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn reconnect_after_offline_with_gaps<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 103);
     let ids: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
     for id in &ids {
@@ -192,9 +193,7 @@ pub async fn reconnect_after_offline_with_gaps<F: StoreFactory>(factory: F) -> S
 
 /// alice holds 10,000 chats, goes offline, and 100 of them change: reconnecting takes exactly
 /// the ten max-seq pages and one pull, which asks for exactly the 100 changed chats.
-pub async fn ten_thousand_conversations_hundred_changed<F: StoreFactory>(
-    factory: F,
-) -> ScenarioResult {
+pub async fn ten_thousand_conversations_hundred_changed<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 104);
     sim.create_user("alice")?;
     sim.create_user("bob")?;
@@ -238,7 +237,7 @@ pub async fn ten_thousand_conversations_hundred_changed<F: StoreFactory>(
 
 /// With the full-sync policy a fresh device pulls every message of every chat, in chunks of
 /// 40, leaving no gap; everything is announced, in seq order.
-pub async fn full_sync_policy_pulls_everything<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn full_sync_policy_pulls_everything<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 105);
     for (id, n) in [("a", 100), ("b", 30), ("c", 1)] {
         sim.create_conversation(id, ConversationKind::Group, ["alice", "bob"])?;
@@ -281,7 +280,7 @@ pub async fn full_sync_policy_pulls_everything<F: StoreFactory>(factory: F) -> S
 
 /// The server caps a pull reply at 7 messages: the engine asks again for the rest while the
 /// server makes progress, and ends with all 20 messages.
-pub async fn capped_pull_replies_are_continued<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn capped_pull_replies_are_continued<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::with_config(
         factory,
         SimConfig {
@@ -320,7 +319,7 @@ pub async fn capped_pull_replies_are_continued<F: StoreFactory>(factory: F) -> S
 
 /// Newest-5 with background fill: the sync pulls the newest 5 of each chat and finishes, then
 /// the old gaps are filled in chunks; history is never announced as new.
-pub async fn background_fill_closes_old_gaps<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn background_fill_closes_old_gaps<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 107);
     for (id, n) in [("g", 30), ("h", 8)] {
         sim.create_conversation(id, ConversationKind::Group, ["alice", "bob"])?;
@@ -366,7 +365,7 @@ pub async fn background_fill_closes_old_gaps<F: StoreFactory>(factory: F) -> Sce
 
 /// Newest-10 leaves seqs 1..=40 of 50 as a gap; `load_history` below 41 for 15 pulls exactly
 /// 26..=40; offline it reports incomplete at once; asked again online it pulls 21..=25.
-pub async fn load_history_into_a_gap<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn load_history_into_a_gap<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 108);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     for k in 1..=50 {
@@ -416,7 +415,7 @@ pub async fn load_history_into_a_gap<F: StoreFactory>(factory: F) -> ScenarioRes
 
 /// Pushes of seqs 2 and 3 are lost; the push of seq 4 is applied at once, the gap 2..=3
 /// pulled, and 2, 3, 4 are announced together, in seq order.
-pub async fn push_gap_is_pulled<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn push_gap_is_pulled<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 109);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -454,7 +453,7 @@ pub async fn push_gap_is_pulled<F: StoreFactory>(factory: F) -> ScenarioResult {
 
 /// Twelve pushes reach alice reordered and partly duplicated: every message is stored once and
 /// announced once, in seq order across the whole log.
-pub async fn duplicate_and_out_of_order_pushes<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn duplicate_and_out_of_order_pushes<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 110);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;
@@ -485,7 +484,7 @@ pub async fn duplicate_and_out_of_order_pushes<F: StoreFactory>(factory: F) -> S
 
 /// A chat created after alice logged in reaches her with the push of its first message: it is
 /// stored, announced, counted unread and listed first, without a pull.
-pub async fn new_conversation_arrives_by_push<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn new_conversation_arrives_by_push<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 111);
     sim.create_conversation("old", ConversationKind::Group, ["alice", "bob"])?;
     sim.append_text("bob", "old", "earlier")?;
@@ -512,7 +511,7 @@ pub async fn new_conversation_arrives_by_push<F: StoreFactory>(factory: F) -> Sc
 
 /// Messages arrive in chats a, b, c, then a again, and alice replies in b: the stored list is
 /// ordered by last activity with each chat's latest message and unread count.
-pub async fn conversation_list_stays_current<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn conversation_list_stays_current<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 112);
     for id in ["a", "b", "c"] {
         sim.create_conversation(id, ConversationKind::Group, ["alice", "bob"])?;
@@ -571,7 +570,7 @@ pub async fn conversation_list_stays_current<F: StoreFactory>(factory: F) -> Sce
 
 /// alice on two devices and bob chat in a group; everyone ends with everything, and alice's
 /// read on her laptop clears her phone's unread too.
-pub async fn two_users_exchange_messages<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn two_users_exchange_messages<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 1);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])?;
     let phone = sim.add_device("alice", "phone", |_| {}).await?;
@@ -608,7 +607,7 @@ pub async fn two_users_exchange_messages<F: StoreFactory>(factory: F) -> Scenari
 
 /// A group created after alice logged in reaches her with the push of its first message: it
 /// is stored as a group from the start, not only after the next max-seq listing.
-pub async fn group_created_after_login_is_a_group<F: StoreFactory>(factory: F) -> ScenarioResult {
+pub async fn group_created_after_login_is_a_group<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 113);
     sim.create_conversation("old", ConversationKind::Group, ["alice", "bob"])?;
     let alice = sim.add_device("alice", "phone", |_| {}).await?;

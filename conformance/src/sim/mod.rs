@@ -3,25 +3,33 @@
 //!
 //! A [`Sim`] owns a [`ServerCore`] over a [`MemoryServerStore`], a fake clock, a seeded
 //! [`SimRng`], a simulated network ([`Netem`]) with per-device link settings, and devices: an
-//! [`Engine`] with the store a [`StoreFactory`] opened for it. The harness executes every
+//! [`Engine`] with the store a [`Backend`] opened for it. The harness executes every
 //! engine output the way a real driver would (connect, put requests on the wire, apply write
-//! batches through [`Storage`], record events, remember the wakeup), so a seed replays a run
+//! batches through [`tidemark_engine::Storage`], record events, remember the wakeup), so a seed replays a run
 //! exactly. It awaits only `Storage` calls, so it runs natively and in a browser.
 //!
 //! Time moves only in [`Sim::step`]: to the earliest of the next frame delivery and the next
 //! device wakeup. [`Sim::drive`] steps to quiescence (no frame in flight, every device idle and
 //! connected, or deliberately offline) under a step and a time budget.
 //!
-//! While running, the harness checks what only it can see: an event announcing a message is
-//! emitted after a committed batch stored it, at most once per process, and never for a
-//! message stored before (by an earlier process, or as this device's own pending send).
-//! [`crate::invariants::check`] reports those together with the end-state checks.
+//! While running, the harness feeds each device's [`DispatchOracle`] what only it can see
+//! (the batches that committed, the restarts, the events) so the dispatch rules are checked
+//! as they happen; [`Sim::dispatch_violations`] reports what broke.
+//!
+//! The files, by concern: this one holds [`Sim`], its settings, adding devices and the
+//! read-only observations; `clock.rs` the run loop (stepping, driving, quiescence);
+//! `device.rs` the devices (app commands, executing engine outputs, crashes and restarts);
+//! `links.rs` links, partitions, connections and frame delivery, over `net.rs` ([`Netem`]);
+//! `server_side.rs` the server's admin actions and routing its outputs; `log.rs` the records
+//! scenarios snapshot; `rng.rs` the seeded PRNG; `error.rs` [`SimError`]. End-state checks
+//! live outside, in [`crate::invariants`], which depends on this module and not the other way.
 //!
 //! ```no_run
-//! use tidemark_conformance::sim::{LinkConfig, Sim, StoreFactory};
+//! use tidemark_conformance::sim::{LinkConfig, Sim};
+//! use tidemark_conformance::Backend;
 //! use tidemark_engine::ConversationKind;
 //!
-//! async fn scenario<F: StoreFactory>(factory: F) {
+//! async fn scenario<F: Backend>(factory: F) {
 //!     let mut sim = Sim::new(factory, 7);
 //!     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"]).unwrap();
 //!     let alice = sim.add_device("alice", "phone", |_| {}).await.unwrap();
@@ -36,40 +44,41 @@
 //! }
 //! ```
 
+mod clock;
+mod device;
 mod error;
-mod factory;
+mod links;
 mod log;
 mod net;
 mod rng;
+mod server_side;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
+use tidemark_engine::testing::start_from;
 use tidemark_engine::{
-    ClientMsgId, ConnectionState, ContentKind, ConversationId, ConversationKind, DeviceId, Engine,
-    EngineConfig, Event, Incoming, Message, Output, Request, RequestId, Seq, SeqRanges,
-    ServerError, ServerMessage, Storage, Timestamp, UserId, WriteBatch, WriteOp,
+    ClientMsgId, ConversationId, ConversationKind, DeviceId, Engine, EngineConfig, Timestamp,
+    UserId,
 };
 
-use crate::invariants::InvariantViolations;
-use crate::server::{
-    ConnId, MemoryServerStore, ServerConfig, ServerCore, ServerOutput, ServerStore,
-};
+use crate::dispatch::DispatchOracle;
+use crate::server::{ConnId, MemoryServerStore, ServerConfig, ServerCore};
+use crate::Backend;
+
+use device::Device;
+use links::Frame;
 
 pub use error::SimError;
-pub use factory::{MemoryStoreFactory, SharedStoreFactory, StoreFactory};
+pub use links::LinkDir;
 pub use log::{EventRecord, PullRecord, RequestKind, RequestLog, SendRecord};
 pub use net::{LinkConfig, Netem};
 pub use rng::SimRng;
 
 /// "No wakeup".
 const NEVER: Timestamp = Timestamp(u64::MAX);
-/// An engine that emits this many outputs in one drain without a timeout is looping.
-const MAX_OUTPUTS_PER_DRAIN: usize = 1_000_000;
-/// A device that stops again right after this many restarts in one step is failing for good.
-const MAX_RESTARTS_PER_STEP: u32 = 8;
 
 /// Simulation settings.
 #[derive(Clone, Debug)]
@@ -101,84 +110,8 @@ impl Default for SimConfig {
     }
 }
 
-/// One direction of a device's link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkDir {
-    /// Device to server (requests).
-    ToServer,
-    /// Server to device (responses, pushes).
-    ToDevice,
-}
-
-/// Something in flight.
-#[derive(Clone, Debug)]
-enum Frame {
-    /// A connect attempt's handshake finished.
-    ConnectDone { device: usize, conn: ConnId },
-    /// A request on its way to the server.
-    Request {
-        device: usize,
-        conn: ConnId,
-        id: RequestId,
-        request: Request,
-    },
-    /// The server learns that the device side closed (or died).
-    ServerSideClose { conn: ConnId },
-    /// A response or push on its way to a device.
-    Incoming {
-        device: usize,
-        conn: ConnId,
-        incoming: Incoming,
-    },
-    /// The device learns that the server closed the connection.
-    DeviceSideClose { device: usize, conn: ConnId },
-}
-
-type CrashPredicate = Box<dyn FnMut(&Output) -> bool>;
-type MessageKey = (ConversationId, UserId, ClientMsgId);
-
-/// What the harness saw committed for a message (for the dispatch checks).
-#[derive(Clone, Copy, Debug)]
-struct StoredInfo {
-    /// The process whose batch first stored it.
-    first_process: u32,
-    /// First stored without a seq: this device's own send.
-    first_pending: bool,
-    /// The last seq a committed batch gave it.
-    seq: Option<Seq>,
-}
-
-struct Device<S> {
-    user: UserId,
-    id: DeviceId,
-    config: EngineConfig,
-    store: S,
-    /// `None` after a failed restart.
-    engine: Option<Engine>,
-    process: u32,
-    wakeup: Timestamp,
-    /// The current connection (connecting or connected).
-    conn: Option<ConnId>,
-    connected: bool,
-    to_server: LinkConfig,
-    to_device: LinkConfig,
-    partitioned: bool,
-    crash_before: Option<CrashPredicate>,
-    /// Saw [`Event::Kicked`] in the current process.
-    kicked: bool,
-    requests: RequestLog,
-    stored: BTreeMap<MessageKey, StoredInfo>,
-    /// (conversation, seq) announced as new in the current process.
-    announced: BTreeSet<(ConversationId, Seq)>,
-}
-
-enum Drained {
-    Idle,
-    Crashed,
-}
-
 /// The simulation. See the module docs.
-pub struct Sim<F: StoreFactory> {
+pub struct Sim<F: Backend> {
     factory: F,
     config: SimConfig,
     server: ServerCore<MemoryServerStore>,
@@ -192,10 +125,9 @@ pub struct Sim<F: StoreFactory> {
     sends: Vec<SendRecord>,
     /// (device, conversation, client id) -> index in `sends`.
     send_index: BTreeMap<(usize, ConversationId, ClientMsgId), usize>,
-    violations: Vec<String>,
 }
 
-impl<F: StoreFactory> Sim<F> {
+impl<F: Backend> Sim<F> {
     // ----- setup -----
 
     /// A simulation with default settings and this seed.
@@ -223,7 +155,6 @@ impl<F: StoreFactory> Sim<F> {
             events: Vec::new(),
             sends: Vec::new(),
             send_index: BTreeMap::new(),
-            violations: Vec::new(),
             config,
         }
     }
@@ -273,14 +204,12 @@ impl<F: StoreFactory> Sim<F> {
                 device: index,
                 source,
             })?;
-        let snapshot = store
-            .load_snapshot()
+        let engine = start_from(&store, config.clone(), self.now)
             .await
             .map_err(|source| SimError::Storage {
                 device: index,
                 source,
             })?;
-        let engine = Engine::new(config.clone(), snapshot, self.now);
         self.devices.push(Device {
             user,
             id: device,
@@ -297,491 +226,10 @@ impl<F: StoreFactory> Sim<F> {
             crash_before: None,
             kicked: false,
             requests: RequestLog::default(),
-            stored: BTreeMap::new(),
-            announced: BTreeSet::new(),
+            dispatch: DispatchOracle::new(),
         });
         self.run_device(index).await?;
         Ok(index)
-    }
-
-    // ----- time -----
-
-    /// The simulated clock.
-    pub fn now(&self) -> Timestamp {
-        self.now
-    }
-
-    /// Advances to the earliest of the next frame delivery and the next device wakeup and
-    /// processes it. Returns `false` when nothing at all is scheduled.
-    pub async fn step(&mut self) -> Result<bool, SimError> {
-        self.flush_server();
-        let frame_at = self.net.next_time();
-        let wake = self.next_wakeup();
-        let take_frame = match (frame_at, wake) {
-            (None, None) => return Ok(false),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            // Frames first on ties: a wakeup at the same instant sees what arrived.
-            (Some(f), Some((w, _))) => f <= w,
-        };
-        if take_frame {
-            if let Some((at, frame)) = self.net.pop_next() {
-                self.now = self.now.max(at);
-                self.deliver(frame).await?;
-            }
-        } else if let Some((at, d)) = wake {
-            self.now = self.now.max(at);
-            let now = self.now;
-            let dev = &mut self.devices[d];
-            dev.wakeup = NEVER;
-            if let Some(engine) = dev.engine.as_mut() {
-                engine.handle_timeout(now);
-            }
-            self.run_device(d).await?;
-        }
-        self.flush_server();
-        Ok(true)
-    }
-
-    /// Steps until quiescent (see [`Sim::is_quiescent`]). Fails, rather than looping, when the
-    /// step budget or the simulated-time budget of [`SimConfig`] runs out, or when nothing is
-    /// scheduled but some device is not settled.
-    pub async fn drive(&mut self) -> Result<(), SimError> {
-        let deadline = self.now.plus_millis(self.config.max_drive_ms);
-        for _ in 0..self.config.max_steps {
-            self.flush_server();
-            if self.is_quiescent() {
-                return Ok(());
-            }
-            match self.next_due() {
-                None => {
-                    return Err(SimError::Stuck {
-                        now: self.now,
-                        pending: self.describe_pending(),
-                    })
-                }
-                Some(at) if at > deadline => {
-                    return Err(SimError::TimeCap {
-                        deadline,
-                        pending: self.describe_pending(),
-                    })
-                }
-                Some(_) => {
-                    self.step().await?;
-                }
-            }
-        }
-        Err(SimError::StepCap {
-            steps: self.config.max_steps,
-            now: self.now,
-            pending: self.describe_pending(),
-        })
-    }
-
-    /// Processes everything due in the next `ms` milliseconds (quiescent or not), then sets
-    /// the clock to the end of that span.
-    pub async fn drive_for(&mut self, ms: u64) -> Result<(), SimError> {
-        let end = self.now.plus_millis(ms);
-        for _ in 0..self.config.max_steps {
-            self.flush_server();
-            match self.next_due() {
-                Some(at) if at <= end => {
-                    self.step().await?;
-                }
-                _ => {
-                    self.now = self.now.max(end);
-                    return Ok(());
-                }
-            }
-        }
-        Err(SimError::StepCap {
-            steps: self.config.max_steps,
-            now: self.now,
-            pending: self.describe_pending(),
-        })
-    }
-
-    /// Quiescent: nothing in flight, no server output waiting, and every device settled:
-    /// stopped or dead, or idle and either connected (on both ends, with an empty outbox) or
-    /// deliberately offline (partitioned, kicked, or with no wakeup asked for). Heartbeat
-    /// wakeups of idle connected engines do not count.
-    pub fn is_quiescent(&self) -> bool {
-        !self.server.has_output()
-            && self.net.is_empty()
-            && (0..self.devices.len()).all(|d| self.unsettled_reason(d).is_none())
-    }
-
-    /// What keeps the simulation from quiescence, for error messages.
-    pub fn describe_pending(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.net.is_empty() {
-            parts.push(format!("{} frame(s) in flight", self.net.len()));
-        }
-        for d in 0..self.devices.len() {
-            if let Some(reason) = self.unsettled_reason(d) {
-                parts.push(format!("device {d}: {reason}"));
-            }
-        }
-        if parts.is_empty() {
-            "nothing".into()
-        } else {
-            parts.join("; ")
-        }
-    }
-
-    fn unsettled_reason(&self, d: usize) -> Option<String> {
-        let dev = &self.devices[d];
-        let engine = dev.engine.as_ref()?;
-        if engine.is_stopped() {
-            return None;
-        }
-        if !engine.is_idle() {
-            return Some("engine busy".into());
-        }
-        match engine.connection_state() {
-            ConnectionState::Connected => {
-                let up = dev.connected && dev.conn.is_some_and(|c| self.server.is_connected(c));
-                if !up && !dev.partitioned {
-                    Some("engine thinks it is connected but the connection is gone".into())
-                } else if up && !engine.outbox().is_empty() {
-                    // A send waiting for its retry is work in progress even when the engine
-                    // counts itself idle.
-                    Some(format!("{} send(s) in the outbox", engine.outbox().len()))
-                } else {
-                    None
-                }
-            }
-            ConnectionState::Connecting => Some("connecting".into()),
-            ConnectionState::Disconnected => {
-                (!(dev.partitioned || dev.kicked || dev.wakeup == NEVER))
-                    .then(|| format!("disconnected, wakeup at {}", dev.wakeup.0))
-            }
-        }
-    }
-
-    fn next_wakeup(&self) -> Option<(Timestamp, usize)> {
-        self.devices
-            .iter()
-            .enumerate()
-            .filter(|(_, dev)| dev.engine.is_some() && dev.wakeup != NEVER)
-            .map(|(d, dev)| (dev.wakeup, d))
-            .min()
-    }
-
-    fn next_due(&self) -> Option<Timestamp> {
-        let wake = self.next_wakeup().map(|(t, _)| t);
-        match (self.net.next_time(), wake) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    // ----- app commands -----
-
-    /// Runs `f` on device `d`'s engine at the current time, then executes its outputs.
-    pub async fn command<R>(
-        &mut self,
-        d: usize,
-        f: impl FnOnce(&mut Engine, Timestamp) -> R,
-    ) -> Result<R, SimError> {
-        let now = self.now;
-        let engine = self.devices[d]
-            .engine
-            .as_mut()
-            .ok_or(SimError::DeviceDown(d))?;
-        let result = f(engine, now);
-        self.run_device(d).await?;
-        self.flush_server();
-        Ok(result)
-    }
-
-    /// Sends a message from device `d`; the send is recorded for the invariants.
-    pub async fn send(
-        &mut self,
-        d: usize,
-        conversation: impl Into<ConversationId>,
-        kind: ContentKind,
-        content: impl Into<Vec<u8>>,
-    ) -> Result<ClientMsgId, SimError> {
-        let conversation = conversation.into();
-        let now = self.now;
-        let dev = &mut self.devices[d];
-        let engine = dev.engine.as_mut().ok_or(SimError::DeviceDown(d))?;
-        let client_msg_id = engine
-            .send_message(now, &conversation, kind, content.into())
-            .map_err(|source| SimError::Command { device: d, source })?;
-        let conversation_key = conversation.clone();
-        self.sends.push(SendRecord {
-            device: d,
-            process: dev.process,
-            conversation,
-            client_msg_id: client_msg_id.clone(),
-            time: now,
-            cancelled: false,
-            committed: false,
-        });
-        self.send_index.insert(
-            (d, conversation_key, client_msg_id.clone()),
-            self.sends.len() - 1,
-        );
-        self.run_device(d).await?;
-        self.flush_server();
-        Ok(client_msg_id)
-    }
-
-    /// Sends a text message from device `d`.
-    pub async fn send_text(
-        &mut self,
-        d: usize,
-        conversation: impl Into<ConversationId>,
-        text: &str,
-    ) -> Result<ClientMsgId, SimError> {
-        self.send(d, conversation, ContentKind::Text, text.as_bytes().to_vec())
-            .await
-    }
-
-    /// Marks a conversation read up to `seq` on device `d`.
-    pub async fn mark_read(
-        &mut self,
-        d: usize,
-        conversation: impl Into<ConversationId>,
-        seq: Seq,
-    ) -> Result<(), SimError> {
-        let conversation = conversation.into();
-        self.command(d, |e, now| e.mark_read(now, &conversation, seq))
-            .await?
-            .map_err(|source| SimError::Command { device: d, source })
-    }
-
-    /// Loads history on device `d`; returns the id its `HistoryLoaded` event will carry.
-    pub async fn load_history(
-        &mut self,
-        d: usize,
-        conversation: impl Into<ConversationId>,
-        before: Option<Seq>,
-        limit: u32,
-    ) -> Result<u64, SimError> {
-        let conversation = conversation.into();
-        self.command(d, |e, now| {
-            e.load_history(now, &conversation, before, limit)
-        })
-        .await?
-        .map_err(|source| SimError::Command { device: d, source })
-    }
-
-    /// Cancels a pending send on device `d` (the invariants then accept it never ending).
-    pub async fn cancel(
-        &mut self,
-        d: usize,
-        conversation: impl Into<ConversationId>,
-        client_msg_id: &ClientMsgId,
-    ) -> Result<(), SimError> {
-        let conversation = conversation.into();
-        self.command(d, |e, now| e.cancel(now, &conversation, client_msg_id))
-            .await?
-            .map_err(|source| SimError::Command { device: d, source })?;
-        for send in &mut self.sends {
-            if send.device == d
-                && send.conversation == conversation
-                && &send.client_msg_id == client_msg_id
-            {
-                send.cancelled = true;
-            }
-        }
-        Ok(())
-    }
-
-    /// Retries a failed message on device `d`.
-    pub async fn retry(&mut self, d: usize, message: &Message) -> Result<(), SimError> {
-        self.command(d, |e, now| e.retry(now, message))
-            .await?
-            .map_err(|source| SimError::Command { device: d, source })
-    }
-
-    // ----- server -----
-
-    /// The server, for reads.
-    pub fn server(&self) -> &ServerCore<MemoryServerStore> {
-        &self.server
-    }
-
-    /// The server, for admin actions not wrapped here. Its outputs are routed at the next
-    /// step (or any `Sim` call that runs devices).
-    pub fn server_mut(&mut self) -> &mut ServerCore<MemoryServerStore> {
-        &mut self.server
-    }
-
-    /// Appends a message by `user` (as from a device that is not connected) and routes its
-    /// fan-out.
-    pub fn append_as(
-        &mut self,
-        user: impl Into<UserId>,
-        conversation: impl Into<ConversationId>,
-        kind: ContentKind,
-        content: impl Into<Vec<u8>>,
-    ) -> Result<ServerMessage, SimError> {
-        let message = self.server.append_as(
-            self.now,
-            &user.into(),
-            &conversation.into(),
-            kind,
-            content.into(),
-        )?;
-        self.flush_server();
-        Ok(message)
-    }
-
-    /// Appends a text message by `user`.
-    pub fn append_text(
-        &mut self,
-        user: impl Into<UserId>,
-        conversation: impl Into<ConversationId>,
-        text: &str,
-    ) -> Result<ServerMessage, SimError> {
-        self.append_as(
-            user,
-            conversation,
-            ContentKind::Text,
-            text.as_bytes().to_vec(),
-        )
-    }
-
-    /// Deletes seqs on the server (pushing the deletion to online members).
-    pub fn delete_seqs(
-        &mut self,
-        conversation: impl Into<ConversationId>,
-        seqs: &SeqRanges,
-    ) -> Result<SeqRanges, SimError> {
-        let newly = self.server.delete_seqs(&conversation.into(), seqs)?;
-        self.flush_server();
-        Ok(newly)
-    }
-
-    /// Raises a conversation's history floor on the server (pushing it to online members).
-    pub fn set_min_seq(
-        &mut self,
-        conversation: impl Into<ConversationId>,
-        seq: Seq,
-    ) -> Result<Seq, SimError> {
-        let floor = self.server.set_min_seq(&conversation.into(), seq)?;
-        self.flush_server();
-        Ok(floor)
-    }
-
-    /// Makes the server answer the next `n` sends with `error`.
-    pub fn fail_next_sends(&mut self, n: usize, error: ServerError) {
-        self.server.fail_next_sends(n, error);
-    }
-
-    /// Has the server kick device `d`'s connection. Returns whether it was connected.
-    pub fn kick(&mut self, d: usize, reason: &str) -> bool {
-        let dev = &self.devices[d];
-        let kicked = match (dev.conn, dev.connected) {
-            (Some(conn), true) => self.server.kick(conn, reason),
-            _ => false,
-        };
-        self.flush_server();
-        kicked
-    }
-
-    // ----- network -----
-
-    /// Sets both directions of device `d`'s link.
-    pub fn set_link(&mut self, d: usize, link: LinkConfig) {
-        self.devices[d].to_server = link;
-        self.devices[d].to_device = link;
-    }
-
-    /// Sets one direction of device `d`'s link (for example lose only responses).
-    pub fn set_link_dir(&mut self, d: usize, dir: LinkDir, link: LinkConfig) {
-        match dir {
-            LinkDir::ToServer => self.devices[d].to_server = link,
-            LinkDir::ToDevice => self.devices[d].to_device = link,
-        }
-    }
-
-    /// Sets every device's link.
-    pub fn set_all_links(&mut self, link: LinkConfig) {
-        for d in 0..self.devices.len() {
-            self.set_link(d, link);
-        }
-    }
-
-    /// Cuts device `d` off: every frame to or from it is lost, including those in flight, and
-    /// connects fail. The connection is not closed: the engine notices by its own timeouts.
-    pub fn partition(&mut self, d: usize) {
-        self.devices[d].partitioned = true;
-    }
-
-    /// Ends device `d`'s partition.
-    pub fn heal(&mut self, d: usize) {
-        self.devices[d].partitioned = false;
-    }
-
-    /// Whether device `d` is partitioned.
-    pub fn is_partitioned(&self, d: usize) -> bool {
-        self.devices[d].partitioned
-    }
-
-    /// Drops device `d`'s connection now: the engine is told at once, the server after the
-    /// frames already on their way to it (which still arrive).
-    pub async fn disconnect(&mut self, d: usize) -> Result<(), SimError> {
-        if self.devices[d].conn.is_none() {
-            return Ok(());
-        }
-        self.close_connection(d);
-        let now = self.now;
-        if let Some(engine) = self.devices[d].engine.as_mut() {
-            engine.handle_disconnected(now, "connection dropped");
-        }
-        self.run_device(d).await?;
-        self.flush_server();
-        Ok(())
-    }
-
-    /// Restores every link to [`SimConfig::link`], ends every partition, and drops every
-    /// open connection so each engine reconnects and resyncs. Pushes have no retry, so what
-    /// a lossy phase lost (a read seq, a deletion) is only learned again by a resync; call
-    /// this before checking end-state invariants after faults.
-    pub async fn heal_all(&mut self) -> Result<(), SimError> {
-        let link = self.config.link;
-        for d in 0..self.devices.len() {
-            self.set_link(d, link);
-            self.heal(d);
-        }
-        for d in 0..self.devices.len() {
-            if self.devices[d].conn.is_some() {
-                self.disconnect(d).await?;
-            }
-        }
-        Ok(())
-    }
-
-    // ----- crashes -----
-
-    /// Crashes device `d` now: its engine and every output it has not executed are lost
-    /// (unapplied writes included), frames on their way to it are dropped, then it restarts
-    /// from a freshly opened store's snapshot as a new process. Requests already on the wire
-    /// still reach the server, as after a real crash.
-    pub async fn crash(&mut self, d: usize) -> Result<(), SimError> {
-        self.kill(d);
-        self.start_process(d).await?;
-        self.run_device(d).await?;
-        self.flush_server();
-        Ok(())
-    }
-
-    /// Arms a crash of device `d` just before it executes the first output matching
-    /// `predicate` (that output is lost); the device then restarts as with [`Sim::crash`].
-    /// For example `|o| matches!(o, Output::Request(_, Request::Send { .. }))` crashes after
-    /// the outbox batch committed but before the send goes out.
-    pub fn crash_before(&mut self, d: usize, predicate: impl FnMut(&Output) -> bool + 'static) {
-        self.devices[d].crash_before = Some(Box::new(predicate));
-    }
-
-    /// Device `d`'s current process number (0 at start, +1 per restart).
-    pub fn process(&self, d: usize) -> u32 {
-        self.devices[d].process
     }
 
     // ----- observations -----
@@ -806,7 +254,7 @@ impl<F: StoreFactory> Sim<F> {
         self.devices[d].engine.as_ref()
     }
 
-    /// Device `d`'s store, for reads through [`Storage`].
+    /// Device `d`'s store, for reads through [`tidemark_engine::Storage`].
     pub fn store(&self, d: usize) -> &F::Store {
         &self.devices[d].store
     }
@@ -847,454 +295,16 @@ impl<F: StoreFactory> Sim<F> {
         &self.sends
     }
 
-    /// Dispatch rules broken while running (see the module docs).
-    pub fn dispatch_violations(&self) -> &[String] {
-        &self.violations
+    /// Dispatch rules broken while running (see [`crate::dispatch`]), device by device.
+    pub fn dispatch_violations(&self) -> Vec<String> {
+        self.devices
+            .iter()
+            .flat_map(|dev| dev.dispatch.violations().iter().cloned())
+            .collect()
     }
 
     /// The store factory.
     pub fn factory(&self) -> &F {
         &self.factory
     }
-
-    /// Runs [`crate::invariants::check`].
-    pub async fn check_invariants(&self) -> Result<(), InvariantViolations> {
-        crate::invariants::check(self).await
-    }
-
-    // ----- executing engine outputs -----
-
-    /// Drains device `d`, restarting it after an armed crash or a storage stop.
-    async fn run_device(&mut self, d: usize) -> Result<(), SimError> {
-        let mut restarts = 0;
-        loop {
-            let crashed = matches!(self.drain(d).await?, Drained::Crashed);
-            let stopped = self.devices[d]
-                .engine
-                .as_ref()
-                .is_some_and(Engine::is_stopped);
-            if !crashed && !stopped {
-                return Ok(());
-            }
-            // A stopped engine (a batch failed) is restarted by its driver from the store,
-            // which is at its last commit boundary.
-            if stopped {
-                self.kill(d);
-            }
-            restarts += 1;
-            if restarts > MAX_RESTARTS_PER_STEP {
-                return Err(SimError::RestartLoop {
-                    device: d,
-                    restarts,
-                });
-            }
-            self.start_process(d).await?;
-        }
-    }
-
-    async fn drain(&mut self, d: usize) -> Result<Drained, SimError> {
-        for _ in 0..MAX_OUTPUTS_PER_DRAIN {
-            let dev = &mut self.devices[d];
-            let Some(engine) = dev.engine.as_mut() else {
-                return Ok(Drained::Idle);
-            };
-            let output = engine.poll_output();
-            if let Output::Timeout(at) = output {
-                dev.wakeup = at;
-                return Ok(Drained::Idle);
-            }
-            if let Some(predicate) = dev.crash_before.as_mut() {
-                if predicate(&output) {
-                    dev.crash_before = None;
-                    self.kill(d);
-                    return Ok(Drained::Crashed);
-                }
-            }
-            self.execute(d, output).await;
-        }
-        Err(SimError::RunawayOutputs {
-            device: d,
-            limit: MAX_OUTPUTS_PER_DRAIN,
-        })
-    }
-
-    async fn execute(&mut self, d: usize, output: Output) {
-        let now = self.now;
-        match output {
-            Output::Connect => self.open_connection(d),
-            Output::Disconnect { reason } => {
-                self.close_connection(d);
-                if let Some(engine) = self.devices[d].engine.as_mut() {
-                    engine.handle_disconnected(now, &reason);
-                }
-            }
-            Output::Request(id, request) => {
-                let dev = &mut self.devices[d];
-                dev.requests.record(&request);
-                // Without a connection the request is lost; the engine's timeout notices.
-                if let (Some(conn), true, false) = (dev.conn, dev.connected, dev.partitioned) {
-                    let link = dev.to_server;
-                    self.net.send(
-                        now,
-                        &mut self.rng,
-                        &link,
-                        Frame::Request {
-                            device: d,
-                            conn,
-                            id,
-                            request,
-                        },
-                    );
-                }
-            }
-            Output::Write(id, batch) => {
-                let written = written_messages(&batch);
-                let dev = &mut self.devices[d];
-                let result = dev.store.apply(batch).await;
-                match result {
-                    Ok(applied) => {
-                        for ((conversation, sender, client_msg_id), _) in &written {
-                            if sender != &dev.user {
-                                continue;
-                            }
-                            let k = (d, conversation.clone(), client_msg_id.clone());
-                            if let Some(&i) = self.send_index.get(&k) {
-                                self.sends[i].committed = true;
-                            }
-                        }
-                        for (key, seq) in written {
-                            let info = dev.stored.entry(key).or_insert(StoredInfo {
-                                first_process: dev.process,
-                                first_pending: seq.is_none(),
-                                seq: None,
-                            });
-                            if seq.is_some() {
-                                info.seq = seq;
-                            }
-                        }
-                        if let Some(engine) = dev.engine.as_mut() {
-                            engine.handle_batch_committed(now, id, &applied);
-                        }
-                    }
-                    Err(err) => {
-                        if let Some(engine) = dev.engine.as_mut() {
-                            engine.handle_batch_failed(now, id, &err);
-                        }
-                    }
-                }
-            }
-            Output::Event(event) => self.record_event(d, event),
-            Output::Timeout(at) => self.devices[d].wakeup = at,
-        }
-    }
-
-    fn record_event(&mut self, d: usize, event: Event) {
-        let now = self.now;
-        let dev = &mut self.devices[d];
-        let whence = format!("device {d} process {} at {}", dev.process, now.0);
-        match &event {
-            Event::MessagesReceived {
-                conversation,
-                messages,
-            } => {
-                let mut last = None;
-                for m in messages {
-                    if &m.conversation != conversation {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived for {conversation} carries a message of {}",
-                            m.conversation
-                        ));
-                    }
-                    let Some(seq) = m.seq else {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived carries {} without a seq",
-                            m.client_msg_id
-                        ));
-                        continue;
-                    };
-                    if last.is_some_and(|l| l >= seq) {
-                        self.violations.push(format!(
-                            "{whence}: MessagesReceived for {conversation} is not ascending at seq {}",
-                            seq.0
-                        ));
-                    }
-                    last = Some(seq);
-                    if !dev.announced.insert((conversation.clone(), seq)) {
-                        self.violations.push(format!(
-                            "{whence}: {conversation} seq {} announced as new twice in one process",
-                            seq.0
-                        ));
-                    }
-                    let key = (
-                        conversation.clone(),
-                        m.sender.clone(),
-                        m.client_msg_id.clone(),
-                    );
-                    match dev.stored.get(&key) {
-                        None => self.violations.push(format!(
-                            "{whence}: {conversation} seq {} announced before a committed batch stored it",
-                            seq.0
-                        )),
-                        Some(info) if info.first_process < dev.process => {
-                            self.violations.push(format!(
-                                "{whence}: {conversation} seq {} announced as new but stored by process {}",
-                                seq.0, info.first_process
-                            ))
-                        }
-                        Some(info) if info.first_pending => self.violations.push(format!(
-                            "{whence}: own send {} ({conversation} seq {}) announced as received",
-                            m.client_msg_id, seq.0
-                        )),
-                        Some(_) => {}
-                    }
-                }
-            }
-            Event::MessageSent {
-                conversation,
-                client_msg_id,
-                seq,
-            } => {
-                let key = (
-                    conversation.clone(),
-                    dev.user.clone(),
-                    client_msg_id.clone(),
-                );
-                let stored_seq = dev.stored.get(&key).and_then(|info| info.seq);
-                // An ack for a seq already deleted on the server has no row to store.
-                let gone = matches!(self.server.store().message(conversation, *seq), Ok(None));
-                if stored_seq != Some(*seq) && !gone {
-                    self.violations.push(format!(
-                        "{whence}: MessageSent {client_msg_id} at seq {} but committed batches gave it {:?}",
-                        seq.0, stored_seq
-                    ));
-                }
-            }
-            Event::Kicked { .. } => dev.kicked = true,
-            _ => {}
-        }
-        self.events.push(EventRecord {
-            time: now,
-            device: d,
-            process: dev.process,
-            event,
-        });
-    }
-
-    fn kill(&mut self, d: usize) {
-        self.close_connection(d);
-        let dev = &mut self.devices[d];
-        dev.engine = None;
-        dev.wakeup = NEVER;
-    }
-
-    /// Opens the store again and starts a new process from its snapshot.
-    async fn start_process(&mut self, d: usize) -> Result<(), SimError> {
-        let store = self
-            .factory
-            .open(d)
-            .await
-            .map_err(|source| SimError::Storage { device: d, source })?;
-        let snapshot = store
-            .load_snapshot()
-            .await
-            .map_err(|source| SimError::Storage { device: d, source })?;
-        let now = self.now;
-        let dev = &mut self.devices[d];
-        dev.store = store;
-        dev.process += 1;
-        dev.announced.clear();
-        dev.kicked = false;
-        let mut config = dev.config.clone();
-        // A fresh seed per process: client ids must not repeat those of the last run.
-        config.seed = rng::mix(config.seed, u64::from(dev.process));
-        dev.engine = Some(Engine::new(config, snapshot, now));
-        dev.wakeup = now;
-        Ok(())
-    }
-
-    // ----- network plumbing -----
-
-    fn open_connection(&mut self, d: usize) {
-        self.close_connection(d);
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        self.conn_owner.insert(conn, d);
-        let dev = &mut self.devices[d];
-        dev.conn = Some(conn);
-        dev.connected = false;
-        // The handshake takes a round trip.
-        let handshake = dev
-            .to_server
-            .latency_ms
-            .saturating_add(dev.to_device.latency_ms);
-        self.net.schedule(
-            self.now.plus_millis(handshake),
-            Frame::ConnectDone { device: d, conn },
-        );
-    }
-
-    /// Forgets device `d`'s connection on the device side; the server learns of it after the
-    /// frames already on their way to it.
-    fn close_connection(&mut self, d: usize) {
-        let dev = &mut self.devices[d];
-        let Some(conn) = dev.conn.take() else {
-            return;
-        };
-        if std::mem::replace(&mut dev.connected, false) {
-            let at = self
-                .now
-                .plus_millis(dev.to_server.max_delay_ms().saturating_add(1));
-            self.net.schedule(at, Frame::ServerSideClose { conn });
-        } else {
-            self.conn_owner.remove(&conn);
-        }
-    }
-
-    async fn deliver(&mut self, frame: Frame) -> Result<(), SimError> {
-        let now = self.now;
-        match frame {
-            Frame::ConnectDone { device: d, conn } => {
-                let dev = &mut self.devices[d];
-                if dev.conn != Some(conn) {
-                    return Ok(());
-                }
-                let Some(engine) = dev.engine.as_mut() else {
-                    return Ok(());
-                };
-                let accepted = !dev.partitioned
-                    && self
-                        .server
-                        .connect(conn, dev.user.clone(), dev.id.clone())
-                        .is_ok();
-                if accepted {
-                    dev.connected = true;
-                    engine.handle_connected(now);
-                } else {
-                    let reason = if dev.partitioned {
-                        "server unreachable"
-                    } else {
-                        "server refused the connection"
-                    };
-                    dev.conn = None;
-                    self.conn_owner.remove(&conn);
-                    engine.handle_disconnected(now, reason);
-                }
-                self.run_device(d).await
-            }
-            Frame::Request {
-                device: d,
-                conn,
-                id,
-                request,
-            } => {
-                if !self.devices[d].partitioned && self.server.is_connected(conn) {
-                    self.server.handle_request(now, conn, id, request);
-                    self.flush_server();
-                }
-                Ok(())
-            }
-            Frame::ServerSideClose { conn } => {
-                self.server.disconnect(conn);
-                self.conn_owner.remove(&conn);
-                Ok(())
-            }
-            Frame::Incoming {
-                device: d,
-                conn,
-                incoming,
-            } => {
-                let dev = &mut self.devices[d];
-                if dev.partitioned || dev.conn != Some(conn) || !dev.connected {
-                    return Ok(());
-                }
-                let Some(engine) = dev.engine.as_mut() else {
-                    return Ok(());
-                };
-                match incoming {
-                    Incoming::Response(id, response) => engine.handle_response(now, id, response),
-                    Incoming::Push(push) => engine.handle_push(now, push),
-                }
-                self.run_device(d).await
-            }
-            Frame::DeviceSideClose { device: d, conn } => {
-                let dev = &mut self.devices[d];
-                // A close does not cross a partition either.
-                if dev.partitioned || dev.conn != Some(conn) {
-                    return Ok(());
-                }
-                dev.conn = None;
-                dev.connected = false;
-                self.conn_owner.remove(&conn);
-                if let Some(engine) = dev.engine.as_mut() {
-                    engine.handle_disconnected(now, "closed by the server");
-                }
-                self.run_device(d).await
-            }
-        }
-    }
-
-    /// Puts the server's outputs on the network.
-    fn flush_server(&mut self) {
-        while let Some(output) = self.server.poll_output() {
-            match output {
-                ServerOutput::Respond { conn, id, response } => {
-                    self.send_to_device(conn, Incoming::Response(id, response));
-                }
-                ServerOutput::Push { conn, push } => {
-                    self.send_to_device(conn, Incoming::Push(push))
-                }
-                ServerOutput::Close { conn } => {
-                    if let Some(&d) = self.conn_owner.get(&conn) {
-                        // After everything already sent on the connection.
-                        let delay = self.devices[d].to_device.max_delay_ms().saturating_add(1);
-                        self.net.schedule(
-                            self.now.plus_millis(delay),
-                            Frame::DeviceSideClose { device: d, conn },
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    fn send_to_device(&mut self, conn: ConnId, incoming: Incoming) {
-        let Some(&d) = self.conn_owner.get(&conn) else {
-            return;
-        };
-        let dev = &self.devices[d];
-        if dev.partitioned {
-            return;
-        }
-        let link = dev.to_device;
-        self.net.send(
-            self.now,
-            &mut self.rng,
-            &link,
-            Frame::Incoming {
-                device: d,
-                conn,
-                incoming,
-            },
-        );
-    }
-}
-
-/// The messages a batch writes, keyed for the dispatch checks, with their seqs.
-fn written_messages(batch: &WriteBatch) -> Vec<(MessageKey, Option<Seq>)> {
-    let mut out = Vec::new();
-    for op in &batch.ops {
-        if let WriteOp::PutMessages(messages) = op {
-            out.extend(messages.iter().map(|m| {
-                (
-                    (
-                        m.conversation.clone(),
-                        m.sender.clone(),
-                        m.client_msg_id.clone(),
-                    ),
-                    m.seq,
-                )
-            }));
-        }
-    }
-    out
 }

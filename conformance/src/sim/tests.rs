@@ -1,9 +1,10 @@
 //! Unit tests of the harness pieces that do not need a working engine.
 
 use tidemark_engine::memory::MemoryStorage;
-use tidemark_engine::{ConversationKind, Seq, Storage, Timestamp, WriteBatch};
+use tidemark_engine::{ConversationKind, Seq, SeqRanges, Storage, Timestamp, WriteBatch};
 
 use super::*;
+use crate::SharedBackend;
 
 #[test]
 fn rng_is_seeded_and_bounded() {
@@ -97,7 +98,7 @@ fn netem_schedule_and_pop_due() {
 
 #[tokio::test]
 async fn shared_factory_reopens_the_same_store() {
-    let factory = SharedStoreFactory::<MemoryStorage>::new();
+    let factory = SharedBackend::<MemoryStorage>::new();
     let a = factory.open(0).await.unwrap();
     let b = factory.open(0).await.unwrap();
     let other = factory.open(1).await.unwrap();
@@ -108,7 +109,7 @@ async fn shared_factory_reopens_the_same_store() {
 
 #[tokio::test]
 async fn harness_sets_up_devices_and_reports_state() {
-    let mut sim = Sim::new(SharedStoreFactory::<MemoryStorage>::new(), 5);
+    let mut sim = Sim::new(SharedBackend::<MemoryStorage>::new(), 5);
     sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])
         .unwrap();
     let alice = sim.add_device("alice", "phone", |_| {}).await.unwrap();

@@ -6,13 +6,13 @@ use tidemark_engine::{
 };
 
 use super::fixtures::*;
-use super::{assert_dumps_equal, dump, sample_batch, CaseResult, StorageFactory};
+use super::{assert_dumps_equal, dump, sample_batch, Backend, CaseResult};
 
 /// A fresh store reads as empty through every method (snapshot, lookups, both list and
 /// message pages at several anchors, unsent, unread, outbox, tombstones) and passes its
 /// integrity check.
-pub async fn empty_store_reads_empty<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn empty_store_reads_empty<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let nobody = cid("nobody");
     assert_eq!(
         store.load_snapshot().await?,
@@ -49,8 +49,8 @@ pub async fn empty_store_reads_empty<F: StorageFactory>(factory: F) -> CaseResul
 }
 
 /// An empty batch is accepted and changes nothing, on a fresh store and on a populated one.
-pub async fn empty_batch_changes_nothing<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn empty_batch_changes_nothing<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(WriteBatch::default()).await?;
     assert_eq!(store.load_snapshot().await?, SyncSnapshot::default());
     assert!(store.conversations_page(None, 10).await?.is_empty());
@@ -90,8 +90,8 @@ fn full_conversation(id: &str) -> Conversation {
 
 /// `PutConversation` stores every field: `conversation()`, the list page and the snapshot give
 /// each record back unchanged (a full one, a bare one, one whose latest is a pending edit).
-pub async fn put_conversation_round_trips_every_field<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn put_conversation_round_trips_every_field<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let full = full_conversation("full");
     let bare = Conversation::new(cid("bare"), ConversationKind::Group);
     let pending_latest = Conversation {
@@ -139,8 +139,8 @@ pub async fn put_conversation_round_trips_every_field<F: StorageFactory>(factory
 /// `PutConversation` replaces the whole record: nothing of the old one (held ranges, latest,
 /// not-unread, deleted, unread, kind) survives a put of a bare record with the same id, and
 /// putting the full record again brings every field back.
-pub async fn put_conversation_replaces_every_field<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn put_conversation_replaces_every_field<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let full = full_conversation("c");
     apply(&store, vec![put_conv(full.clone())]).await?;
     let bare = Conversation {
@@ -166,8 +166,8 @@ pub async fn put_conversation_replaces_every_field<F: StorageFactory>(factory: F
 /// Re-putting a conversation with another last activity moves it in the list: no stale entry
 /// at its old position, no duplicate; a re-put with the same activity keeps its place and
 /// takes the new fields.
-pub async fn conversation_upsert_reorders_the_list<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversation_upsert_reorders_the_list<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![
@@ -208,8 +208,8 @@ pub async fn conversation_upsert_reorders_the_list<F: StorageFactory>(factory: F
 
 /// Conversation ids match exactly: case, leading/trailing spaces, prefixes and Unicode
 /// normalization forms (precomposed `é` vs `e` + combining accent) are distinct ids.
-pub async fn conversation_ids_are_exact<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversation_ids_are_exact<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let ids = ["a", "A", "a ", " a", "ab", "\u{e9}", "e\u{301}"];
     let ops = ids
         .iter()
@@ -235,8 +235,8 @@ pub async fn conversation_ids_are_exact<F: StorageFactory>(factory: F) -> CaseRe
 
 /// `total_unread` is the sum of every conversation's unread count (beyond `u32`), follows
 /// upserts, counts conversations without messages, and is not moved by messages.
-pub async fn total_unread_sums_conversations<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn total_unread_sums_conversations<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     assert_eq!(store.total_unread().await?, 0);
     apply(&store, vec![put_conv(conv("x", 1, 3, 0))]).await?;
     assert_eq!(store.total_unread().await?, 3);

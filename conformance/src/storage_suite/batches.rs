@@ -5,7 +5,7 @@ use tidemark_engine::{MessageStatus, Seq, Storage, WriteBatch, WriteOp};
 use super::fixtures::*;
 use super::{
     assert_dumps_equal, conflicting_op, dump_including, followup_ops, sample_batch,
-    sample_conversation_ids, CaseResult, StorageFactory,
+    sample_conversation_ids, Backend, CaseResult,
 };
 
 /// Every client id the sample and follow-up batches touch, by conversation.
@@ -27,8 +27,8 @@ const TOUCHED: [(&str, &str); 12] = [
 /// `apply` is atomic: a batch with every kind of op whose last op is rejected (a seq held by
 /// another client id) returns `StorageError::Rejected` and leaves every read as it was: the
 /// full dump and `message_by_client_id` of every id the batch touches.
-pub async fn failed_batch_changes_nothing<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn failed_batch_changes_nothing<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     let extra = sample_conversation_ids();
     let before = dump_including(&store, &extra).await?;
@@ -55,8 +55,8 @@ pub async fn failed_batch_changes_nothing<F: StorageFactory>(factory: F) -> Case
 
 /// A batch rejected in the middle of a `PutMessages` list (a client id put at another seq),
 /// after an ack and a new message earlier in the same list, leaves every read as it was.
-pub async fn failed_batch_midway_changes_nothing<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn failed_batch_midway_changes_nothing<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     let extra = sample_conversation_ids();
     let before = dump_including(&store, &extra).await?;
@@ -91,8 +91,8 @@ pub async fn failed_batch_midway_changes_nothing<F: StorageFactory>(factory: F) 
 
 /// After a rejected batch the store keeps working: the same batch without its bad op applies,
 /// and reads show each of its effects.
-pub async fn store_works_after_a_rejected_batch<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn store_works_after_a_rejected_batch<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     let mut bad = followup_ops();
     bad.push(conflicting_op());
@@ -140,8 +140,8 @@ pub async fn store_works_after_a_rejected_batch<F: StorageFactory>(factory: F) -
 /// Applying the same batch twice leaves the same state as applying it once: the sample batch
 /// (puts, tombstones, an edit, a revoke, outbox, pending change) and the follow-up batch (an
 /// ack, a pending delete, removals).
-pub async fn reapplying_a_batch_changes_nothing<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reapplying_a_batch_changes_nothing<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let extra = sample_conversation_ids();
     store.apply(sample_batch()).await?;
     let once = dump_including(&store, &extra).await?;
@@ -171,8 +171,8 @@ pub async fn reapplying_a_batch_changes_nothing<F: StorageFactory>(factory: F) -
 /// (outbox, pending change, pending row); a tombstone after a put deletes it, a put after a
 /// tombstone is not stored; the later of two conversation puts wins; an edit before its
 /// target's put is a no-op, after it applies.
-pub async fn ops_apply_in_order_within_a_batch<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn ops_apply_in_order_within_a_batch<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let remove_change = WriteOp::RemovePendingChange {
         conversation: cid("c"),
         seq: Seq(30),

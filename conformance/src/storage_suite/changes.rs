@@ -3,7 +3,7 @@
 use tidemark_engine::{Message, Seq, SeqRanges, Storage, WriteOp};
 
 use super::fixtures::*;
-use super::{assert_dumps_equal, dump_including, CaseResult, StorageFactory};
+use super::{assert_dumps_equal, dump_including, Backend, CaseResult};
 
 /// The stored row `id` of conversation `c`, which must exist.
 async fn must_row<S: Storage>(store: &S, id: &str) -> Result<Message, super::CaseError> {
@@ -13,8 +13,8 @@ async fn must_row<S: Storage>(store: &S, id: &str) -> Result<Message, super::Cas
 }
 
 /// `EditMessage` replaces the content and sets `edit_seq`, keeping every other field.
-pub async fn edit_replaces_content<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn edit_replaces_content<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let m = sent("c", "m", 3);
     apply(
         &store,
@@ -41,10 +41,10 @@ pub async fn edit_replaces_content<F: StorageFactory>(factory: F) -> CaseResult 
 /// Only the author changes a message: an edit or revoke by anyone else leaves the row as it
 /// was and is reported in [`tidemark_engine::Applied::refused_changes`], in the same batch
 /// as an allowed one; a change of a missing target is a no-op, not a refusal.
-pub async fn changes_by_another_sender_are_refused_and_reported<F: StorageFactory>(
+pub async fn changes_by_another_sender_are_refused_and_reported<F: Backend>(
     factory: F,
 ) -> CaseResult {
-    let store = factory.create().await?;
+    let store = factory.open(0).await?;
     let m = sent("c", "m", 3);
     apply(
         &store,
@@ -80,8 +80,8 @@ pub async fn changes_by_another_sender_are_refused_and_reported<F: StorageFactor
 
 /// Edits apply in seq order whatever order they arrive in: an older edit after a newer one is
 /// ignored, the same edit again changes nothing, and within one batch the newest wins too.
-pub async fn edits_apply_in_seq_order<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn edits_apply_in_seq_order<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 20)), put(vec![sent("c", "m", 3)])],
@@ -117,8 +117,8 @@ pub async fn edits_apply_in_seq_order<F: StorageFactory>(factory: F) -> CaseResu
 /// `RevokeMessage` clears the content and marks the row revoked, keeping its identity; a revoke
 /// after an edit wins, an edit after a revoke is ignored (also within one batch), and a
 /// second revoke changes nothing.
-pub async fn revoke_wins_over_edits<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn revoke_wins_over_edits<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let m = sent("c", "m", 3);
     let n = sent("c", "n", 4);
     apply(
@@ -172,8 +172,8 @@ pub async fn revoke_wins_over_edits<F: StorageFactory>(factory: F) -> CaseResult
 
 /// Edits and revokes of missing targets change nothing: an unknown seq, seq 0, an unknown
 /// conversation, a seq that exists only in another conversation.
-pub async fn changes_to_missing_targets_are_noops<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn changes_to_missing_targets_are_noops<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![
@@ -215,8 +215,8 @@ pub async fn changes_to_missing_targets_are_noops<F: StorageFactory>(factory: F)
 
 /// Re-putting an edited message keeps the edit; a copy carrying a newer edit applies it, a
 /// copy carrying an older edit is ignored.
-pub async fn reput_keeps_edits_and_newer_copy_applies<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reput_keeps_edits_and_newer_copy_applies<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let m = sent("c", "m", 3);
     apply(
         &store,
@@ -267,10 +267,8 @@ pub async fn reput_keeps_edits_and_newer_copy_applies<F: StorageFactory>(factory
 /// Re-putting a revoked message keeps it revoked (also a copy carrying a newer edit); a copy
 /// carrying a revoke revokes the stored row, over an edit too, and clears its content even if
 /// the copy has some.
-pub async fn reput_keeps_revoke_and_revoked_copy_revokes<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reput_keeps_revoke_and_revoked_copy_revokes<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let a = sent("c", "a", 1);
     let b = sent("c", "b", 2);
     let c = sent("c", "c", 3);
@@ -326,8 +324,8 @@ pub async fn reput_keeps_revoke_and_revoked_copy_revokes<F: StorageFactory>(
 
 /// A message at a tombstoned seq is not stored, whatever its client id, while the rest of its
 /// batch applies (also when the tombstone comes earlier in the same batch).
-pub async fn put_at_tombstoned_seq_is_not_stored<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn put_at_tombstoned_seq_is_not_stored<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 10)), tombstones("c", 3, 5)],
@@ -367,8 +365,8 @@ pub async fn put_at_tombstoned_seq_is_not_stored<F: StorageFactory>(factory: F) 
 
 /// `PutTombstones` deletes stored messages at those seqs, and only those: other seqs, seq-less
 /// rows and other conversations stay.
-pub async fn tombstones_delete_stored_rows<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn tombstones_delete_stored_rows<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![
@@ -400,8 +398,8 @@ pub async fn tombstones_delete_stored_rows<F: StorageFactory>(factory: F) -> Cas
 
 /// `tombstones()` is the union of every `PutTombstones` of the conversation, coalesced, per
 /// conversation; an empty set adds nothing.
-pub async fn tombstones_accumulate_as_a_union<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn tombstones_accumulate_as_a_union<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     for op in [
         tombstones("c", 1, 3),
         tombstones("c", 5, 5),
@@ -444,8 +442,8 @@ pub async fn tombstones_accumulate_as_a_union<F: StorageFactory>(factory: F) -> 
 
 /// `DeletePendingMessage` removes a pending or a failed row, never a sent one (also one acked
 /// earlier in the batch); unknown ids and other conversations' rows are left alone.
-pub async fn delete_pending_touches_only_seqless_rows<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn delete_pending_touches_only_seqless_rows<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let s = sent("c", "s", 1);
     apply(
         &store,

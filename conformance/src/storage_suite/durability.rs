@@ -5,15 +5,15 @@ use tidemark_engine::{Storage, StorageError, WriteOp};
 use super::fixtures::*;
 use super::{
     assert_dumps_equal, conflicting_op, dump, dump_including, followup_ops, sample_batch,
-    sample_conversation_ids, CaseResult, StorageFactory,
+    sample_conversation_ids, Backend, CaseResult,
 };
 
 /// Reopening a store nothing was written to gives an empty store that passes its integrity
 /// check and takes writes.
-pub async fn reopen_empty_store<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reopen_empty_store<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let empty = dump(&store).await?;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     assert_dumps_equal(&empty, &dump(&store).await?, "empty store after reopen");
     store.check_integrity().await?;
     store.apply(sample_batch()).await?;
@@ -25,13 +25,13 @@ pub async fn reopen_empty_store<F: StorageFactory>(factory: F) -> CaseResult {
 /// writes merge with the old rows (an ack turns an old pending row sent, an old tombstone
 /// blocks a put, an old edit survives a re-put, an old row's seq still rejects another id),
 /// and a second reopen keeps those too.
-pub async fn reopen_keeps_everything<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reopen_keeps_everything<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     apply(&store, followup_ops()).await?;
     let extra = sample_conversation_ids();
     let before = dump_including(&store, &extra).await?;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     assert_dumps_equal(
         &before,
         &dump_including(&store, &extra).await?,
@@ -62,7 +62,7 @@ pub async fn reopen_keeps_everything<F: StorageFactory>(factory: F) -> CaseResul
     expect_rejected(&store, vec![conflicting_op()], "beta-1's seq after reopen").await;
 
     let before = dump_including(&store, &extra).await?;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     assert_dumps_equal(
         &before,
         &dump_including(&store, &extra).await?,
@@ -73,15 +73,15 @@ pub async fn reopen_keeps_everything<F: StorageFactory>(factory: F) -> CaseResul
 }
 
 /// A batch rejected before a close is not there after the reopen.
-pub async fn reopen_after_rejected_batch<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn reopen_after_rejected_batch<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     let extra = sample_conversation_ids();
     let before = dump_including(&store, &extra).await?;
     let mut bad = followup_ops();
     bad.push(conflicting_op());
     expect_rejected(&store, bad, "the follow-up batch ending in a conflict").await;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     assert_dumps_equal(
         &before,
         &dump_including(&store, &extra).await?,
@@ -93,10 +93,8 @@ pub async fn reopen_after_rejected_batch<F: StorageFactory>(factory: F) -> CaseR
 
 /// `check_integrity` passes on well-formed stores after every kind of op: fresh, the sample,
 /// the follow-up, a tombstone over everything, revokes and edits, acks, deletes, removals.
-pub async fn check_integrity_passes_on_a_well_formed_store<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn check_integrity_passes_on_a_well_formed_store<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.check_integrity().await?;
     store.apply(sample_batch()).await?;
     store.check_integrity().await?;
@@ -154,10 +152,10 @@ async fn expect_caught<S: Storage>(
 /// `check_integrity` reports a stored message outside its conversation's held ranges: above
 /// them, left uncovered when a record shrinks its held ranges, and in a conversation without a
 /// record; it passes again once the record covers them.
-pub async fn check_integrity_reports_message_outside_held_ranges<F: StorageFactory>(
+pub async fn check_integrity_reports_message_outside_held_ranges<F: Backend>(
     factory: F,
 ) -> CaseResult {
-    let store = factory.create().await?;
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 3)), put(sent_run("c", 1..=3))],
@@ -190,10 +188,10 @@ pub async fn check_integrity_reports_message_outside_held_ranges<F: StorageFacto
 
 /// `check_integrity` reports an outbox entry without its unsent row (no row at all, or the
 /// row acked while the entry stayed); it passes again once the row is there or the entry gone.
-pub async fn check_integrity_reports_outbox_entry_without_unsent_row<F: StorageFactory>(
+pub async fn check_integrity_reports_outbox_entry_without_unsent_row<F: Backend>(
     factory: F,
 ) -> CaseResult {
-    let store = factory.create().await?;
+    let store = factory.open(0).await?;
     apply(&store, vec![put_conv(conv("c", 1, 0, 1))]).await?;
     expect_caught(
         &store,

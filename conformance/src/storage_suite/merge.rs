@@ -6,13 +6,13 @@ use tidemark_engine::{
 };
 
 use super::fixtures::*;
-use super::{assert_dumps_equal, dump_including, CaseResult, StorageFactory};
+use super::{assert_dumps_equal, dump_including, Backend, CaseResult};
 
 /// `PutMessages` stores every field of every kind of message (custom, image, file, edit and
 /// revoke messages, a pre-edited and a pre-revoked row, binary content, pending and failed
 /// rows): pages, `message_by_client_id` and `unsent_messages` return them unchanged.
-pub async fn put_message_round_trips_every_field<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn put_message_round_trips_every_field<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let with_seq = vec![
         Message {
             kind: ContentKind::Custom("sticker/v2".to_owned()),
@@ -93,10 +93,8 @@ pub async fn put_message_round_trips_every_field<F: StorageFactory>(factory: F) 
 
 /// `message_by_client_id` finds pending, failed and sent rows, only in their own conversation;
 /// unknown ids and rows deleted by a tombstone are `None`.
-pub async fn message_by_client_id_finds_every_kind_of_row<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn message_by_client_id_finds_every_kind_of_row<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let p = pending("c", "p", 1);
     let f = failed("c", "f", 2);
     let s = sent("c", "s", 1);
@@ -127,8 +125,8 @@ pub async fn message_by_client_id_finds_every_kind_of_row<F: StorageFactory>(
 /// A pending row becomes the sent row when its ack arrives (same client id, now with a seq):
 /// one row equal to the incoming message, in pages, no longer unsent; a failed row becomes
 /// sent the same way when a late echo arrives.
-pub async fn pending_becomes_sent_on_ack<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn pending_becomes_sent_on_ack<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let mut ops = vec![put_conv(conv("c", 1, 0, 2)), put(sent_run("c", 1..=2))];
     ops.extend(send_ops("c", "mine", 50));
     apply(&store, ops).await?;
@@ -173,8 +171,8 @@ pub async fn pending_becomes_sent_on_ack<F: StorageFactory>(factory: F) -> CaseR
 
 /// A message without a seq never downgrades a sent row: pending, failed and changed seq-less
 /// copies put after the ack (in later batches or later in the same batch) leave it as it was.
-pub async fn seqless_put_never_downgrades_a_sent_row<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn seqless_put_never_downgrades_a_sent_row<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let p = pending("c", "m", 5);
     let ack = acked(&p, 1);
     apply(
@@ -217,8 +215,8 @@ pub async fn seqless_put_never_downgrades_a_sent_row<F: StorageFactory>(factory:
 
 /// A seq-less row is replaced by a seq-less put: pending -> failed (the send gave up) ->
 /// pending again with other content (a retry), each time exactly the incoming row.
-pub async fn seqless_row_is_replaced_by_seqless_put<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn seqless_row_is_replaced_by_seqless_put<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let p = pending("c", "m", 5);
     apply(&store, vec![put(vec![p.clone()])]).await?;
     let f = Message {
@@ -244,8 +242,8 @@ pub async fn seqless_row_is_replaced_by_seqless_put<F: StorageFactory>(factory: 
 
 /// `unsent_messages` holds only the seq-less rows of that conversation, oldest first, ties by
 /// client id; acked and deleted rows leave it.
-pub async fn unsent_messages_oldest_first<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn unsent_messages_oldest_first<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let v = failed("c", "v", 2);
     let y = pending("c", "y", 3);
     apply(
@@ -276,8 +274,8 @@ pub async fn unsent_messages_oldest_first<F: StorageFactory>(factory: F) -> Case
 /// A sent message put again keeps its stored fields (content, kind, times) when the copy
 /// carries no revoke and no newer edit. (The sender is part of the row's key: a copy from
 /// another sender is another message, see `same_client_id_of_two_senders_is_two_rows`.)
-pub async fn sent_row_keeps_its_fields_when_put_again<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn sent_row_keeps_its_fields_when_put_again<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let orig = sent("c", "m", 4);
     apply(
         &store,
@@ -303,8 +301,8 @@ pub async fn sent_row_keeps_its_fields_when_put_again<F: StorageFactory>(factory
 }
 
 /// The same messages put twice (within one op, in two ops, in two batches) are one row each.
-pub async fn same_message_twice_is_one_row<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn same_message_twice_is_one_row<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let m1 = sent("c", "m1", 1);
     let m2 = sent("c", "m2", 2);
     let p = pending("c", "p", 3);
@@ -338,10 +336,8 @@ pub async fn same_message_twice_is_one_row<F: StorageFactory>(factory: F) -> Cas
 /// A seq held by a row with another client id rejects the batch (`StorageError::Rejected`):
 /// the holder stays, the newcomer is not stored, and a pending row whose ack claims that seq
 /// stays pending.
-pub async fn seq_held_by_another_client_id_is_rejected<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn seq_held_by_another_client_id_is_rejected<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let a = sent("c", "a", 2);
     let b = pending("c", "b", 7);
     apply(
@@ -375,8 +371,8 @@ pub async fn seq_held_by_another_client_id_is_rejected<F: StorageFactory>(
 
 /// A client id already stored at one seq, put again at another seq, rejects the batch; the row
 /// stays at its seq.
-pub async fn client_id_at_another_seq_is_rejected<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn client_id_at_another_seq_is_rejected<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let a = sent("c", "a", 2);
     apply(
         &store,
@@ -399,8 +395,8 @@ pub async fn client_id_at_another_seq_is_rejected<F: StorageFactory>(factory: F)
 
 /// Conflicts inside one batch reject it and leave a fresh store empty: two ids at one seq in
 /// one `PutMessages`, the same across two ops, and one id at two seqs.
-pub async fn conflict_within_one_batch_is_rejected<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conflict_within_one_batch_is_rejected<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let extra = [cid("c")];
     let empty = dump_including(&store, &extra).await?;
     expect_rejected(
@@ -440,8 +436,8 @@ pub async fn conflict_within_one_batch_is_rejected<F: StorageFactory>(factory: F
 
 /// Client ids and seqs are per conversation: the same id and seq in two conversations are two
 /// rows, and tombstones, edits and pending deletes of one leave the other alone.
-pub async fn client_ids_and_seqs_are_per_conversation<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn client_ids_and_seqs_are_per_conversation<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let rows = vec![
         sent("x", "m", 1),
         sent("y", "m", 1),
@@ -495,10 +491,8 @@ pub async fn client_ids_and_seqs_are_per_conversation<F: StorageFactory>(factory
 /// row of its own (the pending row and its outbox entry stay, and the pending row still
 /// becomes the sent row at its ack); a third sender's copy is a third row; conflicts stay
 /// per (sender, client id) and per seq. (fuzz: foreign-sender-same-client-id)
-pub async fn same_client_id_of_two_senders_is_two_rows<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn same_client_id_of_two_senders_is_two_rows<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let mut ops = vec![put_conv(conv("c", 1, 0, 5))];
     ops.extend(send_ops("c", "x", 50));
     apply(&store, ops).await?;

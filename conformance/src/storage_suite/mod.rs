@@ -1,10 +1,10 @@
 //! The storage conformance suite: the [`Storage`] contract as executable cases, generic over
 //! the backend, so the memory, SQLite and browser stores are held to the very same rules.
 //!
-//! Every case is an `async fn <name><F: StorageFactory>(factory: F) -> CaseResult`. It creates
-//! one fresh, empty store with [`StorageFactory::create`], writes through
-//! [`Storage::apply`], reads back through the trait's read methods, and where the case is about
-//! durability closes and reopens the store with [`StorageFactory::reopen`]. What the cases cover:
+//! Every case is an `async fn <name><F: Backend>(factory: F) -> CaseResult`. It opens one
+//! fresh, empty store (device 0's) with [`Backend::open`], writes through [`Storage::apply`],
+//! reads back through the trait's read methods, and where the case is about durability closes
+//! and reopens the store with [`Backend::reopen`]. What the cases cover:
 //! - every trait method, on a fresh store and on a populated one;
 //! - `apply` atomicity (a batch rejected midway changes nothing: a full [`dump`] of every read
 //!   method is equal before and after) and idempotency (the same batch twice = once);
@@ -15,7 +15,7 @@
 //! - Unicode everywhere, 1 MiB payloads, values up to `i64::MAX`, 100k conversations;
 //! - close and reopen, and `check_integrity` on good and on broken stores.
 //!
-//! A backend runs them all with [`crate::storage_suite!`]. Case assertions panic (they are test
+//! A backend runs them all with [`crate::backend_suite!`]. Case assertions panic (they are test
 //! code); storage failures and inconsistent reads come back as [`CaseError`].
 //!
 //! [`dump`], [`StoreDump`] and [`sample_batch`] are public so that a backend's own tests
@@ -34,13 +34,12 @@ mod queues;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::marker::PhantomData;
 
-use tidemark_engine::storage::{SendOutsideWasm, SyncOutsideWasm};
+use crate::Backend;
 use tidemark_engine::{
     ContentKind, Conversation, ConversationCursor, ConversationId, ConversationKind, Direction,
-    LatestMessage, MemoryStorage, Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError,
-    SyncSnapshot, WriteBatch, WriteOp,
+    LatestMessage, Message, OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot,
+    WriteBatch, WriteOp,
 };
 
 pub use basics::*;
@@ -56,90 +55,6 @@ use fixtures::{
     acked, cid, conv, edit, edit_change, failed, mid, outbox_entry, pending, revoke, sent,
     sent_run, tombstones,
 };
-
-/// Creates the store a case runs on, and reopens it for the durability cases.
-///
-/// [`crate::storage_suite!`] evaluates the factory expression afresh for every case, and a case
-/// calls [`StorageFactory::create`] once: a factory may therefore own its resources (a temporary
-/// directory, a database name) and always open the same place.
-///
-/// ```ignore
-/// struct SqliteFactory { dir: tempfile::TempDir }
-///
-/// #[async_trait::async_trait]
-/// impl StorageFactory for SqliteFactory {
-///     type Store = SqliteStorage;
-///     async fn create(&self) -> Result<SqliteStorage, StorageError> {
-///         SqliteStorage::open(self.dir.path().join("store.sqlite")).await
-///     }
-///     async fn reopen(&self, store: SqliteStorage) -> Result<SqliteStorage, StorageError> {
-///         store.close().await?; // or drop(store)
-///         SqliteStorage::open(self.dir.path().join("store.sqlite")).await
-///     }
-/// }
-/// ```
-#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
-#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
-pub trait StorageFactory: SendOutsideWasm + SyncOutsideWasm {
-    /// The store type.
-    type Store: Storage;
-
-    /// Opens a fresh, empty store. Called once per case.
-    async fn create(&self) -> Result<Self::Store, StorageError>;
-
-    /// Closes `store` and opens the same durable data again, as a restarted app would:
-    /// everything whose `apply` returned `Ok` must be there, nothing else.
-    async fn reopen(&self, store: Self::Store) -> Result<Self::Store, StorageError>;
-}
-
-/// The factory for stores whose clones share their data (an in-memory store behind an `Arc`):
-/// `create` is `S::default()`, `reopen` drops the handle it is given and returns a clone of it.
-pub struct SharedStorageFactory<S> {
-    _store: PhantomData<fn() -> S>,
-}
-
-impl<S> SharedStorageFactory<S> {
-    /// The factory.
-    pub fn new() -> Self {
-        Self {
-            _store: PhantomData,
-        }
-    }
-}
-
-impl<S> Default for SharedStorageFactory<S> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<S> fmt::Debug for SharedStorageFactory<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SharedStorageFactory")
-    }
-}
-
-#[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
-#[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
-impl<S> StorageFactory for SharedStorageFactory<S>
-where
-    S: Storage + Clone + Default + 'static,
-{
-    type Store = S;
-
-    async fn create(&self) -> Result<S, StorageError> {
-        Ok(S::default())
-    }
-
-    async fn reopen(&self, store: S) -> Result<S, StorageError> {
-        let reopened = store.clone();
-        drop(store);
-        Ok(reopened)
-    }
-}
-
-/// The memory backend's factory.
-pub type MemoryStorageFactory = SharedStorageFactory<MemoryStorage>;
 
 /// What a case returns. Its own assertions panic; this carries the failures it cannot go on
 /// after.
@@ -588,28 +503,15 @@ fn conflicting_op() -> WriteOp {
 
 // ----- the macro -----
 
-/// Expands to one test per storage conformance case for the backend whose [`StorageFactory`]
-/// `$factory` builds. The expression is evaluated afresh inside every test (an `async` body,
-/// so it may `.await`): each case gets its own factory and store.
-///
-/// The crate using it needs `tokio` (features `rt` and `macros`) as a dev-dependency: the tests
-/// are `#[tokio::test]`s. Invoke it in a test file (or module) of its own: the tests are named
-/// after the cases. Cases known to expose a bug carry their `#[ignore = ...]` here, so every
-/// backend ignores them alike.
-///
-/// ```ignore
-/// // conformance/tests/storage_memory.rs
-/// tidemark_conformance::storage_suite!(
-///     tidemark_conformance::storage_suite::MemoryStorageFactory::new()
-/// );
-/// // storage-sqlite/tests/conformance.rs
-/// tidemark_conformance::storage_suite!(SqliteFactory::in_temp_dir().expect("temp dir"));
-/// ```
+/// Every storage case, for [`crate::backend_suite!`]: `$test` is the bracketed test attribute
+/// (empty natively), `$factory` the backend expression. Cases known to expose a bug carry
+/// their `#[ignore = ...]` in this list, so every backend ignores them alike.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! storage_suite {
-    ($factory:expr $(,)?) => {
-        $crate::__storage_suite_tests! {
-            $factory;
+macro_rules! __storage_suite_tests {
+    ($test:tt $factory:expr) => {
+        $crate::__storage_case_tests! {
+            $test $factory;
             // basics
             empty_store_reads_empty,
             empty_batch_changes_nothing,
@@ -688,19 +590,19 @@ macro_rules! storage_suite {
     };
 }
 
-/// One test per listed case; see [`storage_suite!`].
+/// One test per listed case; see [`crate::backend_suite!`].
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __storage_suite_tests {
-    ($factory:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+macro_rules! __storage_case_tests {
+    ($test:tt $factory:expr; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
         $(
-            $(#[$attr])*
-            // On wasm32 the browser backend adds its `wasm_bindgen_test` attribute next to
-            // this one.
-            #[cfg_attr(not(target_family = "wasm"), ::tokio::test)]
-            async fn $name() {
-                if let Err(err) = $crate::storage_suite::$name($factory).await {
-                    panic!("storage case {} failed: {err}", stringify!($name));
+            $crate::__backend_test! {
+                $test
+                $(#[$attr])*
+                async fn $name() {
+                    if let Err(err) = $crate::storage_suite::$name($factory).await {
+                        panic!("storage case {} failed: {err}", stringify!($name));
+                    }
                 }
             }
         )*

@@ -5,17 +5,15 @@ use std::cmp::Reverse;
 use tidemark_engine::{Direction, Storage};
 
 use super::fixtures::*;
-use super::{messages_in_pages, CaseResult, StorageFactory};
+use super::{messages_in_pages, Backend, CaseResult};
 
 const BEFORE: Direction = Direction::Before;
 const AFTER: Direction = Direction::After;
 
 /// The list is newest activity first; ties in activity are broken by id ascending, whatever
 /// the order the conversations were written in.
-pub async fn conversations_page_orders_by_activity_then_id<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_orders_by_activity_then_id<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let ops = [("m", 5), ("b", 5), ("z", 9), ("a", 1), ("c", 5), ("k", 9)]
         .iter()
         .map(|(id, at)| put_conv(conv(id, *at, 0, 0)))
@@ -29,8 +27,8 @@ pub async fn conversations_page_orders_by_activity_then_id<F: StorageFactory>(
 }
 
 /// One conversation: the first page is it (limit 1 or 100), and the page after it is empty.
-pub async fn conversations_page_single_item<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_single_item<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let only = conv("only", 42, 1, 0);
     apply(&store, vec![put_conv(only.clone())]).await?;
     assert_eq!(store.conversations_page(None, 1).await?, vec![only.clone()]);
@@ -48,8 +46,8 @@ pub async fn conversations_page_single_item<F: StorageFactory>(factory: F) -> Ca
 
 /// Pages that end exactly at the end of the list: 6 conversations read 3, 6, 4 and 7 at a
 /// time give full pages, then the rest, then an empty page, never a repeat.
-pub async fn conversations_page_exact_boundaries<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_exact_boundaries<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let ops = (1..=6u64)
         .map(|i| put_conv(conv(&format!("c{i}"), i * 10, 0, 0)))
         .collect();
@@ -81,8 +79,8 @@ pub async fn conversations_page_exact_boundaries<F: StorageFactory>(factory: F) 
 }
 
 /// Limit 0 returns no conversation, with or without a cursor.
-pub async fn conversations_page_limit_zero<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_limit_zero<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("a", 1, 0, 0)), put_conv(conv("b", 2, 0, 0))],
@@ -103,8 +101,8 @@ pub async fn conversations_page_limit_zero<F: StorageFactory>(factory: F) -> Cas
 /// A cursor need not name a stored conversation: one newer than everything gives the whole
 /// list, one at an entry continues right after it, one between two entries or between ties
 /// continues at its (activity, id) position, one past the oldest gives nothing.
-pub async fn conversations_page_cursor_positions<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_cursor_positions<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let ops = [("a", 10), ("b", 10), ("c", 10), ("d", 20), ("e", 5)]
         .iter()
         .map(|(id, at)| put_conv(conv(id, *at, 0, 0)))
@@ -139,8 +137,8 @@ pub async fn conversations_page_cursor_positions<F: StorageFactory>(factory: F) 
 
 /// Walking 300 conversations with many activity ties page by page (sizes 1, 7, 299, 300, 301)
 /// visits every one once, in the order (activity desc, id asc).
-pub async fn conversations_page_walks_the_whole_list<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversations_page_walks_the_whole_list<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let records: Vec<(u64, String)> = (0..300u64)
         .map(|i| ((i * 7) % 13, format!("c{i:03}")))
         .collect();
@@ -164,8 +162,8 @@ pub async fn conversations_page_walks_the_whole_list<F: StorageFactory>(factory:
 /// Message pages of a conversation without messages are empty at every anchor and direction:
 /// an unknown conversation, one with a record and held seqs but no rows, one with only
 /// pending and failed rows.
-pub async fn messages_page_without_messages<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_without_messages<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![
@@ -200,8 +198,8 @@ pub async fn messages_page_without_messages<F: StorageFactory>(factory: F) -> Ca
 }
 
 /// One message at seq 5: anchors below, at and above it in both directions.
-pub async fn messages_page_single_message<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_single_message<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let m = sent("c", "m", 5);
     apply(
         &store,
@@ -241,8 +239,8 @@ pub async fn messages_page_single_message<F: StorageFactory>(factory: F) -> Case
 
 /// `Direction::Before` without an anchor is the newest `limit` messages, ascending; with an
 /// anchor the newest `limit` strictly below it (anchor at, below and above existing seqs).
-pub async fn messages_page_before<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_before<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 20)), put(sent_run("c", 1..=20))],
@@ -271,8 +269,8 @@ pub async fn messages_page_before<F: StorageFactory>(factory: F) -> CaseResult {
 
 /// `Direction::After` without an anchor is the oldest `limit` messages; with an anchor the
 /// oldest `limit` strictly above it (anchor at, below and above existing seqs).
-pub async fn messages_page_after<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_after<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 20)), put(sent_run("c", 1..=20))],
@@ -301,8 +299,8 @@ pub async fn messages_page_after<F: StorageFactory>(factory: F) -> CaseResult {
 
 /// Ten messages read 5 at a time end exactly: two full pages then an empty one, both
 /// directions; 10 and 11 at a time give everything in one page.
-pub async fn messages_page_exact_boundaries<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_exact_boundaries<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 10)), put(sent_run("c", 1..=10))],
@@ -345,8 +343,8 @@ pub async fn messages_page_exact_boundaries<F: StorageFactory>(factory: F) -> Ca
 }
 
 /// Limit 0 returns no message, whatever the anchor and direction.
-pub async fn messages_page_limit_zero<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_limit_zero<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![put_conv(conv("c", 1, 0, 3)), put(sent_run("c", 1..=3))],
@@ -366,8 +364,8 @@ pub async fn messages_page_limit_zero<F: StorageFactory>(factory: F) -> CaseResu
 
 /// Sparse seqs (2, 3, 7, 11, 12, 20): anchors inside holes, and the limit counts messages,
 /// not seqs.
-pub async fn messages_page_with_holes<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn messages_page_with_holes<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![
@@ -401,10 +399,10 @@ pub async fn messages_page_with_holes<F: StorageFactory>(factory: F) -> CaseResu
 
 /// Pages hold only the asked conversation's rows with a seq: pending and failed rows never
 /// appear, and another conversation with the same seqs and client ids stays apart.
-pub async fn messages_page_excludes_unsent_and_other_conversations<F: StorageFactory>(
+pub async fn messages_page_excludes_unsent_and_other_conversations<F: Backend>(
     factory: F,
 ) -> CaseResult {
-    let store = factory.create().await?;
+    let store = factory.open(0).await?;
     let x: Vec<_> = (1..=3).map(|s| sent("x", &format!("m{s}"), s)).collect();
     let mut y: Vec<_> = (1..=5).map(|s| sent("y", &format!("m{s}"), s)).collect();
     for m in &mut y {
@@ -446,8 +444,8 @@ pub async fn messages_page_excludes_unsent_and_other_conversations<F: StorageFac
 /// Anchors and cursors at the ends of the number range: `Seq(u64::MAX)`, seqs just above
 /// `i64::MAX` and `Timestamp(u64::MAX)` behave as "above everything" (a backend storing
 /// signed 64-bit integers must not wrap them around).
-pub async fn paging_extreme_anchors<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn paging_extreme_anchors<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     apply(
         &store,
         vec![

@@ -10,8 +10,8 @@ use tidemark_engine::{
 
 use super::fixtures::*;
 use super::{
-    assert_dumps_equal, conversations_in_pages, dump_including, normalize_snapshot, CaseResult,
-    StorageFactory,
+    assert_dumps_equal, conversations_in_pages, dump_including, normalize_snapshot, Backend,
+    CaseResult,
 };
 
 /// A conversation id with emoji, Hebrew, a combining accent, bidi controls and a NUL.
@@ -32,8 +32,8 @@ fn unicode_content(tag: &str) -> Vec<u8> {
 /// CJK, RTL text, combining marks, bidi controls and NUL; content with all of that and invalid
 /// UTF-8; custom kind names, failure reasons, previews, the outbox, pending changes,
 /// tombstones and edits; also after a reopen.
-pub async fn unicode_round_trips_everywhere<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn unicode_round_trips_everywhere<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let sender = UserId::from("用户-👤-مستخدم-\0");
     let m1 = Message {
         sender: sender.clone(),
@@ -122,7 +122,7 @@ pub async fn unicode_round_trips_everywhere<F: StorageFactory>(factory: F) -> Ca
     store.check_integrity().await?;
 
     let before = dump_including(&store, std::slice::from_ref(&c)).await?;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     assert_dumps_equal(
         &before,
         &dump_including(&store, &[c]).await?,
@@ -134,10 +134,8 @@ pub async fn unicode_round_trips_everywhere<F: StorageFactory>(factory: F) -> Ca
 /// Ties in the conversation list order ids bytewise (Rust's `String` order: UTF-8 bytes, so by
 /// code point), with no locale, case folding or normalization: ASCII upper case, NULs,
 /// accented Latin, Greek, CJK, fullwidth forms, emoji, the last code point.
-pub async fn conversation_ties_order_unicode_ids_bytewise<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn conversation_ties_order_unicode_ids_bytewise<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let ids = [
         "b",
         "B",
@@ -198,8 +196,8 @@ fn assert_payload(actual: Option<&[u8]>, expected: &[u8], what: &str) {
 
 /// 1 MiB payloads round-trip byte for byte: a message's content, an edit's content, an outbox
 /// entry, a pending change; also after a reopen.
-pub async fn one_mib_payloads_round_trip<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn one_mib_payloads_round_trip<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let a = Message {
         content: payload(1),
         ..sent("c", "a", 1)
@@ -228,7 +226,7 @@ pub async fn one_mib_payloads_round_trip<F: StorageFactory>(factory: F) -> CaseR
     )
     .await?;
     check_mib_payloads(&store, "as written").await?;
-    let store = factory.reopen(store).await?;
+    let store = factory.reopen(0, store).await?;
     check_mib_payloads(&store, "after reopen").await
 }
 
@@ -257,8 +255,8 @@ async fn check_mib_payloads<S: Storage>(store: &S, when: &str) -> CaseResult {
 
 /// Numbers up to `i64::MAX` round-trip and order as numbers: seqs near 2^62 and at
 /// `i64::MAX`, timestamps at `i64::MAX`, unread counts beyond `u32`, `u32::MAX` attempts.
-pub async fn large_numbers_round_trip<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn large_numbers_round_trip<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let big = i64::MAX as u64;
     let base = 1u64 << 62;
     let record = Conversation {
@@ -365,8 +363,8 @@ fn many_record(i: u64) -> Conversation {
 /// 100k conversations written in batches of 5,000: the snapshot holds exactly 100k distinct
 /// records, spot-checked field by field; `conversation()` finds them; the total unread is the
 /// sum; the first list page and a walk of the whole list (pages of 2,000) are in order.
-pub async fn hundred_thousand_conversations_snapshot<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn hundred_thousand_conversations_snapshot<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let mut start = 0;
     while start < MANY {
         let ops = (start..start + MANY_BATCH)

@@ -5,15 +5,13 @@ use tidemark_engine::{OutboxEntry, Storage, SyncSnapshot, Timestamp, WriteOp};
 use super::fixtures::*;
 use super::{
     followup_alpha, followup_ops, normalize_snapshot, sample_batch, sample_conversations,
-    sample_outbox, sample_pending_change, CaseResult, StorageFactory,
+    sample_outbox, sample_pending_change, Backend, CaseResult,
 };
 
 /// `outbox()` is oldest first by `created_at`, ties by client id, across conversations, and the
 /// snapshot's outbox is the same list.
-pub async fn outbox_orders_by_created_at_then_client_id<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn outbox_orders_by_created_at_then_client_id<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let sends = [
         ("c", "z", 1),
         ("c", "b", 2),
@@ -45,8 +43,8 @@ pub async fn outbox_orders_by_created_at_then_client_id<F: StorageFactory>(
 /// `PutOutbox` with a known client id replaces the entry (attempts, and a new `created_at`
 /// moves it); `RemoveOutbox` removes it and leaves its message row; removing an unknown or
 /// already removed id is a no-op.
-pub async fn outbox_put_replaces_and_remove_removes<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn outbox_put_replaces_and_remove_removes<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let mut ops = Vec::new();
     for (id, at) in [("a", 1), ("b", 2), ("c", 3)] {
         ops.extend(send_ops("conv", id, at));
@@ -87,8 +85,8 @@ pub async fn outbox_put_replaces_and_remove_removes<F: StorageFactory>(factory: 
 /// Pending changes are kept by (conversation, seq): put, replace, remove one (others, and the
 /// same seq in another conversation, stay); the snapshot holds exactly the current ones; they
 /// create no message row.
-pub async fn pending_changes_put_replace_remove<F: StorageFactory>(factory: F) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn pending_changes_put_replace_remove<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     let c5 = edit_change("c", 5, 3, "c five");
     let c6 = revoke_change("c", 6, 3);
     let d5 = edit_change("d", 5, 3, "d five");
@@ -139,10 +137,8 @@ pub async fn pending_changes_put_replace_remove<F: StorageFactory>(factory: F) -
 /// `load_snapshot` returns exactly what was written: every conversation record (the last put
 /// of each), the outbox oldest first, the pending changes; after a follow-up batch exactly the
 /// new state; two loads agree; every snapshot record equals `conversation()`.
-pub async fn load_snapshot_returns_exactly_what_was_written<F: StorageFactory>(
-    factory: F,
-) -> CaseResult {
-    let store = factory.create().await?;
+pub async fn load_snapshot_returns_exactly_what_was_written<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
     store.apply(sample_batch()).await?;
     let mut conversations = sample_conversations();
     conversations.sort_by(|a, b| a.id.cmp(&b.id));

@@ -21,17 +21,24 @@ pub fn msg(conv: &str, seq: u64, sender: &str) -> ServerMessage {
     }
 }
 
-/// Drains outputs; commits every write at once; returns requests and events.
+/// Outputs one drain may give before a test calls the engine looping.
+pub const MAX_OUTPUTS: usize = 100_000;
+
+/// Drains outputs; commits every write at once (without a store); returns requests and
+/// events.
 pub fn drain(engine: &mut Engine, now: Timestamp) -> (Vec<(RequestId, Request)>, Vec<Event>) {
     let mut requests = Vec::new();
     let mut events = Vec::new();
+    let mut drain = testing::Drain::new(MAX_OUTPUTS);
     loop {
-        match engine.poll_output() {
-            Output::Timeout(_) => return (requests, events),
-            Output::Write(id, _) => engine.handle_batch_committed(now, id, &Applied::default()),
-            Output::Request(id, r) => requests.push((id, r)),
-            Output::Event(e) => events.push(e),
-            Output::Connect | Output::Disconnect { .. } => {}
+        match drain.next(engine).expect("the engine settles") {
+            testing::Polled::Idle(_) => return (requests, events),
+            testing::Polled::Execute(output) => match output {
+                Output::Write(id, _) => engine.handle_batch_committed(now, id, &Applied::default()),
+                Output::Request(id, r) => requests.push((id, r)),
+                Output::Event(e) => events.push(e),
+                Output::Connect | Output::Disconnect { .. } | Output::Timeout(_) => {}
+            },
         }
     }
 }
