@@ -424,23 +424,31 @@ impl MemoryStorage {
         Self::default()
     }
 
+    // Test support: behind the `testing` feature, so an app cannot call it by mistake.
+    #[cfg(any(test, feature = "testing"))]
     /// Fault injection: the next `n` calls to [`Storage::apply`] return
     /// [`StorageError::Backend`] and change nothing. Replaces any count still pending.
     pub fn fail_next_applies(&self, n: usize) {
         self.lock_recovering().fail_applies = n;
     }
 
+    // Test support: behind the `testing` feature, so an app cannot call it by mistake.
+    #[cfg(any(test, feature = "testing"))]
     /// Fault injection: the next `n` calls to [`Storage::load_snapshot`] return
     /// [`StorageError::Backend`]. Replaces any count still pending.
     pub fn fail_next_loads(&self, n: usize) {
         self.lock_recovering().fail_loads = n;
     }
 
+    // Test support: behind the `testing` feature, so an app cannot call it by mistake.
+    #[cfg(any(test, feature = "testing"))]
     /// How many batches have committed, so a test can aim a fault at a commit boundary.
     pub fn applied_batches(&self) -> u64 {
         self.lock_recovering().applied
     }
 
+    // Test support: behind the `testing` feature, so an app cannot call it by mistake.
+    #[cfg(any(test, feature = "testing"))]
     /// Every stored message of a conversation, sent or not: those with a seq ascending, then
     /// the unsent ones oldest first. For invariant checks in tests.
     pub fn all_messages(&self, conversation: &ConversationId) -> Vec<Message> {
@@ -466,6 +474,7 @@ impl MemoryStorage {
     }
 
     /// For the test hooks, which only touch counters and read.
+    #[cfg(any(test, feature = "testing"))]
     fn lock_recovering(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()
