@@ -149,7 +149,7 @@ pub enum Event {
     /// newer build (`UnsupportedVersion`). Follows the `StorageFailed` of the failing write
     /// (or comes alone when a restart's snapshot load failed so). The client stopped for
     /// good: the connection is closed, no restart follows, and every command answers
-    /// [`crate::ClientError::StoreUnusable`]. When `damaged`, the way back is to set the
+    /// `tidemark::ClientError::StoreUnusable`. When `damaged`, the way back is to set the
     /// store aside and start a fresh one (for SQLite `tidemark_storage_sqlite::recover`,
     /// which keeps the unsent messages), then start a new client, which resyncs.
     StoreUnusable {

@@ -49,7 +49,7 @@ impl<F: Backend> Sim<F> {
     }
 
     /// Steps until quiescent (see [`Sim::is_quiescent`]). Fails, rather than looping, when the
-    /// step budget or the simulated-time budget of [`SimConfig`] runs out, or when nothing is
+    /// step budget or the simulated-time budget of [`SimConfig`](super::SimConfig) runs out, or when nothing is
     /// scheduled but some device is not settled.
     pub async fn drive(&mut self) -> Result<(), SimError> {
         let deadline = self.now.plus_millis(self.config.max_drive_ms);

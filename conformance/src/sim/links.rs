@@ -97,7 +97,7 @@ impl<F: Backend> Sim<F> {
         Ok(())
     }
 
-    /// Restores every link to [`SimConfig::link`], ends every partition, and drops every
+    /// Restores every link to [`SimConfig::link`](super::SimConfig::link), ends every partition, and drops every
     /// open connection so each engine reconnects and resyncs. Pushes have no retry, so what
     /// a lossy phase lost (a read seq, a deletion) is only learned again by a resync; call
     /// this before checking end-state invariants after faults.

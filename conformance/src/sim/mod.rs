@@ -264,7 +264,7 @@ impl<F: Backend> Sim<F> {
         self.devices[d].connected
     }
 
-    /// Whether device `d`'s current process saw [`Event::Kicked`].
+    /// Whether device `d`'s current process saw [`Event::Kicked`](tidemark_engine::Event::Kicked).
     pub fn is_kicked(&self, d: usize) -> bool {
         self.devices[d].kicked
     }

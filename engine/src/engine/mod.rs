@@ -397,7 +397,7 @@ impl Engine {
 
     /// Batch `id` committed: releases its events and the sends waiting for it. `applied` is
     /// what the store reported ([`Storage::apply`](crate::Storage::apply)): an edit or revoke
-    /// it refused is announced as [`Containment::ChangeRefused`], not as an update.
+    /// it refused is announced as [`Containment::ChangeRefused`](crate::Containment::ChangeRefused), not as an update.
     pub fn handle_batch_committed(&mut self, now: Timestamp, id: BatchId, applied: &Applied) {
         if self.stopped {
             return;
