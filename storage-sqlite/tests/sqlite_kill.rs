@@ -63,6 +63,7 @@ use tidemark_conformance::server::{
 use tidemark_conformance::sim::{Sim, SimConfig, SimRng};
 use tidemark_conformance::storage_suite::{dump, StoreDump};
 use tidemark_conformance::Backend;
+use tidemark_engine::rng::mix;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, Message, MessageStatus, Seq,
     SeqRanges, Storage, StorageError, SyncPolicy, Timestamp, UserId, WriteBatch,
@@ -108,10 +109,6 @@ const CLOCK_SPAN: u64 = 100_000_000;
 const MAX_SETTLE_STEPS: u64 = 2_000_000;
 
 // ----- small helpers -----
-
-fn mix(a: u64, b: u64) -> u64 {
-    SimRng::new(a ^ b.rotate_left(32) ^ 0xD6E8_FEB8_6659_FD93).next_u64()
-}
 
 fn cid(s: &str) -> ConversationId {
     ConversationId::from(s)
