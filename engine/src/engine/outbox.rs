@@ -6,7 +6,7 @@
 //! request, writes or announces (it tells the engine what to send, write or announce), and
 //! never reads a clock: `now` is passed in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::model::{
     ClientMsgId, ConversationId, Message, MessageStatus, OutboxEntry, Seq, Timestamp, UserId,
@@ -35,6 +35,9 @@ pub(super) enum SendFailure {
     GaveUp(OutboxEntry, ServerError),
 }
 
+/// How many acked sends the outbox remembers (about 64 bytes each: well under 1 MiB).
+pub(super) const ACKED_REMEMBERED: usize = 10_000;
+
 /// The sends and read marks waiting for the server's ack.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
@@ -43,8 +46,12 @@ pub(super) struct Outbox {
     /// delivery of the same id at another seq is not their echo, and `MessageSent` is not
     /// emitted again. The store cannot tell: a send acked at a seq already held has no row,
     /// and a sent row goes when the server deletes its seq. Only a server contradicting
-    /// itself delivers an acked id again; process memory only (one id per send acked).
+    /// itself delivers an acked id again; process memory only, the last
+    /// [`ACKED_REMEMBERED`] of them, so memory stays bounded by conversations rather than by
+    /// sends: an older one is forgotten as a restart forgets them all.
     acked: BTreeSet<ClientMsgId>,
+    /// `acked` in the order acked, oldest first, to forget the oldest.
+    acked_order: VecDeque<ClientMsgId>,
     /// Read seqs set locally that the server has not acked yet.
     reads: BTreeMap<ConversationId, Seq>,
 }
@@ -203,7 +210,14 @@ impl Outbox {
     /// Send `id` was acked (by its ack or its echo; `MessageSent` is emitted): it leaves the
     /// outbox if still there, and a later copy of it is not its echo. Returns its entry.
     pub(super) fn acked(&mut self, id: &ClientMsgId) -> Option<OutboxEntry> {
-        self.acked.insert(id.clone());
+        if self.acked.insert(id.clone()) {
+            self.acked_order.push_back(id.clone());
+            if self.acked_order.len() > ACKED_REMEMBERED {
+                if let Some(oldest) = self.acked_order.pop_front() {
+                    self.acked.remove(&oldest);
+                }
+            }
+        }
         self.sends.remove(id).map(|o| o.entry)
     }
 
@@ -249,5 +263,27 @@ pub(super) fn pending_message(user: &UserId, entry: &OutboxEntry) -> Message {
         status: MessageStatus::Pending,
         edit_seq: None,
         revoked: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acked_sends_are_remembered_up_to_the_bound_oldest_forgotten_first() {
+        let mut outbox = Outbox::default();
+        let id = |i: usize| ClientMsgId::from(format!("d:{i}"));
+        // Acking one send twice (its echo, then its ack) counts it once.
+        outbox.acked(&id(0));
+        outbox.acked(&id(0));
+        for i in 1..=ACKED_REMEMBERED {
+            outbox.acked(&id(i));
+        }
+        assert!(!outbox.was_acked(&id(0)), "the oldest is forgotten");
+        assert!(outbox.was_acked(&id(1)));
+        assert!(outbox.was_acked(&id(ACKED_REMEMBERED)));
+        assert_eq!(outbox.acked.len(), ACKED_REMEMBERED);
+        assert_eq!(outbox.acked_order.len(), ACKED_REMEMBERED);
     }
 }
