@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check Tidemark has, in the order CI runs them. On a fresh machine it first installs
-# what it needs and is missing: the wasm32-unknown-unknown target (rustup) and clang (apt, for
-# SQLite's C on wasm32); scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is
-# there. `.ci/run` is this script and nothing else.
+# what it needs and is missing: the wasm32-unknown-unknown target (rustup), clang (apt, for
+# SQLite's C on wasm32), chromium and chromium-driver (apt) and wasm-bindgen-cli at the
+# Cargo.lock version (cargo install, about 3.5 minutes) for the browser tests;
+# scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is there. `.ci/run` is this script and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,14 +11,22 @@ echo "== set-up: what a fresh machine lacks"
 if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
     rustup target add wasm32-unknown-unknown
 fi
-if ! command -v clang > /dev/null; then
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update
-        apt-get install -y clang
-    else
-        sudo apt-get update
-        sudo apt-get install -y clang
-    fi
+# apt packages: clang (SQLite's C on wasm32), chromium and its driver (the browser tests).
+apt_missing=()
+command -v clang > /dev/null || apt_missing+=(clang)
+command -v chromium > /dev/null || apt_missing+=(chromium)
+command -v chromedriver > /dev/null || apt_missing+=(chromium-driver)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update
+    "${sudo_cmd[@]}" apt-get install -y "${apt_missing[@]}"
+fi
+# The browser tests' runner must match the wasm-bindgen version in Cargo.lock.
+wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+if ! wasm-bindgen-test-runner --version 2> /dev/null | grep -q " $wasm_bindgen_version\b"; then
+    # Without --locked: the CLI's own lock file does not build with this toolchain.
+    cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
 fi
 
 echo "== cargo fmt --check"
@@ -53,6 +62,14 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --all-features 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# In a browser: headless Chromium under wasm-bindgen-test-runner (the tests run in a
+# dedicated worker). Its results join the summary below.
+echo "== browser tests (wasm32, headless Chromium)"
+CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test --target wasm32-unknown-unknown -p tidemark --test browser 2>&1 | tee -a "$log"
+browser_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$browser_status
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).

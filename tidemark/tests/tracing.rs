@@ -1,6 +1,7 @@
 //! The driver reports through `tracing`: a span per sync and per request, never message
 //! content or tokens. Checked against a real server over WebSocket, with every level on.
 
+#![cfg(not(target_family = "wasm"))]
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::io::Write;
