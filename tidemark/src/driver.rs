@@ -175,7 +175,7 @@ pub(crate) fn pair<T: Transport, R: Runtime>(
             connection: ConnectionState::Disconnected,
             sync: SyncState::Offline,
             total_unread: engine.total_unread(),
-            pending_sends: engine.outbox().len(),
+            pending_sends: engine.outbox_len(),
         },
     }));
     let client = Client::new(command_tx, Arc::clone(&storage), user, Arc::clone(&hub));
@@ -291,7 +291,7 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
             connection,
             sync,
             total_unread: self.engine.total_unread(),
-            pending_sends: self.engine.outbox().len(),
+            pending_sends: self.engine.outbox_len(),
         };
     }
 

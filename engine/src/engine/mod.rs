@@ -206,6 +206,12 @@ impl Engine {
         self.outbox.entries()
     }
 
+    /// How many sends are neither acked nor failed: `outbox().len()` without collecting and
+    /// sorting them (the driver asks after every input).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Whether the engine stopped after a storage failure (restart it from a snapshot).
     pub fn is_stopped(&self) -> bool {
         self.stopped

@@ -79,6 +79,11 @@ impl Outbox {
         }
     }
 
+    /// How many sends wait.
+    pub(super) fn len(&self) -> usize {
+        self.sends.len()
+    }
+
     /// Whether no send waits.
     pub(super) fn is_empty(&self) -> bool {
         self.sends.is_empty()
