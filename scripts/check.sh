@@ -3,7 +3,8 @@
 # what it needs and is missing: the wasm32-unknown-unknown target (rustup), clang (apt, for
 # SQLite's C on wasm32), chromium and chromium-driver (apt) and wasm-bindgen-cli at the
 # Cargo.lock version (cargo install, about 3.5 minutes) for the browser tests;
-# scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is there. `.ci/run` is this script and nothing else.
+# scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is there. `.ci/run` is this
+# script and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
