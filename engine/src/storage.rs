@@ -213,6 +213,24 @@ pub enum StorageError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The store's data is no longer there: the browser evicted it or the user cleared the
+    /// site's data under a running store. Nothing of it can be trusted to be written any
+    /// more; the app opens a fresh store and the engine resyncs it from the server.
+    #[error("store is gone: {detail}")]
+    Gone {
+        /// What was found missing, and how.
+        detail: String,
+        /// The backend's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Another owner (another tab, worker or process) holds the store, and this opener asked
+    /// not to wait for it. Two owners never write one store.
+    #[error("store is in use by another owner: {detail}")]
+    InUse {
+        /// Which store, and who is expected to hold it.
+        detail: String,
+    },
     /// A batch broke a constraint (for example two messages at one seq); nothing was applied.
     #[error("write rejected: {0}")]
     Rejected(String),

@@ -14,8 +14,9 @@
 //! Except when retrying cannot help: a store that reports damage
 //! ([`StorageError::Corrupt`]), cannot be written ([`StorageError::ReadOnly`]: permissions,
 //! read-only media, a file moved under the connection) or belongs to a newer build
-//! ([`StorageError::UnsupportedVersion`]) would fail again after every restart, and a
-//! restart into a damaged file would write into it. The driver then stops for good
+//! ([`StorageError::UnsupportedVersion`]), has vanished ([`StorageError::Gone`]: evicted or
+//! cleared by the user) or is held by another owner ([`StorageError::InUse`]) would fail
+//! again after every restart, and a restart into a damaged file would write into it. The driver then stops for good
 //! ([`Event::StoreUnusable`], [`ClientError::StoreUnusable`] for every command, connection
 //! closed); the app recovers the store and starts a new client. A full disk
 //! ([`StorageError::Full`]) and backend errors stay on the restart path: space can be
@@ -52,7 +53,10 @@ use crate::Client;
 fn unusable(e: &StorageError) -> Option<bool> {
     match e {
         StorageError::Corrupt { .. } => Some(true),
-        StorageError::ReadOnly { .. } | StorageError::UnsupportedVersion { .. } => Some(false),
+        StorageError::ReadOnly { .. }
+        | StorageError::UnsupportedVersion { .. }
+        | StorageError::Gone { .. }
+        | StorageError::InUse { .. } => Some(false),
         _ => None,
     }
 }
