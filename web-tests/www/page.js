@@ -1,0 +1,48 @@
+// The page side of the harness: dedicated workers (each runs the wasm and holds at most one
+// store) and a call that resolves with {ok, value} or {ok: false, error: {code, message}}, so
+// errors cross page.evaluate intact. Progress values go to window.reportProgress (a Playwright
+// binding) when the caller asks for them.
+const workers = [];
+const pending = new Map();
+let nextId = 1;
+
+function settleAll(index, error) {
+  for (const [id, call] of pending) {
+    if (call.worker === index) {
+      pending.delete(id);
+      call.resolve({ ok: false, error });
+    }
+  }
+}
+
+window.harness = {
+  spawn() {
+    const index = workers.length;
+    const worker = new Worker('/worker.js', { type: 'module' });
+    worker.onmessage = ({ data }) => {
+      if ('progress' in data) {
+        window.reportProgress?.(index, data.progress);
+        return;
+      }
+      const call = pending.get(data.id);
+      if (call) {
+        pending.delete(data.id);
+        call.resolve(data);
+      }
+    };
+    worker.onerror = (event) => settleAll(index, { code: 'WorkerError', message: String(event.message) });
+    workers.push(worker);
+    return index;
+  },
+  call(index, fn, args = [], progress = false) {
+    return new Promise((resolve) => {
+      const id = nextId++;
+      pending.set(id, { worker: index, resolve });
+      workers[index].postMessage({ id, fn, args, progress });
+    });
+  },
+  terminate(index) {
+    workers[index].terminate();
+    settleAll(index, { code: 'Terminated', message: 'the worker was terminated' });
+  },
+};
