@@ -2,7 +2,8 @@
 # Every check Tidemark has, in the order CI runs them. On a fresh machine it first installs
 # what it needs and is missing: the wasm32-unknown-unknown target (rustup), clang (apt, for
 # SQLite's C on wasm32), chromium and chromium-driver (apt) and wasm-bindgen-cli at the
-# Cargo.lock version (cargo install, about 3.5 minutes) for the browser tests;
+# Cargo.lock version (cargo install, about 3.5 minutes) for the browser tests, and
+# scripts/web-tests.sh installs playwright-core (npm ci) for the web scenarios;
 # scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is there. `.ci/run` is this
 # script and nothing else.
 set -euo pipefail
@@ -40,7 +41,7 @@ echo "== cargo clippy (wasm32: engine, the app-facing client, conformance, the S
 # sqlite-wasm-rs compiles SQLite's C with clang; Debian's clang 14 needs this flag for it.
 export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown:--fdouble-square-bracket-attributes}"
 cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark -p tidemark-conformance \
-    -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -- -D warnings
+    -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -p tidemark-web-tests -- -D warnings
 
 echo "== engine has no tokio in its normal dependencies"
 if cargo tree -p tidemark-engine -e normal --prefix none | grep -E '^tokio ' ; then
@@ -71,6 +72,20 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test --target wasm32-unknown-unknown -p tidemark --test browser 2>&1 | tee -a "$log"
 browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
+# What wasm-bindgen-test cannot do (reloads, a browser restart, two pages, a quota, eviction,
+# the native server, the ingest bench and the wasm size): Playwright on the same Chromium.
+echo "== web scenarios (scripts/web-tests.sh)"
+web_log="$(mktemp)"
+# `cargo test --workspace --all-features` built the server binary (its package has
+# integration tests): reuse it rather than build it again with other features.
+server_bin="$(pwd)/target/debug/tidemark-server"
+[ -x "$server_bin" ] || server_bin=""
+TIDEMARK_SERVER_BIN="$server_bin" bash scripts/web-tests.sh 2>&1 | tee "$web_log"
+web_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$web_status
+web_line=$(grep -E '^web scenarios: ' "$web_log" | tail -1)
+web_line=${web_line:-"web scenarios: failed before running (exit $web_status)"}
+rm -f "$web_log"
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
@@ -100,6 +115,7 @@ if [ -z "${TIDEMARK_SKIP_FUZZ:-}" ]; then
 fi
 
 echo "$fuzz_line"
+echo "$web_line"
 echo "$summary"
 if [ "$status" -ne 0 ]; then
     exit "$status"
