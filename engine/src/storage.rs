@@ -245,6 +245,23 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// The variant's name (`"Full"`, `"Gone"`, `"InUse"`, ...): a stable code for bindings
+    /// and tests, which must not depend on the message or the backend's source error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageError::Corrupt { .. } => "Corrupt",
+            StorageError::Full { .. } => "Full",
+            StorageError::UnsupportedVersion { .. } => "UnsupportedVersion",
+            StorageError::ReadOnly { .. } => "ReadOnly",
+            StorageError::Gone { .. } => "Gone",
+            StorageError::InUse { .. } => "InUse",
+            StorageError::Rejected(_) => "Rejected",
+            StorageError::Backend { .. } => "Backend",
+        }
+    }
+}
+
 /// The merge rule of [`WriteOp::PutMessages`] for one incoming message, shared by every
 /// backend so they cannot drift apart. The backend looks up the row stored under the
 /// incoming (conversation, sender, client id) (`existing`), the (sender, client id) of the

@@ -62,27 +62,12 @@ fn js_error(code: &str, message: impl Display) -> JsValue {
     to_js(&json!({ "code": code, "message": message.to_string() }))
 }
 
-/// The stable code of a storage error: the name of its variant.
-fn storage_code(err: &StorageError) -> &'static str {
-    match err {
-        StorageError::Corrupt { .. } => "Corrupt",
-        StorageError::Full { .. } => "Full",
-        StorageError::UnsupportedVersion { .. } => "UnsupportedVersion",
-        StorageError::ReadOnly { .. } => "ReadOnly",
-        StorageError::Gone { .. } => "Gone",
-        StorageError::InUse { .. } => "InUse",
-        StorageError::Rejected(_) => "Rejected",
-        StorageError::Backend { .. } => "Backend",
-        _ => "Other",
-    }
-}
-
 fn storage_error(err: &StorageError) -> JsValue {
-    js_error(storage_code(err), err)
+    js_error(err.code(), err)
 }
 
 fn storage_error_value(err: &StorageError) -> Value {
-    json!({ "code": storage_code(err), "message": err.to_string() })
+    json!({ "code": err.code(), "message": err.to_string() })
 }
 
 fn client_error(err: &ClientError) -> JsValue {
