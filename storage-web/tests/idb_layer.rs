@@ -92,3 +92,53 @@ fn these_tests_run_in_a_dedicated_worker() {
         .dyn_into::<web_sys::WorkerGlobalScope>()
         .is_ok());
 }
+
+/// How large a database the layer can hold: the whole file lives in the wasm heap. Grows a
+/// database by 1 MiB blobs (64 per transaction, flushed after each) until SQLite or the
+/// flush fails, and reports the size reached. Ignored by default (it writes gigabytes);
+/// run with `-- --include-ignored --nocapture memory_limit`.
+#[wasm_bindgen_test]
+#[ignore = "writes gigabytes; run on demand"]
+async fn memory_limit_of_a_database_held_in_memory() {
+    let file = IdbFile::open("idb-limit", "limit.db").await.unwrap();
+    let conn = connect("limit.db");
+    conn.execute_batch("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        .unwrap();
+    let blob = vec![0x5a_u8; 1 << 20];
+    let started = js_sys::Date::now();
+    let mut id = 0_i64;
+    let failure = 'grow: loop {
+        let tx = conn.unchecked_transaction().unwrap();
+        for _ in 0..64 {
+            if let Err(error) = tx.execute(
+                "INSERT INTO blobs (id, body) VALUES (?1, ?2)",
+                params![id, blob],
+            ) {
+                break 'grow format!("insert: {error}");
+            }
+            id += 1;
+        }
+        if let Err(error) = tx.commit() {
+            break 'grow format!("commit: {error}");
+        }
+        if let Err(error) = file.flush().await {
+            break 'grow format!("flush: {error}");
+        }
+        if id % 512 == 0 {
+            wasm_bindgen_test::console_log!(
+                "idb limit: {} MiB flushed after {:.0} ms",
+                file.size() >> 20,
+                js_sys::Date::now() - started
+            );
+        }
+    };
+    wasm_bindgen_test::console_log!(
+        "idb limit: stopped at {} MiB flushed ({} MiB held in memory) after {:.0} ms: {failure}",
+        file.size() >> 20,
+        file.len() >> 20,
+        js_sys::Date::now() - started
+    );
+    drop(conn);
+    drop(file);
+    IdbFile::delete("idb-limit").await.unwrap();
+}

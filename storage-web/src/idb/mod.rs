@@ -135,9 +135,13 @@ async fn open_database(idb_name: &str) -> Result<IdbDatabase, JsErrorText> {
     Ok(opened?.unchecked_into())
 }
 
-/// Reads the whole file held in `db`.
+/// Chunks read per request when loading: bounds the JS copies alive at once to 4 MiB.
+const LOAD_BATCH: usize = 1024;
+
+/// Reads the whole file held in `db`, in one readonly transaction.
 async fn load(db: &IdbDatabase, idb_name: &str) -> Result<PagedFile, StorageError> {
     let what = format!("loading IndexedDB database {idb_name}");
+    let js_failure = |error: JsErrorText| backend(&what, &error);
     let names = db.object_store_names();
     if !names.contains(CHUNKS) || !names.contains(META) {
         return Err(corrupt(
@@ -145,96 +149,103 @@ async fn load(db: &IdbDatabase, idb_name: &str) -> Result<PagedFile, StorageErro
             "not a Tidemark database (stores missing)",
         ));
     }
-    let tx = transaction(db, false).map_err(|error| backend(&what, &error))?;
+    let tx = transaction(db, false).map_err(js_failure)?;
     let completion = Completion::new(&tx);
-    let requests = || -> Result<[Watched; 3], JsValue> {
-        let chunks = tx.object_store(CHUNKS)?;
-        Ok([
-            Watched::new(&tx.object_store(META)?.get(&META_KEY.into())?),
-            Watched::new(&chunks.get_all_keys()?),
-            Watched::new(&chunks.get_all()?),
-        ])
+    let issue = |request: Result<web_sys::IdbRequest, JsValue>| {
+        request
+            .map(|request| Watched::new(&request))
+            .map_err(|error| js_failure(JsErrorText::from_js(&error)))
     };
-    let [meta, keys, values] =
-        requests().map_err(|error| backend(&what, &JsErrorText::from_js(&error)))?;
-    let meta = meta
-        .result()
-        .await
-        .map_err(|error| backend(&what, &error))?;
-    let keys: Array = keys
-        .result()
-        .await
-        .map_err(|error| backend(&what, &error))?
-        .unchecked_into();
-    let values: Array = values
-        .result()
-        .await
-        .map_err(|error| backend(&what, &error))?
-        .unchecked_into();
-    // Returning before the transaction ended would let a close right after (the owner's
-    // drop) leave the connection open a moment longer, blocking a delete.
-    completion
-        .done()
-        .await
-        .map_err(|error| backend(&what, &error))?;
+    let chunks_store = tx
+        .object_store(CHUNKS)
+        .map_err(|error| js_failure(JsErrorText::from_js(&error)))?;
+    let meta_store = tx
+        .object_store(META)
+        .map_err(|error| js_failure(JsErrorText::from_js(&error)))?;
+    let meta = issue(meta_store.get(&META_KEY.into()))?;
+    let stored = issue(chunks_store.count())?;
+    let meta = meta.result().await.map_err(js_failure)?;
+    let stored = stored.result().await.map_err(js_failure)?.as_f64();
 
-    if meta.is_undefined() {
-        if keys.length() != 0 {
-            return Err(corrupt(idb_name, "chunks without a meta record"));
+    let (size, count) = if meta.is_undefined() {
+        (0, 0)
+    } else {
+        let number = |field: &str| -> Option<u64> {
+            let value = Reflect::get(&meta, &field.into()).ok()?.as_f64()?;
+            // Exact integers only: f64 holds every size below 2^53.
+            (value >= 0.0 && value.fract() == 0.0 && value < 9_007_199_254_740_992.0)
+                .then_some(value as u64)
+        };
+        let layout = number("layout").ok_or_else(|| corrupt(idb_name, "meta has no layout"))?;
+        if layout != LAYOUT_VERSION {
+            return Err(StorageError::UnsupportedVersion {
+                found: layout,
+                supported: LAYOUT_VERSION,
+            });
         }
-        return Ok(PagedFile::default());
-    }
-    let number = |field: &str| -> Option<u64> {
-        let value = Reflect::get(&meta, &field.into()).ok()?.as_f64()?;
-        // Exact integers only: f64 holds every size below 2^53.
-        (value >= 0.0 && value.fract() == 0.0 && value < 9_007_199_254_740_992.0)
-            .then_some(value as u64)
+        let size = number("size").ok_or_else(|| corrupt(idb_name, "meta has no size"))?;
+        (size, chunk_count(size))
     };
-    let layout = number("layout").ok_or_else(|| corrupt(idb_name, "meta has no layout"))?;
-    if layout != LAYOUT_VERSION {
-        return Err(StorageError::UnsupportedVersion {
-            found: layout,
-            supported: LAYOUT_VERSION,
-        });
-    }
-    let size = number("size").ok_or_else(|| corrupt(idb_name, "meta has no size"))?;
-    let count = chunk_count(size);
-    if keys.length() as usize != count || values.length() != keys.length() {
+    // Every chunk of the file and nothing else: one flush writes the chunks, the deletion
+    // of those past the end and the size atomically.
+    if stored != Some(count as f64) {
         return Err(corrupt(
             idb_name,
-            &format!("{} chunks for a file of {size} bytes", keys.length()),
+            &format!("{stored:?} chunks stored for a file of {size} bytes"),
         ));
     }
     let mut chunks = Vec::new();
     chunks
         .try_reserve_exact(count)
         .map_err(|_| out_of_memory(idb_name, size))?;
-    for (index, (key, value)) in keys.iter().zip(values.iter()).enumerate() {
-        // Keys come sorted; a gap or a foreign key shows as a mismatch.
-        if key.as_f64() != Some(index as f64) {
-            return Err(corrupt(idb_name, &format!("chunk key {key:?} at {index}")));
-        }
-        let bytes = if let Some(array) = value.dyn_ref::<Uint8Array>() {
-            array.clone()
-        } else if let Some(buffer) = value.dyn_ref::<js_sys::ArrayBuffer>() {
-            Uint8Array::new(buffer)
-        } else {
-            return Err(corrupt(idb_name, &format!("chunk {index} is not bytes")));
-        };
-        if bytes.length() as usize != CHUNK_SIZE {
+    while chunks.len() < count {
+        let first = chunks.len();
+        let end = (first + LOAD_BATCH).min(count);
+        let range = IdbKeyRange::bound_with_lower_open_and_upper_open(
+            &JsValue::from_f64(first as f64),
+            &JsValue::from_f64(end as f64),
+            false,
+            true,
+        );
+        // Issued from the previous request's success, so the transaction is still active.
+        let values: Array = issue(range.and_then(|range| chunks_store.get_all_with_key(&range)))?
+            .result()
+            .await
+            .map_err(js_failure)?
+            .unchecked_into();
+        if values.length() as usize != end - first {
             return Err(corrupt(
                 idb_name,
-                &format!("chunk {index} has {} bytes", bytes.length()),
+                &format!("chunks {first}..{end} hold {} records", values.length()),
             ));
         }
-        let mut chunk = Vec::new();
-        chunk
-            .try_reserve_exact(CHUNK_SIZE)
-            .map_err(|_| out_of_memory(idb_name, size))?;
-        chunk.resize(CHUNK_SIZE, 0);
-        bytes.copy_to(&mut chunk);
-        chunks.push(chunk.into_boxed_slice());
+        for value in values.iter() {
+            let index = chunks.len();
+            let bytes = if let Some(array) = value.dyn_ref::<Uint8Array>() {
+                array.clone()
+            } else if let Some(buffer) = value.dyn_ref::<js_sys::ArrayBuffer>() {
+                Uint8Array::new(buffer)
+            } else {
+                return Err(corrupt(idb_name, &format!("chunk {index} is not bytes")));
+            };
+            if bytes.length() as usize != CHUNK_SIZE {
+                return Err(corrupt(
+                    idb_name,
+                    &format!("chunk {index} has {} bytes", bytes.length()),
+                ));
+            }
+            let mut chunk = Vec::new();
+            chunk
+                .try_reserve_exact(CHUNK_SIZE)
+                .map_err(|_| out_of_memory(idb_name, size))?;
+            chunk.resize(CHUNK_SIZE, 0);
+            bytes.copy_to(&mut chunk);
+            chunks.push(chunk.into_boxed_slice());
+        }
     }
+    // Returning before the transaction ended would let a close right after (the owner's
+    // drop) leave the connection open a moment longer, blocking a delete.
+    completion.done().await.map_err(js_failure)?;
     Ok(PagedFile::loaded(chunks, size))
 }
 

@@ -272,6 +272,34 @@ async fn a_newer_layout_is_unsupported() {
 }
 
 #[wasm_bindgen_test]
+async fn a_stray_chunk_is_corrupt() {
+    let file = IdbFile::open("idb-stray", "stray.db").await.unwrap();
+    let conn = connect("stray.db");
+    create_table(&conn);
+    file.flush().await.unwrap();
+    drop(conn);
+    file.close();
+
+    let db = raw_open("idb-stray", None).await;
+    let tx = db
+        .transaction_with_str_and_mode("chunks", IdbTransactionMode::Readwrite)
+        .unwrap();
+    let done = Completion::new(&tx);
+    tx.object_store("chunks")
+        .unwrap()
+        .put_with_key(
+            &js_sys::Uint8Array::new_with_length(4096),
+            &JsValue::from_f64(999.0),
+        )
+        .unwrap();
+    done.done().await.unwrap();
+    db.close();
+
+    let error = IdbFile::open("idb-stray", "stray.db").await.err().unwrap();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error:?}");
+}
+
+#[wasm_bindgen_test]
 async fn a_file_open_twice_in_one_context_is_in_use() {
     let file = IdbFile::open("idb-twice", "twice.db").await.unwrap();
     let error = IdbFile::open("idb-twice", "twice.db").await.err().unwrap();
