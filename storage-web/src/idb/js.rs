@@ -118,6 +118,17 @@ pub(crate) fn indexed_db() -> Result<IdbFactory, JsErrorText> {
     })
 }
 
+/// A future settled by JS callbacks: `attach` hands the resolve and reject functions to
+/// the event handlers that settle it.
+fn settled_by(attach: impl FnOnce(&Function, &Function)) -> JsFuture {
+    let mut attach = Some(attach);
+    JsFuture::from(Promise::new(&mut |resolve: Function, reject: Function| {
+        if let Some(attach) = attach.take() {
+            attach(&resolve, &reject);
+        }
+    }))
+}
+
 /// A request whose outcome is being watched from the moment it was issued, so no event
 /// can be missed while other requests are awaited.
 pub(crate) struct Watched {
@@ -128,13 +139,12 @@ pub(crate) struct Watched {
 impl Watched {
     /// Watches `request`'s success and error.
     pub(crate) fn new(request: &IdbRequest) -> Self {
-        let promise = Promise::new(&mut |resolve: Function, reject: Function| {
-            request.set_onsuccess(Some(&resolve));
-            request.set_onerror(Some(&reject));
-        });
         Self {
             request: request.clone(),
-            outcome: JsFuture::from(promise),
+            outcome: settled_by(|resolve, reject| {
+                request.set_onsuccess(Some(resolve));
+                request.set_onerror(Some(reject));
+            }),
         }
     }
 
@@ -164,13 +174,12 @@ pub(crate) struct Completion {
 
 impl Completion {
     pub(crate) fn new(transaction: &IdbTransaction) -> Self {
-        let promise = Promise::new(&mut |resolve: Function, reject: Function| {
-            transaction.set_oncomplete(Some(&resolve));
-            transaction.set_onabort(Some(&reject));
-        });
         Self {
             transaction: transaction.clone(),
-            outcome: JsFuture::from(promise),
+            outcome: settled_by(|resolve, reject| {
+                transaction.set_oncomplete(Some(resolve));
+                transaction.set_onabort(Some(reject));
+            }),
         }
     }
 
@@ -187,9 +196,7 @@ impl Completion {
 
 /// Resolves when an open or delete request is `blocked` by connections that stay open.
 pub(crate) fn blocked(request: &IdbOpenDbRequest) -> JsFuture {
-    JsFuture::from(Promise::new(&mut |resolve: Function, _reject: Function| {
-        request.set_onblocked(Some(&resolve));
-    }))
+    settled_by(|resolve, _reject| request.set_onblocked(Some(resolve)))
 }
 
 /// Waits `ms` milliseconds (0: the next task of the event loop, which lets events already

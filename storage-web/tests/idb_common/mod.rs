@@ -225,30 +225,39 @@ async fn a_connection_closed_under_the_file_fails_the_flush_and_reopen_sees_the_
     drop(file);
 }
 
-#[wasm_bindgen_test]
-async fn a_newer_layout_is_unsupported() {
-    let file = IdbFile::open("idb-layout", "layout.db").await.unwrap();
-    let conn = connect("layout.db");
+/// Creates the database with one flushed table, then closes it.
+async fn create_flushed(idb_name: &str, file_name: &str) {
+    let file = IdbFile::open(idb_name, file_name).await.unwrap();
+    let conn = connect(file_name);
     create_table(&conn);
     file.flush().await.unwrap();
     drop(conn);
     file.close();
+}
 
-    // Rewrite the meta record as a future build would.
-    let db = raw_open("idb-layout", None).await;
+/// Puts a record behind the file layer's back, as another build (or damage) would.
+async fn raw_put(idb_name: &str, store: &str, key: &JsValue, value: &JsValue) {
+    let db = raw_open(idb_name, None).await;
     let tx = db
-        .transaction_with_str_and_mode("meta", IdbTransactionMode::Readwrite)
+        .transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite)
         .unwrap();
     let done = Completion::new(&tx);
-    let meta = Object::new();
-    Reflect::set(&meta, &"layout".into(), &JsValue::from_f64(99.0)).unwrap();
-    Reflect::set(&meta, &"size".into(), &JsValue::from_f64(8192.0)).unwrap();
-    tx.object_store("meta")
+    tx.object_store(store)
         .unwrap()
-        .put_with_key(&meta, &"file".into())
+        .put_with_key(value, key)
         .unwrap();
     done.done().await.unwrap();
     db.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_newer_layout_is_unsupported() {
+    create_flushed("idb-layout", "layout.db").await;
+    // Rewrite the meta record as a future build would.
+    let meta = Object::new();
+    Reflect::set(&meta, &"layout".into(), &JsValue::from_f64(99.0)).unwrap();
+    Reflect::set(&meta, &"size".into(), &JsValue::from_f64(8192.0)).unwrap();
+    raw_put("idb-layout", "meta", &"file".into(), &meta).await;
 
     let error = IdbFile::open("idb-layout", "layout.db")
         .await
@@ -273,27 +282,9 @@ async fn a_newer_layout_is_unsupported() {
 
 #[wasm_bindgen_test]
 async fn a_stray_chunk_is_corrupt() {
-    let file = IdbFile::open("idb-stray", "stray.db").await.unwrap();
-    let conn = connect("stray.db");
-    create_table(&conn);
-    file.flush().await.unwrap();
-    drop(conn);
-    file.close();
-
-    let db = raw_open("idb-stray", None).await;
-    let tx = db
-        .transaction_with_str_and_mode("chunks", IdbTransactionMode::Readwrite)
-        .unwrap();
-    let done = Completion::new(&tx);
-    tx.object_store("chunks")
-        .unwrap()
-        .put_with_key(
-            &js_sys::Uint8Array::new_with_length(4096),
-            &JsValue::from_f64(999.0),
-        )
-        .unwrap();
-    done.done().await.unwrap();
-    db.close();
+    create_flushed("idb-stray", "stray.db").await;
+    let chunk = js_sys::Uint8Array::new_with_length(4096);
+    raw_put("idb-stray", "chunks", &JsValue::from_f64(999.0), &chunk).await;
 
     let error = IdbFile::open("idb-stray", "stray.db").await.err().unwrap();
     assert!(matches!(error, StorageError::Corrupt { .. }), "{error:?}");
@@ -311,12 +302,7 @@ async fn a_file_open_twice_in_one_context_is_in_use() {
 
 #[wasm_bindgen_test]
 async fn a_blocked_delete_is_in_use_not_a_hang() {
-    let file = IdbFile::open("idb-blocked", "blocked.db").await.unwrap();
-    let conn = connect("blocked.db");
-    create_table(&conn);
-    file.flush().await.unwrap();
-    drop(conn);
-    file.close();
+    create_flushed("idb-blocked", "blocked.db").await;
     // A connection that ignores versionchange, as a careless other tab would.
     let holder = raw_open("idb-blocked", None).await;
     let error = IdbFile::delete("idb-blocked").await.unwrap_err();
