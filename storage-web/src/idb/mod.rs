@@ -452,7 +452,9 @@ impl IdbFile {
     }
 
     /// Puts the file back to its last flushed state (for a batch SQLite rolled back, or
-    /// before a reopen). Call it between SQLite transactions, never inside one.
+    /// before a reopen); while a flush is in flight, to the state that flush writes (if it
+    /// fails, the file goes further back by itself). Call it between SQLite transactions,
+    /// never inside one.
     pub(crate) fn revert(&self) {
         self.file.borrow_mut().revert();
     }

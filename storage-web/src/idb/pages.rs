@@ -17,17 +17,19 @@ pub(crate) struct PagedFile {
     chunks: Vec<Box<[u8]>>,
     /// Logical length in bytes.
     size: u64,
-    /// Length at the last successful flush (or at load).
-    durable_size: u64,
-    /// For each chunk changed since the last flush, its content then (`None`: it did not
-    /// exist). Recorded on the first change only, so it always holds the durable content.
+    /// Length at the base state: the last successful flush (or the load), or while a flush
+    /// is in flight, the state it writes.
+    base_size: u64,
+    /// For each chunk changed since the base state, its content then (`None`: it did not
+    /// exist). Recorded on the first change only, so it always holds the base content.
     pre_images: BTreeMap<usize, Option<Box<[u8]>>>,
 }
 
-/// What a flush in flight took out of the file: the pre-images it makes obsolete once
-/// IndexedDB holds it, and the size it writes.
+/// What a flush in flight took out of the file: the pre-images of the state before it
+/// (obsolete once IndexedDB holds the flush), and the sizes before and after it.
 pub(crate) struct PendingFlush {
     pre_images: BTreeMap<usize, Option<Box<[u8]>>>,
+    previous_size: u64,
     size: u64,
 }
 
@@ -71,7 +73,7 @@ impl PagedFile {
         Self {
             chunks,
             size,
-            durable_size: size,
+            base_size: size,
             pre_images: BTreeMap::new(),
         }
     }
@@ -89,7 +91,7 @@ impl PagedFile {
 
     /// Whether anything changed since the last flush.
     pub(crate) fn is_dirty(&self) -> bool {
-        !self.pre_images.is_empty() || self.size != self.durable_size
+        !self.pre_images.is_empty() || self.size != self.base_size
     }
 
     /// Records chunk `index`'s durable content before its first change since the last flush.
@@ -187,20 +189,23 @@ impl PagedFile {
     /// The first chunk index IndexedDB holds that the file no longer has, if it shrank.
     pub(crate) fn first_removed_chunk(&self) -> Option<usize> {
         let count = chunk_count(self.size);
-        (count < chunk_count(self.durable_size)).then_some(count)
+        (count < chunk_count(self.base_size)).then_some(count)
     }
 
-    /// Starts a flush of the current state: later changes are tracked against it.
+    /// Starts a flush of the current state, which becomes the base: later changes are
+    /// tracked against it (and a revert meanwhile returns to it).
     pub(crate) fn begin_flush(&mut self) -> PendingFlush {
+        let previous_size = std::mem::replace(&mut self.base_size, self.size);
         PendingFlush {
             pre_images: std::mem::take(&mut self.pre_images),
+            previous_size,
             size: self.size,
         }
     }
 
-    /// The flush is held by IndexedDB: its state is the durable one now.
+    /// The flush is held by IndexedDB: its state, the base already, is the durable one.
     pub(crate) fn finish_flush(&mut self, flush: PendingFlush) {
-        self.durable_size = flush.size;
+        drop(flush);
     }
 
     /// The flush failed: the durable state is still the one before it, so its pre-images
@@ -209,12 +214,14 @@ impl PagedFile {
         for (index, pre_image) in flush.pre_images {
             self.pre_images.insert(index, pre_image);
         }
+        self.base_size = flush.previous_size;
         self.revert();
     }
 
-    /// Returns the file to its durable state (the last successful flush, or the load).
+    /// Returns the file to its base state: the last successful flush (or the load), or the
+    /// state a flush in flight writes (a failure of that flush then goes further back).
     pub(crate) fn revert(&mut self) {
-        let count = chunk_count(self.durable_size);
+        let count = chunk_count(self.base_size);
         // Placeholders for chunks truncated away since; each has a pre-image to restore.
         self.chunks.resize_with(count, Box::default);
         for (index, pre_image) in std::mem::take(&mut self.pre_images) {
@@ -222,7 +229,7 @@ impl PagedFile {
                 *slot = content;
             }
         }
-        self.size = self.durable_size;
+        self.size = self.base_size;
     }
 }
 
@@ -286,6 +293,24 @@ mod tests {
         // A change while the flush is in flight, then the flush fails.
         file.write(&[3; CHUNK_SIZE], 0).unwrap();
         file.write(&[3; CHUNK_SIZE], CHUNK_SIZE as u64).unwrap();
+        file.fail_flush(flush);
+        assert_eq!(content(&file), vec![1; CHUNK_SIZE]);
+    }
+
+    #[wasm_bindgen_test]
+    fn a_revert_during_a_flush_returns_to_the_state_it_writes() {
+        let mut file = PagedFile::default();
+        file.write(&[1; CHUNK_SIZE], 0).unwrap();
+        let flush = file.begin_flush();
+        file.finish_flush(flush);
+
+        file.write(&[2; 2 * CHUNK_SIZE], 0).unwrap();
+        let flush = file.begin_flush();
+        file.write(&[3; 3 * CHUNK_SIZE], 0).unwrap();
+        file.revert();
+        assert_eq!(content(&file), vec![2; 2 * CHUNK_SIZE]);
+        // If that flush fails, the file goes back to the one before.
+        file.write(&[4; 3 * CHUNK_SIZE], 0).unwrap();
         file.fail_flush(flush);
         assert_eq!(content(&file), vec![1; CHUNK_SIZE]);
     }
