@@ -93,6 +93,38 @@ async fn data_survives_flush_close_and_reopen() {
 }
 
 #[wasm_bindgen_test]
+async fn the_default_delete_journal_works_too() {
+    let file = IdbFile::open("idb-journal", "journal.db").await.unwrap();
+    let conn = Connection::open_with_flags_and_vfs(
+        "journal.db",
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        IdbFile::VFS,
+    )
+    .unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
+    create_table(&conn);
+    insert(&conn, 1);
+    file.flush().await.unwrap();
+    // A rolled-back transaction restores its pages from the (in-memory) journal.
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES (2, 'two'); ROLLBACK;")
+        .unwrap();
+    insert(&conn, 3);
+    file.flush().await.unwrap();
+    drop(conn);
+    file.close();
+
+    let file = IdbFile::open("idb-journal", "journal.db").await.unwrap();
+    let conn = connect("journal.db");
+    assert_eq!(ids(&conn), vec![1, 3]);
+    assert_eq!(integrity(&conn), "ok");
+    drop(conn);
+    drop(file);
+}
+
+#[wasm_bindgen_test]
 async fn many_commits_then_reopen() {
     let file = IdbFile::open("idb-many", "many.db").await.unwrap();
     let conn = connect("many.db");
