@@ -69,6 +69,9 @@ struct Status {
     closed: Cell<bool>,
     /// A flush is waiting for its transaction.
     flushing: Cell<bool>,
+    /// Tests: the next flush aborts its transaction once every request is issued.
+    #[cfg(test)]
+    abort_next_flush: Cell<bool>,
 }
 
 /// One open database file in IndexedDB.
@@ -448,6 +451,10 @@ impl IdbFile {
             let _ = tx.abort();
             return Err(JsErrorText::from_js(&error));
         }
+        #[cfg(test)]
+        if self.status.abort_next_flush.replace(false) {
+            let _ = tx.abort();
+        }
         completion.done().await
     }
 
@@ -531,6 +538,21 @@ impl IdbFile {
     /// The IndexedDB database's name.
     pub(crate) fn idb_name(&self) -> &str {
         &self.idb_name
+    }
+}
+
+/// Failures the tests provoke.
+#[cfg(test)]
+impl IdbFile {
+    /// Makes the next flush abort its IndexedDB transaction after issuing its requests.
+    pub(crate) fn abort_next_flush(&self) {
+        self.status.abort_next_flush.set(true);
+    }
+
+    /// Closes the IndexedDB connection without telling the file, as the browser does
+    /// before its `close` event arrives.
+    pub(crate) fn close_connection_silently(&self) {
+        self.db.close();
     }
 }
 

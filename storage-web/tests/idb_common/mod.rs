@@ -283,6 +283,62 @@ async fn raw_put(idb_name: &str, store: &str, key: &JsValue, value: &JsValue) {
 }
 
 #[wasm_bindgen_test]
+async fn an_aborted_flush_is_a_backend_error_and_reverts_commits_made_meanwhile() {
+    let file = IdbFile::open("idb-abort", "abort.db").await.unwrap();
+    let conn = connect("abort.db");
+    create_table(&conn);
+    insert(&conn, 1);
+    file.flush().await.unwrap();
+    insert(&conn, 2);
+
+    file.abort_next_flush();
+    let mut flush = Box::pin(file.flush());
+    // The flush waits for its transaction: a commit meanwhile is tracked against it.
+    assert!(futures::poll!(&mut flush).is_pending());
+    insert(&conn, 3);
+    let error = flush.await.unwrap_err();
+    match &error {
+        StorageError::Backend { detail, .. } => assert!(detail.contains("AbortError"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(file.gone().is_none());
+    assert_eq!(ids(&conn), vec![1]);
+    assert_eq!(integrity(&conn), "ok");
+    // Refused until reopened.
+    insert(&conn, 4);
+    let error = file.flush().await.unwrap_err();
+    assert!(matches!(error, StorageError::Backend { .. }), "{error:?}");
+    drop(conn);
+    file.close();
+
+    let file = IdbFile::open("idb-abort", "abort.db").await.unwrap();
+    let conn = connect("abort.db");
+    assert_eq!(ids(&conn), vec![1]);
+    insert(&conn, 5);
+    file.flush().await.unwrap();
+    drop(conn);
+    drop(file);
+}
+
+#[wasm_bindgen_test]
+async fn a_connection_closed_without_an_event_fails_the_flush_as_gone() {
+    let file = IdbFile::open("idb-silent", "silent.db").await.unwrap();
+    let conn = connect("silent.db");
+    create_table(&conn);
+    insert(&conn, 1);
+    file.flush().await.unwrap();
+    insert(&conn, 2);
+
+    file.close_connection_silently();
+    let error = file.flush().await.unwrap_err();
+    assert!(matches!(error, StorageError::Gone { .. }), "{error:?}");
+    assert!(error.to_string().contains("InvalidStateError"), "{error}");
+    assert_eq!(ids(&conn), vec![1]);
+    drop(conn);
+    drop(file);
+}
+
+#[wasm_bindgen_test]
 async fn a_newer_layout_is_unsupported() {
     create_flushed("idb-layout", "layout.db").await;
     // Rewrite the meta record as a future build would.
