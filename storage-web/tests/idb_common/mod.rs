@@ -11,22 +11,26 @@ use web_sys::{IdbDatabase, IdbTransactionMode};
 use crate::idb::js::{indexed_db, storage_error, Completion, JsErrorText, Watched};
 use crate::idb::IdbFile;
 
-/// A connection as the store opens it: in-memory journal, normal locking.
-pub fn connect(file_name: &str) -> Connection {
-    let conn = Connection::open_with_flags_and_vfs(
+/// A connection on the file with SQLite's defaults.
+pub fn connect_with_defaults(file_name: &str) -> Connection {
+    Connection::open_with_flags_and_vfs(
         file_name,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         IdbFile::VFS,
     )
-    .unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=MEMORY", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(mode, "memory");
-    let locking: String = conn
-        .query_row("PRAGMA locking_mode=NORMAL", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(locking, "normal");
+    .unwrap()
+}
+
+/// Runs a pragma that reports its value.
+pub fn pragma(conn: &Connection, sql: &str) -> String {
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+/// A connection as the store opens it: in-memory journal, normal locking.
+pub fn connect(file_name: &str) -> Connection {
+    let conn = connect_with_defaults(file_name);
+    assert_eq!(pragma(&conn, "PRAGMA journal_mode=MEMORY"), "memory");
+    assert_eq!(pragma(&conn, "PRAGMA locking_mode=NORMAL"), "normal");
     conn
 }
 
@@ -52,8 +56,7 @@ pub fn ids(conn: &Connection) -> Vec<i64> {
 }
 
 pub fn integrity(conn: &Connection) -> String {
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap()
+    pragma(conn, "PRAGMA integrity_check")
 }
 
 /// Opens a raw IndexedDB connection, optionally at a newer version (which makes the file
@@ -69,6 +72,17 @@ async fn raw_open(idb_name: &str, version: Option<u32>) -> IdbDatabase {
         .await
         .unwrap()
         .unchecked_into()
+}
+
+/// A file whose table holds row 1 flushed and row 2 committed in SQLite only.
+async fn one_flushed_row_and_one_not(idb_name: &str, file_name: &str) -> (IdbFile, Connection) {
+    let file = IdbFile::open(idb_name, file_name).await.unwrap();
+    let conn = connect(file_name);
+    create_table(&conn);
+    insert(&conn, 1);
+    file.flush().await.unwrap();
+    insert(&conn, 2);
+    (file, conn)
 }
 
 #[wasm_bindgen_test]
@@ -95,16 +109,8 @@ async fn data_survives_flush_close_and_reopen() {
 #[wasm_bindgen_test]
 async fn the_default_delete_journal_works_too() {
     let file = IdbFile::open("idb-journal", "journal.db").await.unwrap();
-    let conn = Connection::open_with_flags_and_vfs(
-        "journal.db",
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-        IdbFile::VFS,
-    )
-    .unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(mode, "delete");
+    let conn = connect_with_defaults("journal.db");
+    assert_eq!(pragma(&conn, "PRAGMA journal_mode"), "delete");
     create_table(&conn);
     insert(&conn, 1);
     file.flush().await.unwrap();
@@ -167,13 +173,7 @@ async fn many_commits_then_reopen() {
 
 #[wasm_bindgen_test]
 async fn revert_drops_a_committed_batch_from_the_connection() {
-    let file = IdbFile::open("idb-revert", "revert.db").await.unwrap();
-    let conn = connect("revert.db");
-    create_table(&conn);
-    insert(&conn, 1);
-    file.flush().await.unwrap();
-
-    insert(&conn, 2);
+    let (file, conn) = one_flushed_row_and_one_not("idb-revert", "revert.db").await;
     assert_eq!(ids(&conn), vec![1, 2]);
     file.revert();
     // SQLite sees the header's change counter go back and drops its cached pages.
@@ -198,13 +198,7 @@ async fn revert_drops_a_committed_batch_from_the_connection() {
 
 #[wasm_bindgen_test]
 async fn a_database_deleted_under_the_file_fails_the_flush_as_gone() {
-    let file = IdbFile::open("idb-deleted", "deleted.db").await.unwrap();
-    let conn = connect("deleted.db");
-    create_table(&conn);
-    insert(&conn, 1);
-    file.flush().await.unwrap();
-    insert(&conn, 2);
-
+    let (file, conn) = one_flushed_row_and_one_not("idb-deleted", "deleted.db").await;
     // The delete is not blocked: the file layer closes its connection on versionchange.
     IdbFile::delete("idb-deleted").await.unwrap();
     assert!(file.gone().is_some());
@@ -229,13 +223,7 @@ async fn a_database_deleted_under_the_file_fails_the_flush_as_gone() {
 
 #[wasm_bindgen_test]
 async fn a_connection_closed_under_the_file_fails_the_flush_and_reopen_sees_the_last_flush() {
-    let file = IdbFile::open("idb-closed", "closed.db").await.unwrap();
-    let conn = connect("closed.db");
-    create_table(&conn);
-    insert(&conn, 1);
-    file.flush().await.unwrap();
-    insert(&conn, 2);
-
+    let (file, conn) = one_flushed_row_and_one_not("idb-closed", "closed.db").await;
     // Another connection upgrading the database closes ours (versionchange); the data stays.
     let other = raw_open("idb-closed", Some(2)).await;
     other.close();
@@ -284,13 +272,7 @@ async fn raw_put(idb_name: &str, store: &str, key: &JsValue, value: &JsValue) {
 
 #[wasm_bindgen_test]
 async fn an_aborted_flush_is_a_backend_error_and_reverts_commits_made_meanwhile() {
-    let file = IdbFile::open("idb-abort", "abort.db").await.unwrap();
-    let conn = connect("abort.db");
-    create_table(&conn);
-    insert(&conn, 1);
-    file.flush().await.unwrap();
-    insert(&conn, 2);
-
+    let (file, conn) = one_flushed_row_and_one_not("idb-abort", "abort.db").await;
     file.abort_next_flush();
     let mut flush = Box::pin(file.flush());
     // The flush waits for its transaction: a commit meanwhile is tracked against it.
@@ -322,13 +304,7 @@ async fn an_aborted_flush_is_a_backend_error_and_reverts_commits_made_meanwhile(
 
 #[wasm_bindgen_test]
 async fn a_connection_closed_without_an_event_fails_the_flush_as_gone() {
-    let file = IdbFile::open("idb-silent", "silent.db").await.unwrap();
-    let conn = connect("silent.db");
-    create_table(&conn);
-    insert(&conn, 1);
-    file.flush().await.unwrap();
-    insert(&conn, 2);
-
+    let (file, conn) = one_flushed_row_and_one_not("idb-silent", "silent.db").await;
     file.close_connection_silently();
     let error = file.flush().await.unwrap_err();
     assert!(matches!(error, StorageError::Gone { .. }), "{error:?}");
@@ -346,7 +322,6 @@ async fn a_newer_layout_is_unsupported() {
     Reflect::set(&meta, &"layout".into(), &JsValue::from_f64(99.0)).unwrap();
     Reflect::set(&meta, &"size".into(), &JsValue::from_f64(8192.0)).unwrap();
     raw_put("idb-layout", "meta", &"file".into(), &meta).await;
-
     let error = IdbFile::open("idb-layout", "layout.db")
         .await
         .err()
@@ -373,7 +348,6 @@ async fn a_stray_chunk_is_corrupt() {
     create_flushed("idb-stray", "stray.db").await;
     let chunk = js_sys::Uint8Array::new_with_length(4096);
     raw_put("idb-stray", "chunks", &JsValue::from_f64(999.0), &chunk).await;
-
     let error = IdbFile::open("idb-stray", "stray.db").await.err().unwrap();
     assert!(matches!(error, StorageError::Corrupt { .. }), "{error:?}");
 }
