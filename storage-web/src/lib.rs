@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod idb;
 mod opfs;
 mod owner;
 mod store;
