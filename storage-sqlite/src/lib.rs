@@ -38,5 +38,6 @@ mod storage;
 
 #[cfg(not(target_family = "wasm"))]
 pub use recover::{recover, RecoveryReport};
+pub use sql::error::storage_error;
 pub use sql::migrations::SCHEMA_VERSION;
 pub use storage::SqliteStorage;

@@ -1,5 +1,19 @@
 //! # tidemark-storage-web
 //!
-//! Tidemark's store in the browser (wasm32 only; natively this crate is empty).
+//! Tidemark's [`Storage`](tidemark_engine::Storage) in the browser: [`WebStorage`]. The
+//! schema, migrations, queries and batch rules are tidemark-storage-sqlite's SQL layer, the
+//! same code the native store runs, on SQLite compiled to wasm32 (sqlite-wasm-rs), over a
+//! file layer chosen when the store is opened ([`FileLayer`]).
+//!
+//! wasm32 only: natively this crate is empty (the native store is tidemark-storage-sqlite).
 #![cfg(target_family = "wasm")]
 #![warn(missing_docs)]
+
+mod error;
+mod idb;
+mod opfs;
+mod owner;
+mod store;
+
+pub use error::JsFailure;
+pub use store::{Durability, FileLayer, OpenOptions, WebStorage};

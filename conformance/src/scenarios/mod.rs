@@ -209,14 +209,40 @@ fn server_error(code: &str, permanent: bool) -> ServerError {
 /// Every sync scenario, for [`crate::backend_suite!`]: one test per scenario asserting its
 /// event log against the shared snapshot in [`crate::SNAPSHOT_DIR`], plus a replay test (one
 /// seed, two runs, the same log). `$test` is the bracketed test attribute (empty natively),
-/// `$factory` the backend expression. Scenarios known to expose a bug carry their
-/// `#[ignore = ...]` in this list, so every backend ignores them alike.
+/// `$factory` the backend expression.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __sync_scenario_tests {
     ($test:tt $factory:expr) => {
-        $crate::__sync_scenario_case_tests! {
-            $test $factory;
+        $crate::__scenario_names! { __sync_scenario_case_tests $test $factory }
+
+        $crate::__backend_test! {
+            $test
+            async fn lossy_network_replays_identically() {
+                let result = $crate::scenarios::assert_replays_identically(
+                    $crate::scenarios::lossy_network_converges,
+                    $factory,
+                    $factory,
+                )
+                .await;
+                if let Err(err) = result {
+                    panic!("{err}");
+                }
+            }
+        }
+    };
+}
+
+/// The one list of sync scenarios: calls `$crate::$then! { $args ; name, name, ... }`. The
+/// tests ([`__sync_scenario_tests!`]) and the snapshots embedded for wasm32
+/// (`embedded_snapshot`, wasm32 only) both come from it, so they cannot drift apart. Scenarios known to
+/// expose a bug carry their `#[ignore = ...]` here, so every backend ignores them alike.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_names {
+    ($then:ident $($args:tt)*) => {
+        $crate::$then! {
+            $($args)*;
             fresh_login_small_account,
             fresh_login_ten_thousand_conversations,
             reconnect_after_offline_with_gaps,
@@ -255,22 +281,53 @@ macro_rules! __sync_scenario_tests {
             storage_failure_restarts_from_the_store,
             lossy_network_converges,
         }
+    };
+}
 
-        $crate::__backend_test! {
-            $test
-            async fn lossy_network_replays_identically() {
-                let result = $crate::scenarios::assert_replays_identically(
-                    $crate::scenarios::lossy_network_converges,
-                    $factory,
-                    $factory,
-                )
-                .await;
-                if let Err(err) = result {
-                    panic!("{err}");
-                }
+/// Defines `embedded_snapshot` over the scenario list (expanded in this crate, so the paths
+/// are this crate's).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __embed_snapshots {
+    (; $($(#[$attr:meta])* $name:ident),* $(,)?) => {
+        /// The committed snapshot of scenario `name` (the whole `.snap` file), built into the
+        /// binary: a browser has no file system to read [`crate::SNAPSHOT_DIR`] from.
+        pub fn embedded_snapshot(name: &str) -> Option<&'static str> {
+            match name {
+                $(stringify!($name) => Some(include_str!(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/snapshots/",
+                    stringify!($name),
+                    ".snap"
+                ))),)*
+                _ => None,
             }
         }
     };
+}
+
+#[cfg(target_family = "wasm")]
+crate::__scenario_names! { __embed_snapshots }
+
+/// Asserts that `log` equals the committed snapshot of scenario `name`, as insta would, for
+/// targets where insta cannot read snapshot files (wasm32). A difference panics with both
+/// texts; there is no snapshot review here: record changes natively with `cargo insta`.
+#[cfg(target_family = "wasm")]
+pub fn assert_embedded_snapshot<T: serde::Serialize>(name: &str, log: &T) {
+    let Some(file) = embedded_snapshot(name) else {
+        panic!("scenario {name} has no committed snapshot");
+    };
+    // A snapshot file is `---`, a metadata header, `---`, then the YAML body.
+    let expected = file.splitn(3, "---\n").nth(2).unwrap_or_default().trim_end();
+    let actual = insta::_macro_support::serialize_value(
+        log,
+        insta::_macro_support::SerializationFormat::Yaml,
+    );
+    let actual = actual.trim_start_matches("---\n").trim_end();
+    assert!(
+        actual == expected,
+        "scenario {name}: the event log differs from its snapshot\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
 }
 
 /// One test per listed scenario; see [`crate::backend_suite!`].
@@ -287,6 +344,7 @@ macro_rules! __sync_scenario_case_tests {
                         Ok(log) => log,
                         Err(err) => panic!("scenario {} failed: {err}", stringify!($name)),
                     };
+                    #[cfg(not(target_family = "wasm"))]
                     $crate::insta::with_settings!({
                         snapshot_path => $crate::SNAPSHOT_DIR,
                         prepend_module_to_snapshot => false,
@@ -294,6 +352,8 @@ macro_rules! __sync_scenario_case_tests {
                     }, {
                         $crate::insta::assert_yaml_snapshot!(stringify!($name), log);
                     });
+                    #[cfg(target_family = "wasm")]
+                    $crate::scenarios::assert_embedded_snapshot(stringify!($name), &log);
                 }
             }
         )*

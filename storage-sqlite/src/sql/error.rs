@@ -7,8 +7,10 @@
 use rusqlite::ErrorCode;
 use tidemark_engine::StorageError;
 
-/// Maps an error outside a write batch (open, migrations, reads).
-pub(crate) fn storage_error(e: rusqlite::Error, doing: &str) -> StorageError {
+/// Maps an error outside a write batch (open, migrations, reads). Public as
+/// [`crate::storage_error`] so a platform opening its own connection (the browser backend)
+/// reports its errors exactly as this crate does.
+pub fn storage_error(e: rusqlite::Error, doing: &str) -> StorageError {
     if let Some(code) = e.sqlite_error_code() {
         match code {
             ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
