@@ -23,15 +23,12 @@
 //! Natively the crate is empty.
 #![cfg(target_family = "wasm")]
 
-mod shim;
-
 use std::cell::RefCell;
 use std::fmt::Display;
 
 use futures::StreamExt;
 use js_sys::{Function, JSON};
 use serde_json::{json, Value};
-use shim::{Durability, FileLayer, OpenOptions, WebStorage};
 use tidemark::runtime::BrowserRuntime;
 use tidemark::storage::{SeqRanges, Storage, WriteBatch, WriteOp};
 use tidemark::{
@@ -39,6 +36,7 @@ use tidemark::{
     ConversationId, ConversationKind, DeviceId, Direction, EngineConfig, Event, LatestMessage,
     Message, MessageStatus, Seq, StorageError, SyncPolicy, Timestamp, UserId,
 };
+use tidemark_storage_web::{Durability, FileLayer, OpenOptions, WebStorage};
 use tidemark_transport::browser::BrowserWsTransport;
 use wasm_bindgen::prelude::*;
 
@@ -80,7 +78,11 @@ fn client_error(err: &ClientError) -> JsValue {
 fn layer_named(name: &str) -> Result<FileLayer, JsValue> {
     match name {
         "opfs" => Ok(FileLayer::Opfs),
-        "idb" => Ok(FileLayer::IndexedDb),
+        // TEMPORARY until storage-web's IndexedDB layer is wired into WebStorage.
+        "idb" => Err(js_error(
+            "NoLayer",
+            "this build of tidemark-storage-web has no IndexedDB layer yet",
+        )),
         other => Err(js_error(
             "BadArgument",
             format!("unknown layer {other:?} (opfs or idb)"),
@@ -91,7 +93,6 @@ fn layer_named(name: &str) -> Result<FileLayer, JsValue> {
 fn layer_name(layer: FileLayer) -> &'static str {
     match layer {
         FileLayer::Opfs => "opfs",
-        FileLayer::IndexedDb => "idb",
     }
 }
 
@@ -117,6 +118,21 @@ fn report(progress: Option<&Function>, value: f64) {
         // A progress callback that throws only loses a progress line.
         let _ = progress.call1(&JsValue::NULL, &JsValue::from_f64(value));
     }
+}
+
+/// Reports a panic to the worker (`self.reportPanic(message)`, set by www/worker.js) before
+/// the wasm traps: a panic inside a spawned future otherwise ends as an unhandled rejection
+/// that no caller sees, and the scenario would only time out.
+#[wasm_bindgen(start)]
+pub fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let global = js_sys::global();
+        if let Ok(report) = js_sys::Reflect::get(&global, &"reportPanic".into()) {
+            if let Ok(report) = report.dyn_into::<Function>() {
+                let _ = report.call1(&global, &JsValue::from_str(&info.to_string()));
+            }
+        }
+    }));
 }
 
 // ----- opening and closing -----
@@ -247,7 +263,7 @@ pub async fn ingest(
         let last = (next + u64::from(per_batch) - 1).min(end - 1);
         let batch = batch(&conversation, next, last);
         let started = now_ms();
-        let applied = store.storage().apply(batch).await;
+        let applied = store.apply(batch).await;
         spent += now_ms() - started;
         match applied {
             Ok(_) => {
@@ -336,11 +352,10 @@ fn ranges_value(ranges: &SeqRanges) -> Value {
 pub async fn stats(conversation: String) -> Result<JsValue, JsValue> {
     let store = current()?;
     let conversation = ConversationId::from(conversation.as_str());
-    let messages = all_messages(store.storage(), &conversation)
+    let messages = all_messages(&store, &conversation)
         .await
         .map_err(|err| storage_error(&err))?;
     let record = store
-        .storage()
         .conversation(&conversation)
         .await
         .map_err(|err| storage_error(&err))?;
@@ -391,7 +406,6 @@ pub async fn conversations() -> Result<JsValue, JsValue> {
     loop {
         let after = all.last().map(ConversationCursor::after);
         let page = store
-            .storage()
             .conversations_page(after, 100)
             .await
             .map_err(|err| storage_error(&err))?;
@@ -420,7 +434,7 @@ pub async fn conversations() -> Result<JsValue, JsValue> {
 pub async fn dump(conversation: String) -> Result<JsValue, JsValue> {
     let store = current()?;
     let conversation = ConversationId::from(conversation.as_str());
-    let messages = all_messages(store.storage(), &conversation)
+    let messages = all_messages(&store, &conversation)
         .await
         .map_err(|err| storage_error(&err))?;
     let rows: Vec<Value> = messages
@@ -463,14 +477,9 @@ pub async fn sync_from_server(
     config.seed = js_sys::Date::now() as u64;
     let transport = BrowserWsTransport::new(url, user, device, token);
     let started = now_ms();
-    let (client, driver) = Client::start(
-        config,
-        store.into_storage(),
-        transport,
-        BrowserRuntime::new(),
-    )
-    .await
-    .map_err(|err| storage_error(&err))?;
+    let (client, driver) = Client::start(config, store, transport, BrowserRuntime::new())
+        .await
+        .map_err(|err| storage_error(&err))?;
     let mut events = client.events();
     wasm_bindgen_futures::spawn_local(driver);
     let mut received = 0usize;

@@ -20,6 +20,10 @@ window.harness = {
     const index = workers.length;
     const worker = new Worker('/worker.js', { type: 'module' });
     worker.onmessage = ({ data }) => {
+      if ('panic' in data) {
+        settleAll(index, { code: 'Panic', message: data.panic });
+        return;
+      }
       if ('progress' in data) {
         window.reportProgress?.(index, data.progress);
         return;

@@ -2,6 +2,12 @@
 // onmessage is set before the wasm is ready (messages must not be lost); each call awaits it.
 import init, * as api from '/pkg/tidemark_web_tests.js';
 
+// A panic in the wasm (src/lib.rs sets the hook) fails every call of this worker at once.
+self.reportPanic = (message) => self.postMessage({ panic: message });
+self.addEventListener('unhandledrejection', (event) => {
+  self.postMessage({ panic: `unhandled rejection: ${event.reason?.stack || event.reason}` });
+});
+
 const ready = init();
 
 self.onmessage = async ({ data: { id, fn, args, progress } }) => {
