@@ -181,6 +181,12 @@ async function opened(name, layer, { wait = true, relaxed = false, page } = {}) 
   return { page, worker };
 }
 
+/** Deletes `name` on `layer` from a fresh worker, then opens it empty in a new page. */
+async function freshlyOpened(name, layer) {
+  await fresh(name, layer);
+  return opened(name, layer);
+}
+
 /** Deletes `name` on `layer` from a fresh worker (so a scenario starts clean). */
 async function fresh(name, layer) {
   const page = await newPage();
@@ -228,8 +234,7 @@ for (const layer of ALL_LAYERS) {
   scenario(`reload-${layer}`, async () => {
     const name = `reload-${layer}`;
     const conv = 'chat';
-    await fresh(name, layer);
-    let { page, worker } = await opened(name, layer);
+    let { page, worker } = await freshlyOpened(name, layer);
     const first = await call(page, worker, 'ingest', conv, 1, 2000, 200);
     check(first.error === null && first.committed === 2000, `ingest: ${JSON.stringify(first)}`);
     await reload(page);
@@ -262,8 +267,7 @@ scenario('restart', async () => {
   const written = [];
   for (const layer of LAYERS) {
     const name = `restart-${layer}`;
-    await fresh(name, layer);
-    const { page, worker } = await opened(name, layer);
+    const { page, worker } = await freshlyOpened(name, layer);
     const result = await call(page, worker, 'ingest', 'chat', 1, 3000, 300);
     check(result.error === null, `ingest on ${layer}: ${JSON.stringify(result.error)}`);
     // Closed by the browser going away, not by the store.
@@ -286,8 +290,7 @@ for (const layer of ALL_LAYERS) {
   scenario(`quota-${layer}`, async () => {
     const name = `quota-${layer}`;
     const conv = 'chat';
-    await fresh(name, layer);
-    const { page, worker } = await opened(name, layer);
+    const { page, worker } = await freshlyOpened(name, layer);
     const base = await call(page, worker, 'ingest', conv, 1, 1000, 250);
     check(base.error === null, `ingest before the quota: ${JSON.stringify(base.error)}`);
     const cdp = await context.newCDPSession(page);
@@ -321,8 +324,7 @@ for (const layer of ALL_LAYERS) {
 /** Ingests, runs `evict`, and expects the next write to fail with Gone and a reopen to be empty. */
 async function evictionCase(name, layer, evict) {
   const conv = 'chat';
-  await fresh(name, layer);
-  const { page, worker } = await opened(name, layer);
+  const { page, worker } = await freshlyOpened(name, layer);
   const before = await call(page, worker, 'ingest', conv, 1, 1000, 250);
   check(before.error === null, `ingest: ${JSON.stringify(before.error)}`);
   await evict(page);
@@ -377,8 +379,7 @@ scenario('eviction-opfs', () => evictionCase('evict-opfs', 'opfs', clearData('fi
 for (const layer of ALL_LAYERS) {
   scenario(`two-contexts-${layer}`, async () => {
     const name = `two-${layer}`;
-    await fresh(name, layer);
-    const a = await opened(name, layer);
+    const a = await freshlyOpened(name, layer);
     await call(a.page, a.worker, 'ingest', 'chat', 1, 100, 100);
     const pageB = await newPage();
     const b = await spawnWorker(pageB);
@@ -549,8 +550,7 @@ for (const layer of ALL_LAYERS) {
     const server = await theInbox();
     const name = `sync-${layer}`;
     const device = `browser-${layer}`;
-    await fresh(name, layer);
-    let { page, worker } = await opened(name, layer);
+    let { page, worker } = await freshlyOpened(name, layer);
     const total = server.expected.ab.length + server.expected.team.length;
     const first = callWithProgress(page, worker, 'sync_from_server', server.url, 'alice', device, server.tokens.alice, 100)
       .then((r) => ({ finished: r }), (e) => ({ failed: e }));

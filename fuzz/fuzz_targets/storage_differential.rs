@@ -343,15 +343,7 @@ struct Input {
 
 /// The variant of a storage error (details differ between backends).
 fn variant(e: &StorageError) -> &'static str {
-    match e {
-        StorageError::Corrupt { .. } => "Corrupt",
-        StorageError::Full { .. } => "Full",
-        StorageError::UnsupportedVersion { .. } => "UnsupportedVersion",
-        StorageError::ReadOnly { .. } => "ReadOnly",
-        StorageError::Rejected(_) => "Rejected",
-        StorageError::Backend { .. } => "Backend",
-        _ => "other",
-    }
+    e.code()
 }
 
 fn ok<T>(what: &str, r: Result<T, StorageError>) -> T {

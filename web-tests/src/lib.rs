@@ -318,6 +318,18 @@ impl Checksum {
     }
 }
 
+/// The open store and every stored message of `conversation` with a seq, ascending.
+async fn stored_messages(
+    conversation: &str,
+) -> Result<(WebStorage, ConversationId, Vec<Message>), JsValue> {
+    let store = current()?;
+    let conversation = ConversationId::from(conversation);
+    let messages = all_messages(&store, &conversation)
+        .await
+        .map_err(|err| storage_error(&err))?;
+    Ok((store, conversation, messages))
+}
+
 /// Every stored message of a conversation with a seq, ascending, read page by page.
 async fn all_messages(
     storage: &dyn Storage,
@@ -350,11 +362,7 @@ fn ranges_value(ranges: &SeqRanges) -> Value {
 /// first and the last; `duplicates` counts seqs seen twice.
 #[wasm_bindgen]
 pub async fn stats(conversation: String) -> Result<JsValue, JsValue> {
-    let store = current()?;
-    let conversation = ConversationId::from(conversation.as_str());
-    let messages = all_messages(&store, &conversation)
-        .await
-        .map_err(|err| storage_error(&err))?;
+    let (store, conversation, messages) = stored_messages(&conversation).await?;
     let record = store
         .conversation(&conversation)
         .await
@@ -432,11 +440,7 @@ pub async fn conversations() -> Result<JsValue, JsValue> {
 /// (content as text, invalid UTF-8 replaced).
 #[wasm_bindgen]
 pub async fn dump(conversation: String) -> Result<JsValue, JsValue> {
-    let store = current()?;
-    let conversation = ConversationId::from(conversation.as_str());
-    let messages = all_messages(&store, &conversation)
-        .await
-        .map_err(|err| storage_error(&err))?;
+    let (_, _, messages) = stored_messages(&conversation).await?;
     let rows: Vec<Value> = messages
         .iter()
         .map(|m| {

@@ -357,15 +357,7 @@ pub fn random_batch(rng: &mut Rng, ids: &[String]) -> WriteBatch {
 
 /// The variant of a storage error (details differ between backends).
 pub fn variant(e: &StorageError) -> &'static str {
-    match e {
-        StorageError::Corrupt { .. } => "Corrupt",
-        StorageError::Full { .. } => "Full",
-        StorageError::UnsupportedVersion { .. } => "UnsupportedVersion",
-        StorageError::ReadOnly { .. } => "ReadOnly",
-        StorageError::Rejected(_) => "Rejected",
-        StorageError::Backend { .. } => "Backend",
-        _ => "other",
-    }
+    e.code()
 }
 
 /// Every read method of `a` and `b` gives the same answer, over the given conversations and
