@@ -6,19 +6,19 @@
 //! (one open store per worker) through a small postMessage proxy. What each export gives the
 //! scenarios:
 //!
-//! - [`open`], [`close`], [`delete_database`]: a `tidemark_storage_web::WebStorage` on either file layer,
+//! - `open`, `close`, `delete_database`: a `tidemark_storage_web::WebStorage` on either file layer,
 //!   with its owner rule (`wait_for_owner`) and durability; errors reach JavaScript as objects
 //!   with a stable `code` (the `StorageError` variant: `Full`, `Gone`, `InUse`, ...).
-//! - [`ingest`]: deterministic messages written through `Storage::apply` in batches shaped like
+//! - `ingest`: deterministic messages written through `Storage::apply` in batches shaped like
 //!   the engine's sync batches (the messages and their conversation's record, held range
 //!   included), reporting each committed seq as soon as its `apply` returned, so a reload or
 //!   a quota failure can be checked against exactly what was acknowledged.
-//! - [`stats`] and [`expected`]: what is stored (count, holes, duplicates, held ranges and a
+//! - `stats` and `expected`: what is stored (count, holes, duplicates, held ranges and a
 //!   checksum of every message) against what `ingest` wrote, so "nothing lost, nothing
 //!   invented" is checked row by row, not only by count.
-//! - [`sync_from_server`]: the real `tidemark::Client` over the open store, the browser
+//! - `sync_from_server`: the real `tidemark::Client` over the open store, the browser
 //!   WebSocket transport and the browser runtime, syncing from a native reference server until
-//!   it holds everything; [`dump`] lists the stored messages to compare with the server's.
+//!   it holds everything; `dump` lists the stored messages to compare with the server's.
 //!
 //! Natively the crate is empty.
 #![cfg(target_family = "wasm")]
