@@ -58,6 +58,8 @@ fi
 
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+# The browser store has docs on wasm32 only.
+RUSTDOCFLAGS="-D warnings" cargo doc --target wasm32-unknown-unknown -p tidemark-storage-web --no-deps --quiet
 
 echo "== cargo test"
 log="$(mktemp)"
