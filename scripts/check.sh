@@ -41,7 +41,9 @@ echo "== cargo clippy (wasm32: engine, the app-facing client, conformance, the S
 # sqlite-wasm-rs compiles SQLite's C with clang; Debian's clang 14 needs this flag for it.
 export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown:--fdouble-square-bracket-attributes}"
 cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark -p tidemark-conformance \
-    -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -p tidemark-web-tests -- -D warnings
+    -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -- -D warnings
+# The browser store is wasm32-only: its tests too; and the web scenarios' wasm (web-tests).
+cargo clippy --target wasm32-unknown-unknown -p tidemark-storage-web -p tidemark-web-tests --all-targets -- -D warnings
 
 echo "== engine has no tokio in its normal dependencies"
 if cargo tree -p tidemark-engine -e normal --prefix none | grep -E '^tokio ' ; then
@@ -57,6 +59,8 @@ fi
 
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
+# The browser store has docs on wasm32 only.
+RUSTDOCFLAGS="-D warnings" cargo doc --target wasm32-unknown-unknown -p tidemark-storage-web --no-deps --quiet
 
 echo "== cargo test"
 log="$(mktemp)"
@@ -64,12 +68,19 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --all-features 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# In a browser: headless Chromium under wasm-bindgen-test-runner (the tests run in a
-# dedicated worker). Its results join the summary below.
+# In a browser: headless Chromium under wasm-bindgen-test-runner (in a dedicated worker, or
+# on a page's main thread where a test file says so). Their results join the summary below.
+# The runner's timeout is per test binary; the backend suites run a few minutes each.
 echo "== browser tests (wasm32, headless Chromium)"
-CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    cargo test --target wasm32-unknown-unknown -p tidemark --test browser 2>&1 | tee -a "$log"
+export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-900}"
+cargo test --target wasm32-unknown-unknown -p tidemark --test browser 2>&1 | tee -a "$log"
+browser_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$browser_status
+# The browser store: its file layers' own tests, and every shared suite on each layer (OPFS
+# in a worker, IndexedDB in a worker and on the main thread).
+cargo test --target wasm32-unknown-unknown -p tidemark-storage-web 2>&1 | tee -a "$log"
 browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
 # What wasm-bindgen-test cannot do (reloads, a browser restart, two pages, a quota, eviction,

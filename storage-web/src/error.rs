@@ -1,64 +1,54 @@
 //! How the browser's failures become [`StorageError`](tidemark_engine::StorageError)s.
-//!
-//! A JavaScript error value is neither `Send` nor `Sync`, so it cannot be kept as the source
-//! of a `StorageError`: [`JsFailure`] keeps what identifies it (the `DOMException` name, which
-//! is what a caller matches on, and the message) as text.
 
 use std::fmt;
 
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::DomException;
 
-/// A failed browser call: what we were doing, the error's name and its message.
+/// A JS error reduced to its name and message: JS values are neither `Send` nor `Sync`,
+/// and `StorageError` sources must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsFailure {
-    /// What was being done (`"navigator.locks.request"`, `"opening the OPFS pool"`).
-    pub operation: String,
-    /// The error's name (`"QuotaExceededError"`, `"InvalidStateError"`), or `"Error"`.
-    pub name: String,
+pub(crate) struct JsErrorText {
+    /// The error's name (`QuotaExceededError`, `AbortError`, ...).
+    pub(crate) name: String,
     /// The error's message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
-impl JsFailure {
-    /// A failure from its parts.
-    pub fn new(
-        operation: impl Into<String>,
-        name: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+impl JsErrorText {
+    pub(crate) fn new(name: &str, message: &str) -> Self {
         Self {
-            operation: operation.into(),
-            name: name.into(),
-            message: message.into(),
+            name: name.to_owned(),
+            message: message.to_owned(),
         }
     }
+
+    /// Reads the name and message of a DOMException, an Error, or anything else thrown.
+    pub(crate) fn from_js(value: &JsValue) -> Self {
+        if let Some(exception) = value.dyn_ref::<DomException>() {
+            return Self::new(&exception.name(), &exception.message());
+        }
+        if let Some(error) = value.dyn_ref::<js_sys::Error>() {
+            return Self::new(&String::from(error.name()), &String::from(error.message()));
+        }
+        Self::new(
+            "Error",
+            &value.as_string().unwrap_or_else(|| format!("{value:?}")),
+        )
+    }
+
+    pub(crate) fn from_exception(exception: Option<DomException>, fallback: &str) -> Self {
+        exception.map_or_else(
+            || Self::new("AbortError", fallback),
+            |exception| Self::from_js(&exception),
+        )
+    }
 }
 
-impl fmt::Display for JsFailure {
+impl fmt::Display for JsErrorText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.operation, self.name, self.message)
+        write!(f, "{}: {}", self.name, self.message)
     }
 }
 
-impl std::error::Error for JsFailure {}
-
-/// Reads the name and message of any thrown value (an `Error`, a `DOMException`, or not an
-/// error at all).
-pub(crate) fn js_failure(operation: &str, value: &JsValue) -> JsFailure {
-    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
-        return JsFailure::new(
-            operation,
-            String::from(error.name()),
-            String::from(error.message()),
-        );
-    }
-    let text = |key: &str| {
-        js_sys::Reflect::get(value, &key.into())
-            .ok()
-            .and_then(|v| v.as_string())
-    };
-    match (text("name"), text("message")) {
-        (Some(name), Some(message)) => JsFailure::new(operation, name, message),
-        _ => JsFailure::new(operation, "Error", format!("{value:?}")),
-    }
-}
+impl std::error::Error for JsErrorText {}

@@ -15,5 +15,4 @@ mod opfs;
 mod owner;
 mod store;
 
-pub use error::JsFailure;
 pub use store::{Durability, FileLayer, OpenOptions, WebStorage};

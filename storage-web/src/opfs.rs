@@ -8,8 +8,8 @@
 //! quota error in a write becomes `SQLITE_FULL`, which the SQL layer reports as
 //! [`StorageError::Full`] with the batch rolled back.
 
-use rusqlite::{Connection, OpenFlags};
 use rsqlite_vfs::VfsFilesManager;
+use rusqlite::{Connection, OpenFlags};
 use sqlite_wasm_rs::WasmOsCallback;
 use sqlite_wasm_vfs::sahpool::{self, OpfsSAHError, OpfsSAHPoolCfgBuilder, OpfsSAHPoolUtil};
 use tidemark_engine::StorageError;
@@ -92,7 +92,9 @@ fn vfs_name(name: &str) -> String {
 /// handles held by another context are their own cases; the rest keeps its text.
 fn pool_error(doing: &str, e: OpfsSAHError) -> StorageError {
     match e {
-        OpfsSAHError::Opfs { ref message, .. } if message.contains("NoModificationAllowedError") => {
+        OpfsSAHError::Opfs { ref message, .. }
+            if message.contains("NoModificationAllowedError") =>
+        {
             StorageError::InUse {
                 detail: format!("{doing}: another context holds the files ({e})"),
             }

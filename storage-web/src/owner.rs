@@ -16,7 +16,7 @@ use tidemark_engine::StorageError;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::error::{js_failure, JsFailure};
+use crate::error::JsErrorText;
 
 /// The Web Lock held by the owner of one database; released when dropped or closed.
 pub(crate) struct OwnerLock {
@@ -42,7 +42,7 @@ impl OwnerLock {
         let locks = lock_manager()?;
         let request: Function = Reflect::get(&locks, &"request".into())
             .and_then(JsCast::dyn_into)
-            .map_err(|e| unavailable(js_failure("navigator.locks.request", &e)))?;
+            .map_err(|e| unavailable("navigator.locks.request", JsErrorText::from_js(&e)))?;
 
         // The callback answers with the lock (or null when `ifAvailable` found it taken);
         // holding it means returning a promise that stays pending until we resolve it.
@@ -68,13 +68,13 @@ impl OwnerLock {
         let options = Object::new();
         let set = |key: &str, value: JsValue| {
             Reflect::set(&options, &key.into(), &value)
-                .map_err(|e| unavailable(js_failure("building the lock options", &e)))
+                .map_err(|e| unavailable("building the lock options", JsErrorText::from_js(&e)))
         };
         set("mode", "exclusive".into())?;
         set("ifAvailable", (!wait).into())?;
         let requested = request
             .call3(&locks, &name.into(), &options, &callback)
-            .map_err(|e| unavailable(js_failure("navigator.locks.request", &e)))?;
+            .map_err(|e| unavailable("navigator.locks.request", JsErrorText::from_js(&e)))?;
         let mut request = JsFuture::from(Promise::from(requested));
 
         // Either the callback runs (granted or not available), or the request itself fails
@@ -83,7 +83,10 @@ impl OwnerLock {
             Either::Left((Ok(granted), _)) => granted,
             Either::Left((Err(oneshot::Canceled), _)) => None,
             Either::Right((Err(e), _)) => {
-                return Err(unavailable(js_failure("navigator.locks.request", &e)))
+                return Err(unavailable(
+                    "navigator.locks.request",
+                    JsErrorText::from_js(&e),
+                ))
             }
             // Settled without the callback sending anything: cannot happen by the spec, and
             // would mean we hold nothing.
@@ -131,24 +134,26 @@ impl Drop for OwnerLock {
 /// `navigator.locks` of this context (a window or any worker).
 fn lock_manager() -> Result<JsValue, StorageError> {
     let navigator = Reflect::get(&js_sys::global(), &"navigator".into())
-        .map_err(|e| unavailable(js_failure("navigator", &e)))?;
+        .map_err(|e| unavailable("navigator", JsErrorText::from_js(&e)))?;
     let locks = Reflect::get(&navigator, &"locks".into())
-        .map_err(|e| unavailable(js_failure("navigator.locks", &e)))?;
+        .map_err(|e| unavailable("navigator.locks", JsErrorText::from_js(&e)))?;
     if locks.is_undefined() || locks.is_null() {
-        return Err(unavailable(JsFailure::new(
+        return Err(unavailable(
             "navigator.locks",
-            "NotSupportedError",
-            "this context has no Web Locks (it needs a secure context: https or localhost)",
-        )));
+            JsErrorText::new(
+                "NotSupportedError",
+                "this context has no Web Locks (it needs a secure context: https or localhost)",
+            ),
+        ));
     }
     Ok(locks)
 }
 
 /// Without Web Locks there is no way to keep a second owner out: refuse to open rather than
 /// risk two writers.
-fn unavailable(failure: JsFailure) -> StorageError {
+fn unavailable(doing: &str, failure: JsErrorText) -> StorageError {
     StorageError::Backend {
-        detail: format!("cannot take the database's owner lock: {failure}"),
+        detail: format!("cannot take the database's owner lock: {doing}: {failure}"),
         source: Some(Box::new(failure)),
     }
 }

@@ -5,13 +5,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::lock::Mutex;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tidemark_engine::{
     Applied, ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message,
     OutboxEntry, Seq, SeqRanges, Storage, StorageError, SyncSnapshot, UserId, WriteBatch,
 };
 use tidemark_storage_sqlite::{storage_error, SqliteStorage};
 
+use crate::idb::IdbFile;
 use crate::opfs::OpfsPool;
 use crate::owner::OwnerLock;
 
@@ -22,18 +23,40 @@ pub enum FileLayer {
     /// dedicated worker. Each commit is on disk when `apply` returns. The default wherever it
     /// is available.
     Opfs,
+    /// IndexedDB, through a file layer of this crate: on the main thread and in any worker.
+    /// The database is held in memory; each commit is written to IndexedDB in one
+    /// transaction, and `apply` returns only once IndexedDB reports it complete. A failed
+    /// write (quota, eviction, a closed database) fails that `apply` with a typed error,
+    /// puts the store back to its last durable state and refuses further writes until the
+    /// store is reopened.
+    IndexedDb,
+}
+
+impl FileLayer {
+    /// OPFS where this context has synchronous access handles (a dedicated worker in a
+    /// secure context), IndexedDB elsewhere.
+    pub fn preferred() -> Self {
+        let global = js_sys::global();
+        let has = |name: &str| js_sys::Reflect::has(&global, &name.into()).unwrap_or(false);
+        if has("FileSystemSyncAccessHandle") && has("DedicatedWorkerGlobalScope") {
+            FileLayer::Opfs
+        } else {
+            FileLayer::IndexedDb
+        }
+    }
 }
 
 /// How hard a commit is pushed to disk before [`Storage::apply`] returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// Every commit is flushed to disk before `apply` returns (SQLite `synchronous=FULL` on
-    /// OPFS). What the engine's rules assume: use it.
+    /// OPFS, `strict` IndexedDB transactions). What the engine's rules assume: use it.
     #[default]
     Strict,
-    /// The commit is written but not flushed (`synchronous=OFF` on OPFS): a power loss or an
-    /// OS crash may lose the last commits (a tab or browser crash does not). For measuring
-    /// what durability costs, and for data the server can always resend.
+    /// The commit is written but not flushed (`synchronous=OFF` on OPFS, `relaxed`
+    /// IndexedDB transactions): a power loss or an OS crash may lose the last commits (a tab
+    /// or browser crash does not). For measuring what durability costs, and for data the
+    /// server can always resend.
     Relaxed,
 }
 
@@ -59,7 +82,7 @@ impl OpenOptions {
         }
     }
 
-    /// The file layer; the default is [`FileLayer::Opfs`].
+    /// The file layer; the default is [`FileLayer::preferred`].
     pub fn layer(mut self, layer: FileLayer) -> Self {
         self.layer = Some(layer);
         self
@@ -122,8 +145,12 @@ struct Inner {
 /// The file layer of an open database.
 #[derive(Debug)]
 enum LayerFile {
-    #[allow(dead_code, reason = "held for its Drop, which releases the pool's handles")]
+    #[allow(
+        dead_code,
+        reason = "held for its Drop, which releases the pool's handles"
+    )]
     Opfs(OpfsPool),
+    IndexedDb(IdbFile),
 }
 
 impl WebStorage {
@@ -131,7 +158,7 @@ impl WebStorage {
     /// layer, and brings its schema up to date.
     pub async fn open(options: OpenOptions) -> Result<Self, StorageError> {
         check_name(&options.name)?;
-        let layer = options.layer.unwrap_or(FileLayer::Opfs);
+        let layer = options.layer.unwrap_or_else(FileLayer::preferred);
         let owner = OwnerLock::acquire(&lock_name(&options.name), options.wait_for_owner).await?;
         let (file, conn) = match layer {
             FileLayer::Opfs => {
@@ -139,9 +166,28 @@ impl WebStorage {
                 let conn = pool.connect(&options.name)?;
                 (LayerFile::Opfs(pool), conn)
             }
+            FileLayer::IndexedDb => {
+                let file_name = format!("{}.db", options.name);
+                let file = IdbFile::open(&idb_name(&options.name), &file_name).await?;
+                file.set_relaxed(options.durability == Durability::Relaxed);
+                let conn = Connection::open_with_flags_and_vfs(
+                    &file_name,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | OpenFlags::SQLITE_OPEN_CREATE
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    IdbFile::VFS,
+                )
+                .map_err(|e| storage_error(e, "opening the database in IndexedDB"))?;
+                (LayerFile::IndexedDb(file), conn)
+            }
         };
         configure(&conn, layer, options.durability)?;
         let sql = SqliteStorage::from_connection(conn)?;
+        if let LayerFile::IndexedDb(file) = &file {
+            // The schema the SQL layer just created or migrated is in memory only: make it
+            // durable now, or a revert would take it back.
+            file.flush().await?;
+        }
         Ok(Self {
             inner: Rc::new(Inner {
                 sql,
@@ -163,6 +209,17 @@ impl WebStorage {
     pub fn layer(&self) -> FileLayer {
         match self.inner.file {
             LayerFile::Opfs(_) => FileLayer::Opfs,
+            LayerFile::IndexedDb(_) => FileLayer::IndexedDb,
+        }
+    }
+
+    /// Bytes of memory the database's file takes in this context: on
+    /// [`FileLayer::IndexedDb`] the whole file is held in memory (plus the pages changed by a
+    /// commit still being written); `0` on OPFS, where it stays on disk.
+    pub fn memory_bytes(&self) -> u64 {
+        match &self.inner.file {
+            LayerFile::Opfs(_) => 0,
+            LayerFile::IndexedDb(file) => file.len(),
         }
     }
 
@@ -188,9 +245,16 @@ impl WebStorage {
         let owner = OwnerLock::acquire(&lock_name(name), false).await?;
         let result = match layer {
             FileLayer::Opfs => OpfsPool::take(name).await.and_then(|pool| pool.clear()),
+            FileLayer::IndexedDb => IdbFile::delete(&idb_name(name)).await,
         };
         owner.release().await;
         result
+    }
+
+    /// Refuses every later write until the store is reopened, and passes `e` on.
+    fn refuse(&self, e: StorageError) -> StorageError {
+        *self.inner.refused.borrow_mut() = Some(e.to_string());
+        e
     }
 
     fn refusal(&self) -> Option<StorageError> {
@@ -206,7 +270,11 @@ impl WebStorage {
 }
 
 /// The platform settings of a connection, before the SQL layer takes it.
-fn configure(conn: &Connection, layer: FileLayer, durability: Durability) -> Result<(), StorageError> {
+fn configure(
+    conn: &Connection,
+    layer: FileLayer,
+    durability: Durability,
+) -> Result<(), StorageError> {
     let synchronous = match durability {
         Durability::Strict => "FULL",
         Durability::Relaxed => "OFF",
@@ -215,6 +283,10 @@ fn configure(conn: &Connection, layer: FileLayer, durability: Durability) -> Res
         // A rollback journal in the pool (the faster of the durable modes measured here);
         // WAL would need exclusive locking, having no shared memory.
         FileLayer::Opfs => "TRUNCATE",
+        // Atomicity comes from the IndexedDB transaction that holds a whole commit; the
+        // journal only serves rollbacks, in memory. (Locking stays NORMAL: a reverted file
+        // is then noticed by SQLite, which drops its page cache.)
+        FileLayer::IndexedDb => "MEMORY",
     };
     let pragmas = format!(
         "PRAGMA journal_mode = {journal}; PRAGMA synchronous = {synchronous}; \
@@ -222,6 +294,11 @@ fn configure(conn: &Connection, layer: FileLayer, durability: Durability) -> Res
     );
     conn.execute_batch(&pragmas)
         .map_err(|e| storage_error(e, "configuring the connection"))
+}
+
+/// The IndexedDB database holding Tidemark database `name`.
+fn idb_name(name: &str) -> String {
+    format!("tidemark-{name}")
 }
 
 /// The Web Lock of database `name`, one per name whatever its layer.
@@ -261,8 +338,31 @@ impl Storage for WebStorage {
         if let Some(refusal) = self.refusal() {
             return Err(refusal);
         }
-        // OPFS: the commit is durable when SQLite returns.
-        self.inner.sql.apply(batch).await
+        match &self.inner.file {
+            // The commit is durable when SQLite returns.
+            LayerFile::Opfs(_) => self.inner.sql.apply(batch).await,
+            LayerFile::IndexedDb(file) => {
+                if let Some(why) = file.gone() {
+                    return Err(self.refuse(StorageError::Gone {
+                        detail: why,
+                        source: None,
+                    }));
+                }
+                // SQLite commits into memory; the flush makes it durable.
+                match self.inner.sql.apply(batch).await {
+                    Ok(applied) => match file.flush().await {
+                        Ok(()) => Ok(applied),
+                        // The file is back at its last flush: so is every read from now on.
+                        Err(e) => Err(self.refuse(e)),
+                    },
+                    Err(e) => {
+                        // SQLite rolled the batch back; the pages it touched are as flushed.
+                        file.revert();
+                        Err(e)
+                    }
+                }
+            }
+        }
     }
 
     async fn conversation(

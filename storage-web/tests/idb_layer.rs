@@ -7,8 +7,15 @@
 use rusqlite::params;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
-// The file layer itself, compiled into this test: its API is crate-private.
+// The file layer itself (and the error type it uses), compiled into this test: its API is
+// crate-private.
+#[path = "../src/error.rs"]
+mod error;
 #[path = "../src/idb/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "the whole layer is compiled; these tests use part of it"
+)]
 mod idb;
 mod idb_common;
 

@@ -318,7 +318,11 @@ pub fn assert_embedded_snapshot<T: serde::Serialize>(name: &str, log: &T) {
         panic!("scenario {name} has no committed snapshot");
     };
     // A snapshot file is `---`, a metadata header, `---`, then the YAML body.
-    let expected = file.splitn(3, "---\n").nth(2).unwrap_or_default().trim_end();
+    let expected = file
+        .splitn(3, "---\n")
+        .nth(2)
+        .unwrap_or_default()
+        .trim_end();
     let actual = insta::_macro_support::serialize_value(
         log,
         insta::_macro_support::SerializationFormat::Yaml,

@@ -26,7 +26,10 @@ pub(super) struct Device<S> {
     pub(super) user: UserId,
     pub(super) id: DeviceId,
     pub(super) config: EngineConfig,
-    pub(super) store: S,
+    /// `None` only between a crash and its reopen (the old handle is dropped before the
+    /// store is opened again: a browser store is released only then) and after a failed
+    /// reopen.
+    pub(super) store: Option<S>,
     /// `None` after a failed restart.
     pub(super) engine: Option<Engine>,
     pub(super) process: u32,
@@ -291,13 +294,10 @@ impl<F: Backend> Sim<F> {
                 let written = written_messages(&batch);
                 let dev = &mut self.devices[d];
                 // Only a running engine has outputs to execute.
-                let Some(engine) = dev.engine.as_mut() else {
+                let (Some(engine), Some(store)) = (dev.engine.as_mut(), dev.store.as_ref()) else {
                     return;
                 };
-                if apply_write(engine, &dev.store, now, id, batch)
-                    .await
-                    .is_ok()
-                {
+                if apply_write(engine, store, now, id, batch).await.is_ok() {
                     for ((conversation, sender, client_msg_id), _) in &written {
                         if sender != &dev.user {
                             continue;
@@ -345,6 +345,8 @@ impl<F: Backend> Sim<F> {
 
     /// Opens the store again and starts a new process from its snapshot.
     pub(super) async fn start_process(&mut self, d: usize) -> Result<(), SimError> {
+        // As after a real crash, the old process's handle is gone before the store opens.
+        drop(self.devices[d].store.take());
         let store = self
             .factory
             .open(d)
@@ -359,7 +361,7 @@ impl<F: Backend> Sim<F> {
             .await
             .map_err(|source| SimError::Storage { device: d, source })?;
         let dev = &mut self.devices[d];
-        dev.store = store;
+        dev.store = Some(store);
         dev.process = process;
         dev.dispatch.restarted();
         dev.kicked = false;

@@ -214,7 +214,7 @@ impl<F: Backend> Sim<F> {
             user,
             id: device,
             config,
-            store,
+            store: Some(store),
             engine: Some(engine),
             process: 0,
             wakeup: self.now,
@@ -255,8 +255,15 @@ impl<F: Backend> Sim<F> {
     }
 
     /// Device `d`'s store, for reads through [`tidemark_engine::Storage`].
+    ///
+    /// # Panics
+    /// If device `d`'s last restart failed to open its store (the step that restarted it
+    /// returned that error).
     pub fn store(&self, d: usize) -> &F::Store {
-        &self.devices[d].store
+        match &self.devices[d].store {
+            Some(store) => store,
+            None => panic!("device {d} has no store: its last reopen failed"),
+        }
     }
 
     /// Whether device `d` is connected (on the device side).

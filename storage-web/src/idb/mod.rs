@@ -36,7 +36,6 @@
 //! shared lock, dropping its page cache when it differs (the tests check it, schema
 //! changes included). In `locking_mode=EXCLUSIVE` SQLite keeps its lock and its cache:
 //! there the connection must be reopened after a revert.
-#![allow(dead_code, reason = "used by WebStorage, written alongside")]
 
 pub(crate) mod js;
 mod pages;
@@ -52,7 +51,8 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{Event, IdbDatabase, IdbKeyRange, IdbTransaction};
 
-use js::{Completion, JsErrorText, Watched};
+use crate::error::JsErrorText;
+use js::{Completion, Watched};
 use pages::{chunk_count, PagedFile, CHUNK_SIZE};
 
 /// The layout of the IndexedDB records this build writes and reads.
@@ -60,6 +60,10 @@ pub(crate) const LAYOUT_VERSION: u64 = 1;
 
 /// How long a blocked delete waits for the other connections to close.
 pub(crate) const DELETE_GRACE_MS: u32 = 1_000;
+
+/// The durability a flush asks for by default: IndexedDB reports the transaction complete
+/// only once the browser has flushed it to disk.
+const STRICT: &str = "strict";
 
 const CHUNKS: &str = "chunks";
 const META: &str = "meta";
@@ -89,9 +93,20 @@ pub(crate) struct IdbFile {
     file: Rc<RefCell<PagedFile>>,
     files: Rc<vfs::Files>,
     status: Rc<Status>,
+    /// The durability flushes ask for: [`STRICT`] unless relaxed.
+    durability: Cell<&'static str>,
     /// Kept alive while the connection is open: JS calls them.
     _on_versionchange: Closure<dyn FnMut(Event)>,
     _on_close: Closure<dyn FnMut(Event)>,
+}
+
+impl std::fmt::Debug for IdbFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdbFile")
+            .field("idb_name", &self.idb_name)
+            .field("file_name", &self.file_name)
+            .finish_non_exhaustive()
+    }
 }
 
 fn backend(what: &str, error: &JsErrorText) -> StorageError {
@@ -105,18 +120,22 @@ fn corrupt(idb_name: &str, detail: &str) -> StorageError {
     }
 }
 
-/// Opens a transaction on both stores; readwrite ones ask for `strict` durability (the
-/// options argument is not in web-sys's stable API, so it is passed through JS).
-fn transaction(db: &IdbDatabase, write: bool) -> Result<IdbTransaction, JsErrorText> {
+/// Opens a transaction on both stores: read-only without a durability, else read-write
+/// asking for it (`"strict"`, `"relaxed"`; the options argument is not in web-sys's stable
+/// API, so it is passed through JS).
+fn transaction(
+    db: &IdbDatabase,
+    durability: Option<&'static str>,
+) -> Result<IdbTransaction, JsErrorText> {
     let stores = Array::of2(&JsString::from(CHUNKS), &JsString::from(META));
-    if !write {
+    let Some(durability) = durability else {
         return db
             .transaction_with_str_sequence(&stores)
             .map_err(|error| JsErrorText::from_js(&error));
-    }
+    };
     let options = Object::new();
     let open = || -> Result<IdbTransaction, JsValue> {
-        Reflect::set(&options, &"durability".into(), &"strict".into())?;
+        Reflect::set(&options, &"durability".into(), &durability.into())?;
         let open: js_sys::Function = Reflect::get(db, &"transaction".into())?.dyn_into()?;
         open.call3(db, &stores, &"readwrite".into(), &options)?
             .dyn_into::<IdbTransaction>()
@@ -159,7 +178,7 @@ async fn load(db: &IdbDatabase, idb_name: &str) -> Result<PagedFile, StorageErro
             "not a Tidemark database (stores missing)",
         ));
     }
-    let tx = transaction(db, false).map_err(js_failure)?;
+    let tx = transaction(db, None).map_err(js_failure)?;
     let completion = Completion::new(&tx);
     let issue = |request: Result<web_sys::IdbRequest, JsValue>| {
         request
@@ -330,6 +349,7 @@ impl IdbFile {
             file,
             files,
             status,
+            durability: Cell::new(STRICT),
             _on_versionchange: on_versionchange,
             _on_close: on_close,
         })
@@ -431,7 +451,7 @@ impl IdbFile {
         removed_from: Option<usize>,
         size: u64,
     ) -> Result<(), JsErrorText> {
-        let tx = transaction(&self.db, true)?;
+        let tx = transaction(&self.db, Some(self.durability.get()))?;
         let completion = Completion::new(&tx);
         let requests = || -> Result<(), JsValue> {
             let chunks = tx.object_store(CHUNKS)?;
@@ -532,17 +552,26 @@ impl IdbFile {
         outcome.map(drop).map_err(|error| backend(&what, &error))
     }
 
+    /// Makes later flushes ask for `relaxed` durability (complete once the write reached the
+    /// OS, before it is flushed to disk) or, with `false`, `strict` again.
+    pub(crate) fn set_relaxed(&self, relaxed: bool) {
+        self.durability
+            .set(if relaxed { "relaxed" } else { STRICT });
+    }
+
     /// Bytes held in memory for this file (its chunks and the pre-images of changed ones).
     pub(crate) fn len(&self) -> u64 {
         self.file.borrow().memory_len()
     }
 
     /// The file's logical size in bytes.
+    #[allow(dead_code, reason = "read by the layer's tests")]
     pub(crate) fn size(&self) -> u64 {
         self.file.borrow().size()
     }
 
     /// The IndexedDB database's name.
+    #[allow(dead_code, reason = "read by the layer's tests")]
     pub(crate) fn idb_name(&self) -> &str {
         &self.idb_name
     }
@@ -550,6 +579,10 @@ impl IdbFile {
 
 /// Failures the tests provoke.
 #[cfg(test)]
+#[allow(
+    dead_code,
+    reason = "called by the integration tests, which compile this module"
+)]
 impl IdbFile {
     /// Makes the next flush abort its IndexedDB transaction after issuing its requests.
     pub(crate) fn abort_next_flush(&self) {
@@ -576,15 +609,15 @@ mod tests {
     use js_sys::Reflect;
     use wasm_bindgen_test::wasm_bindgen_test;
 
-    use super::{open_database, transaction};
+    use super::{open_database, transaction, STRICT};
 
     #[wasm_bindgen_test]
     async fn flush_transactions_ask_for_strict_durability() {
         let db = open_database("idb-durability").await.unwrap();
-        let tx = transaction(&db, true).unwrap();
+        let tx = transaction(&db, Some(STRICT)).unwrap();
         let durability = Reflect::get(&tx, &"durability".into()).unwrap();
         assert_eq!(durability.as_string().as_deref(), Some("strict"));
-        let tx = transaction(&db, false).unwrap();
+        let tx = transaction(&db, None).unwrap();
         assert_eq!(tx.mode().unwrap(), web_sys::IdbTransactionMode::Readonly);
         db.close();
     }

@@ -8,7 +8,8 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::wasm_bindgen_test;
 use web_sys::{IdbDatabase, IdbTransactionMode};
 
-use crate::idb::js::{indexed_db, storage_error, Completion, JsErrorText, Watched};
+use crate::error::JsErrorText;
+use crate::idb::js::{indexed_db, storage_error, Completion, Watched};
 use crate::idb::IdbFile;
 
 /// A connection on the file with SQLite's defaults.
