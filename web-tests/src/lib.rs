@@ -78,11 +78,7 @@ fn client_error(err: &ClientError) -> JsValue {
 fn layer_named(name: &str) -> Result<FileLayer, JsValue> {
     match name {
         "opfs" => Ok(FileLayer::Opfs),
-        // TEMPORARY until storage-web's IndexedDB layer is wired into WebStorage.
-        "idb" => Err(js_error(
-            "NoLayer",
-            "this build of tidemark-storage-web has no IndexedDB layer yet",
-        )),
+        "idb" => Ok(FileLayer::IndexedDb),
         other => Err(js_error(
             "BadArgument",
             format!("unknown layer {other:?} (opfs or idb)"),
@@ -93,6 +89,7 @@ fn layer_named(name: &str) -> Result<FileLayer, JsValue> {
 fn layer_name(layer: FileLayer) -> &'static str {
     match layer {
         FileLayer::Opfs => "opfs",
+        FileLayer::IndexedDb => "idb",
     }
 }
 
@@ -187,9 +184,31 @@ pub async fn delete_database(name: String, layer: String) -> Result<(), JsValue>
 
 // ----- writing -----
 
-/// Filler for message texts: ordinary chat lengths, 30 to 150 bytes.
+/// Filler for message texts: with the number and the token, 50 to 170 bytes.
 const FILLER: &str = "see you at the station at nine, bring the tickets and the umbrella, \
     it will rain all afternoon and the last train leaves early on sundays.";
+
+/// A token of 32 letters and digits drawn from (conversation, seq): chat text is not as
+/// repetitive as FILLER, and IndexedDB compresses what it stores, so without it a quota would
+/// hold far more messages than real ones.
+fn token(conversation: &ConversationId, seq: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut seed = Checksum::new();
+    seed.bytes(conversation.0.as_bytes());
+    seed.bytes(&seq.to_le_bytes());
+    let mut state = seed.0 | 1;
+    (0..32)
+        .map(|_| {
+            // xorshift64*: cheap, and plenty for bytes that only need to look random.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let drawn = state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58;
+            // `drawn` is below 64, ALPHABET's length.
+            char::from(ALPHABET[drawn as usize])
+        })
+        .collect()
+}
 
 /// The message `ingest` writes at `seq`: a function of its conversation and seq only, so
 /// [`expected`] can recompute what must be stored.
@@ -198,13 +217,14 @@ fn message(conversation: &ConversationId, seq: u64) -> Message {
     // Both indices are below their bounds (3 and FILLER's length), so the casts are lossless.
     let sender = senders[(seq % 3) as usize];
     let filler = &FILLER[..(seq * 7 % 120) as usize];
+    let token = token(conversation, seq);
     Message {
         conversation: conversation.clone(),
         seq: Some(Seq(seq)),
         client_msg_id: ClientMsgId(format!("{sender}-web:{seq}")),
         sender: UserId::from(sender),
         kind: ContentKind::Text,
-        content: format!("message {seq}: {filler}").into_bytes(),
+        content: format!("message {seq}: {filler} #{token}").into_bytes(),
         created_at: Timestamp(1_700_000_000_000 + seq * 1_000),
         server_time: Some(Timestamp(1_700_000_000_000 + seq * 1_000 + 7)),
         status: MessageStatus::Sent,
