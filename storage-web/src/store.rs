@@ -160,34 +160,15 @@ impl WebStorage {
         check_name(&options.name)?;
         let layer = options.layer.unwrap_or_else(FileLayer::preferred);
         let owner = OwnerLock::acquire(&lock_name(&options.name), options.wait_for_owner).await?;
-        let (file, conn) = match layer {
-            FileLayer::Opfs => {
-                let pool = OpfsPool::take(&options.name).await?;
-                let conn = pool.connect(&options.name)?;
-                (LayerFile::Opfs(pool), conn)
-            }
-            FileLayer::IndexedDb => {
-                let file_name = format!("{}.db", options.name);
-                let file = IdbFile::open(&idb_name(&options.name), &file_name).await?;
-                file.set_relaxed(options.durability == Durability::Relaxed);
-                let conn = Connection::open_with_flags_and_vfs(
-                    &file_name,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE
-                        | OpenFlags::SQLITE_OPEN_CREATE
-                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    IdbFile::VFS,
-                )
-                .map_err(|e| storage_error(e, "opening the database in IndexedDB"))?;
-                (LayerFile::IndexedDb(file), conn)
+        // A failed open lets the lock go before it returns, so that the caller's next step
+        // (deleting the damaged database, say) finds it free.
+        let (sql, file) = match open_layer(&options, layer).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                owner.release().await;
+                return Err(e);
             }
         };
-        configure(&conn, layer, options.durability)?;
-        let sql = SqliteStorage::from_connection(conn)?;
-        if let LayerFile::IndexedDb(file) = &file {
-            // The schema the SQL layer just created or migrated is in memory only: make it
-            // durable now, or a revert would take it back.
-            file.flush().await?;
-        }
         Ok(Self {
             inner: Rc::new(Inner {
                 sql,
@@ -267,6 +248,43 @@ impl WebStorage {
                 source: None,
             })
     }
+}
+
+/// Opens the database's file on `layer` and the SQL layer over it (schema migrated and, on
+/// IndexedDB, flushed). Whatever was opened is closed again on error.
+async fn open_layer(
+    options: &OpenOptions,
+    layer: FileLayer,
+) -> Result<(SqliteStorage, LayerFile), StorageError> {
+    let (file, conn) = match layer {
+        FileLayer::Opfs => {
+            let pool = OpfsPool::take(&options.name).await?;
+            let conn = pool.connect(&options.name)?;
+            (LayerFile::Opfs(pool), conn)
+        }
+        FileLayer::IndexedDb => {
+            let file_name = format!("{}.db", options.name);
+            let file = IdbFile::open(&idb_name(&options.name), &file_name).await?;
+            file.set_relaxed(options.durability == Durability::Relaxed);
+            let conn = Connection::open_with_flags_and_vfs(
+                &file_name,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                IdbFile::VFS,
+            )
+            .map_err(|e| storage_error(e, "opening the database in IndexedDB"))?;
+            (LayerFile::IndexedDb(file), conn)
+        }
+    };
+    configure(&conn, layer, options.durability)?;
+    let sql = SqliteStorage::from_connection(conn)?;
+    if let LayerFile::IndexedDb(file) = &file {
+        // The schema the SQL layer just created or migrated is in memory only: make it
+        // durable now, or a revert would take it back.
+        file.flush().await?;
+    }
+    Ok((sql, file))
 }
 
 /// The platform settings of a connection, before the SQL layer takes it.

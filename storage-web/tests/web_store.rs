@@ -149,6 +149,60 @@ async fn an_indexeddb_database_deleted_under_a_running_store_is_gone_and_nothing
 }
 
 #[wasm_bindgen_test]
+async fn a_damaged_indexeddb_database_is_corrupt_and_can_be_deleted_and_started_again() {
+    let devices = WebDevices::new(FileLayer::IndexedDb);
+    let name = devices.name(0);
+    let store = WebStorage::open(OpenOptions::new(&name).layer(FileLayer::IndexedDb))
+        .await
+        .unwrap();
+    store.apply(batch(1..=2)).await.unwrap();
+    store.close().await;
+
+    // Garbage over the file's first page (its header), written straight into IndexedDB.
+    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap();
+    let request = factory.open(&format!("tidemark-{name}")).unwrap();
+    wait_for_request(&request).await;
+    let db: web_sys::IdbDatabase = request.result().unwrap().dyn_into().unwrap();
+    let tx = db
+        .transaction_with_str_and_mode("chunks", web_sys::IdbTransactionMode::Readwrite)
+        .unwrap();
+    let garbage = js_sys::Uint8Array::new_with_length(4096);
+    garbage.fill(0x5a, 0, 4096);
+    tx.object_store("chunks")
+        .unwrap()
+        .put_with_key(&garbage, &0.into())
+        .unwrap();
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+    let done_tx = std::cell::RefCell::new(Some(done_tx));
+    let on_complete = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if let Some(tx) = done_tx.borrow_mut().take() {
+            let _ = tx.send(());
+        }
+    });
+    tx.set_oncomplete(Some(on_complete.as_ref().unchecked_ref()));
+    done_rx.await.unwrap();
+    db.close();
+
+    let opened = WebStorage::open(OpenOptions::new(&name).layer(FileLayer::IndexedDb)).await;
+    assert!(
+        matches!(opened, Err(StorageError::Corrupt { .. })),
+        "{opened:?}"
+    );
+    // The failed open let the lock go; the way back is to delete and resync.
+    WebStorage::delete(&name, FileLayer::IndexedDb)
+        .await
+        .unwrap();
+    let fresh = WebStorage::open(OpenOptions::new(&name).layer(FileLayer::IndexedDb))
+        .await
+        .unwrap();
+    assert_eq!(stored_seqs(&fresh).await, Vec::<u64>::new());
+    fresh.close().await;
+}
+
+#[wasm_bindgen_test]
 async fn bad_names_are_refused_and_a_worker_prefers_opfs() {
     for name in ["", "a/b", "..", "x".repeat(65).as_str(), "naïve"] {
         let opened = WebStorage::open(OpenOptions::new(name)).await;

@@ -759,6 +759,23 @@ mod tests {
         feed: Option<mpsc::UnboundedSender<Result<Incoming, TransportError>>>,
     }
 
+    #[test]
+    fn a_vanished_or_owned_store_stops_the_client_and_a_full_one_restarts_it() {
+        let gone = StorageError::Gone {
+            detail: "IndexedDB database deleted".into(),
+            source: None,
+        };
+        let in_use = StorageError::InUse {
+            detail: "another tab".into(),
+        };
+        let full = StorageError::Full { source: None };
+        // Retrying on the same store cannot bring back what vanished, nor take it from its
+        // owner: the client stops, without claiming damage. A full store may free space.
+        assert_eq!(unusable(&gone), Some(false));
+        assert_eq!(unusable(&in_use), Some(false));
+        assert_eq!(unusable(&full), None);
+    }
+
     #[derive(Clone, Default)]
     struct FakeTransport(Arc<Mutex<Wire>>);
 
