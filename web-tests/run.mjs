@@ -24,7 +24,9 @@
 // - eviction-<layer>: the site's data cleared under a running store (CDP
 //   Storage.clearDataForOrigin; for idb also another page's indexedDB.deleteDatabase): the
 //   next write fails with `Gone` within seconds (no hang, no silent success), and reopening
-//   gives an empty store, not invented or stale rows.
+//   gives an empty store, not invented or stale rows (on OPFS in the next browser session:
+//   the worker whose pool lost its directory answers `Gone`, and Chromium keeps the deleted
+//   files' handles until the session ends).
 // - two-contexts-<layer>: a second page opening a database another page owns gets `InUse` at
 //   once; asked to wait, it gets the database when the owner closes it, and when the owner's
 //   page is closed without closing it (the browser releases the Web Lock).
@@ -358,12 +360,26 @@ async function evictionCase(name, layer, evict) {
     throw new Error(problems.join('; '));
   }
   // Reopening: an empty store (the engine resyncs it), never the old rows or the new one.
-  await call(page, worker, 'open', name, layer, true, false);
-  const stats = await call(page, worker, 'stats', conv);
-  const list = await call(page, worker, 'conversations');
-  await call(page, worker, 'close');
-  await call(page, worker, 'delete_database', name, layer);
-  await page.close();
+  // On OPFS the worker whose pool lost its directory refuses (Gone: its handles point at
+  // deleted files). Chromium releases those handles only with the browser session: a reload
+  // was not enough (a new worker's pool then fails with NoModificationAllowedError), so the
+  // reopen happens after a browser restart.
+  let reopened = { page, worker };
+  if (layer === 'opfs') {
+    const again = await call(page, worker, 'open', name, layer, true, false).then(() => null, (e) => e);
+    if (again === null) problems.push('the worker that lost the OPFS directory opened it again');
+    else if (again.code !== 'Gone') problems.push(`reopening in the same worker failed with ${again.code}, want Gone`);
+    await context.close();
+    await launch();
+    reopened = await opened(name, layer);
+  } else {
+    await call(page, worker, 'open', name, layer, true, false);
+  }
+  const stats = await call(reopened.page, reopened.worker, 'stats', conv);
+  const list = await call(reopened.page, reopened.worker, 'conversations');
+  await call(reopened.page, reopened.worker, 'close');
+  await call(reopened.page, reopened.worker, 'delete_database', name, layer);
+  await reopened.page.close();
   if (stats.messages !== 0 || list.length !== 0) {
     problems.push(`the reopened store holds ${stats.messages} messages and ${list.length} conversations, want an empty store`);
   }

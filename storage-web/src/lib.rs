@@ -1,9 +1,11 @@
 //! # tidemark-storage-web
 //!
-//! Tidemark's [`Storage`](tidemark_engine::Storage) in the browser: [`WebStorage`]. The
-//! schema, migrations, queries and batch rules are tidemark-storage-sqlite's SQL layer, the
-//! same code the native store runs, on SQLite compiled to wasm32 (sqlite-wasm-rs), over a
-//! file layer chosen when the store is opened ([`FileLayer`]).
+//! Tidemark's `Storage` in the browser: `WebStorage`. The schema, migrations, queries and
+//! batch rules are tidemark-storage-sqlite's SQL layer, the same code the native store runs,
+//! on SQLite compiled to wasm32 (sqlite-wasm-rs), over a file layer chosen when the store is
+//! opened (`FileLayer`: OPFS in a dedicated worker, or IndexedDB anywhere).
+//!
+//! (No links here: natively this page is all that is built, without those items.)
 //!
 //! wasm32 only: natively this crate is empty (the native store is tidemark-storage-sqlite).
 #![cfg(target_family = "wasm")]

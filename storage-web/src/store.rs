@@ -357,8 +357,13 @@ impl Storage for WebStorage {
             return Err(refusal);
         }
         match &self.inner.file {
-            // The commit is durable when SQLite returns.
-            LayerFile::Opfs(_) => self.inner.sql.apply(batch).await,
+            LayerFile::Opfs(pool) => {
+                // The commit is durable when SQLite returns, unless the files were deleted
+                // under the pool (writes then still succeed): asked after every commit.
+                let result = self.inner.sql.apply(batch).await;
+                pool.check_present().await.map_err(|e| self.refuse(e))?;
+                result
+            }
             LayerFile::IndexedDb(file) => {
                 if let Some(why) = file.gone() {
                     return Err(self.refuse(StorageError::Gone {
