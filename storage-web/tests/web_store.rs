@@ -8,11 +8,8 @@
 
 mod support;
 
-use futures::StreamExt;
-use support::WebDevices;
-use tidemark::runtime::BrowserRuntime;
-use tidemark::{Client, ConversationId, ConversationKind, DeviceId, EngineConfig, Event, UserId};
-use tidemark_conformance::loopback::LoopbackServer;
+use support::{stored_seqs, WebDevices};
+use tidemark::{ConversationId, ConversationKind, UserId};
 use tidemark_engine::{
     ContentKind, Conversation, Message, MessageStatus, Seq, SeqRanges, Storage, StorageError,
     Timestamp, WriteBatch, WriteOp,
@@ -55,19 +52,6 @@ fn batch(seqs: std::ops::RangeInclusive<u64>) -> WriteBatch {
             WriteOp::PutConversation(conversation),
         ],
     }
-}
-
-async fn stored_seqs(store: &WebStorage) -> Vec<u64> {
-    let page = store
-        .messages_page(
-            &ConversationId::from("chat"),
-            None,
-            tidemark_engine::Direction::Before,
-            1_000,
-        )
-        .await
-        .unwrap();
-    page.iter().filter_map(|m| m.seq).map(|s| s.0).collect()
 }
 
 #[wasm_bindgen_test]
@@ -224,79 +208,7 @@ async fn bad_names_are_refused_and_a_worker_prefers_opfs() {
 #[wasm_bindgen_test]
 async fn a_client_syncs_into_each_layer_and_finds_it_all_after_a_restart() {
     for layer in LAYERS {
-        let server = LoopbackServer::new(BrowserRuntime::new());
-        let (alice, bob) = (UserId::from("alice"), UserId::from("bob"));
-        let chat = ConversationId::from("chat");
-        server.create_user(&alice).unwrap();
-        server.create_user(&bob).unwrap();
-        server
-            .create_conversation(
-                &chat,
-                ConversationKind::Direct,
-                &[alice.clone(), bob.clone()],
-            )
-            .unwrap();
-        for i in 0..50 {
-            server
-                .append_as(
-                    &bob,
-                    &chat,
-                    ContentKind::Text,
-                    format!("hi {i}").into_bytes(),
-                )
-                .unwrap();
-        }
-        let devices = WebDevices::new(layer);
-        let phone = DeviceId::from("phone");
-
-        let mut seen = Vec::new();
-        for run in 0..2 {
-            let store = WebStorage::open(OpenOptions::new(devices.name(0)).layer(layer))
-                .await
-                .unwrap();
-            // Everything the last run showed is still there when the store opens again.
-            assert_eq!(stored_seqs(&store).await, seen, "{layer:?} run {run}");
-            let config = EngineConfig::new(alice.clone(), phone.clone());
-            let transport = server.transport(alice.clone(), phone.clone());
-            let (client, driver) = Client::start(config, store.clone(), transport, BrowserRuntime)
-                .await
-                .unwrap();
-            let mut events = client.events();
-            wasm_bindgen_futures::spawn_local(driver);
-            while let Some(event) = events.next().await {
-                if matches!(event, Event::SyncFinished) {
-                    break;
-                }
-            }
-            if run == 0 {
-                let id = client.send_text(&chat, "hello bob").await.unwrap();
-                while let Some(event) = events.next().await {
-                    if matches!(&event, Event::MessageSent { client_msg_id, .. } if *client_msg_id == id)
-                    {
-                        break;
-                    }
-                }
-            }
-            let page = client
-                .messages(&chat, None, tidemark::Direction::Before, 100)
-                .await
-                .unwrap();
-            // The newest page at least (older ones fill in the background), ending with
-            // alice's own message at seq 51.
-            assert!(page.len() >= 21, "{layer:?} run {run}: {}", page.len());
-            assert_eq!(page.last().unwrap().seq, Some(Seq(51)));
-            // Sending read the conversation up to the sent message.
-            assert_eq!(client.total_unread(), 0, "{layer:?} run {run}");
-            seen = page.iter().filter_map(|m| m.seq).map(|s| s.0).collect();
-            client.shutdown().await;
-            drop(client);
-            store.close().await;
-        }
-        let store = WebStorage::open(OpenOptions::new(devices.name(0)).layer(layer))
-            .await
-            .unwrap();
-        store.check_integrity().await.unwrap();
-        store.close().await;
+        support::client_syncs_and_restarts(layer).await;
     }
 }
 
