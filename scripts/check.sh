@@ -80,7 +80,7 @@ browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
 # The browser store: its file layers' own tests, and every shared suite on each layer (OPFS
 # in a worker, IndexedDB in a worker and on the main thread).
-cargo test --target wasm32-unknown-unknown -p tidemark-storage-web 2>&1 | tee -a "$log"
+cargo test --target wasm32-unknown-unknown -p tidemark-storage-web --no-fail-fast 2>&1 | tee -a "$log"
 browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
 # What wasm-bindgen-test cannot do (reloads, a browser restart, two pages, a quota, eviction,

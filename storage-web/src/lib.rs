@@ -18,3 +18,7 @@ mod owner;
 mod store;
 
 pub use store::{Durability, FileLayer, OpenOptions, WebStorage};
+
+// The unit tests need IndexedDB: a browser worker, not the runner's default (Node).
+#[cfg(test)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_dedicated_worker);
