@@ -142,8 +142,9 @@ struct Inner {
     file: LayerFile,
     /// One write (and its flush) at a time, and no read in the middle of one.
     gate: Mutex<()>,
-    /// Why writes are refused until the store is reopened, if they are.
-    refused: RefCell<Option<String>>,
+    /// Why writes are refused until the store is reopened, if they are, and whether because
+    /// the database is gone (which every later write then reports again).
+    refused: RefCell<Option<(String, bool)>>,
     name: String,
     owner: RefCell<Option<OwnerLock>>,
 }
@@ -240,19 +241,28 @@ impl WebStorage {
 
     /// Refuses every later write until the store is reopened, and passes `e` on.
     fn refuse(&self, e: StorageError) -> StorageError {
-        *self.inner.refused.borrow_mut() = Some(e.to_string());
+        let gone = matches!(e, StorageError::Gone { .. });
+        *self.inner.refused.borrow_mut() = Some((e.to_string(), gone));
         e
     }
 
     fn refusal(&self) -> Option<StorageError> {
-        self.inner
-            .refused
-            .borrow()
-            .as_ref()
-            .map(|why| StorageError::Backend {
-                detail: format!("writes refused until the store is reopened: {why}"),
-                source: None,
-            })
+        self.inner.refused.borrow().as_ref().map(|(why, gone)| {
+            let detail = format!("writes refused until the store is reopened: {why}");
+            // A vanished database stays `Gone`: retrying cannot bring it back, and the
+            // driver must see the same verdict every time.
+            if *gone {
+                StorageError::Gone {
+                    detail,
+                    source: None,
+                }
+            } else {
+                StorageError::Backend {
+                    detail,
+                    source: None,
+                }
+            }
+        })
     }
 }
 
