@@ -46,6 +46,8 @@ thread_local! {
     /// Databases whose directory vanished under this worker's pool: that pool's handles
     /// point at deleted files, and it cannot be taken again here.
     static VANISHED: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+    /// The origin's OPFS root, asked for once: `directory_exists` runs after every commit.
+    static OPFS_ROOT: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
 /// One database's pool, paused (its access handles released) when dropped.
@@ -173,11 +175,18 @@ async fn directory_exists(name: &str) -> Result<bool, StorageError> {
         ),
         source: None,
     };
-    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).map_err(failed)?;
-    let storage = Reflect::get(&navigator, &"storage".into()).map_err(failed)?;
-    let mut directory = call_async(&storage, "getDirectory", &[])
-        .await
-        .map_err(failed)?;
+    let mut directory = match OPFS_ROOT.with(|root| root.borrow().clone()) {
+        Some(root) => root,
+        None => {
+            let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).map_err(failed)?;
+            let storage = Reflect::get(&navigator, &"storage".into()).map_err(failed)?;
+            let root = call_async(&storage, "getDirectory", &[])
+                .await
+                .map_err(failed)?;
+            OPFS_ROOT.with(|cached| *cached.borrow_mut() = Some(root.clone()));
+            root
+        }
+    };
     for part in [ROOT, name] {
         match call_async(&directory, "getDirectoryHandle", &[part.into()]).await {
             Ok(child) => directory = child,

@@ -9,6 +9,7 @@
 mod support;
 
 use support::{stored_seqs, WebDevices};
+use tidemark::runtime::{BrowserRuntime, Runtime};
 use tidemark::{ConversationId, ConversationKind, UserId};
 use tidemark_engine::{
     ContentKind, Conversation, Message, MessageStatus, Seq, SeqRanges, Storage, StorageError,
@@ -79,7 +80,8 @@ async fn a_second_opener_gets_in_use_and_a_waiting_one_gets_the_store_once_close
         // A waiting opener gets it as soon as the owner closes, with everything committed.
         let waiting = WebStorage::open(OpenOptions::new(&name).layer(layer).wait_for_owner(true));
         let close = async {
-            sleep_ms(20).await;
+            let clock = BrowserRuntime::new();
+            clock.sleep_until(clock.now().plus_millis(20)).await;
             first.close().await;
         };
         let (waited, ()) = futures::join!(waiting, close);
@@ -108,10 +110,7 @@ async fn an_indexeddb_database_deleted_under_a_running_store_is_gone_and_nothing
 
     // What "clear site data" or another context deleting the database does: our connection
     // gets `versionchange`, closes at once so the delete goes through, and the store knows.
-    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
-        .unwrap()
-        .dyn_into()
-        .unwrap();
+    let factory = indexed_db();
     let request = factory
         .delete_database(&format!("tidemark-{name}"))
         .unwrap();
@@ -143,10 +142,7 @@ async fn a_damaged_indexeddb_database_is_corrupt_and_can_be_deleted_and_started_
     store.close().await;
 
     // Garbage over the file's first page (its header), written straight into IndexedDB.
-    let factory: web_sys::IdbFactory = js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
-        .unwrap()
-        .dyn_into()
-        .unwrap();
+    let factory = indexed_db();
     let request = factory.open(&format!("tidemark-{name}")).unwrap();
     wait_for_request(&request).await;
     let db: web_sys::IdbDatabase = request.result().unwrap().dyn_into().unwrap();
@@ -230,13 +226,10 @@ async fn wait_for_request(request: &web_sys::IdbOpenDbRequest) {
     rx.await.unwrap();
 }
 
-/// Sleeps `ms` on the browser's timer.
-async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-        global
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+/// This context's IndexedDB factory (a worker has no `window`).
+fn indexed_db() -> web_sys::IdbFactory {
+    js_sys::Reflect::get(&js_sys::global(), &"indexedDB".into())
+        .unwrap()
+        .dyn_into()
+        .unwrap()
 }
