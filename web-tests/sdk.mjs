@@ -1,0 +1,513 @@
+// The web SDK's scenarios through the demo chat page (web/demo/), in the system's Chromium
+// (/usr/bin/chromium, driven by playwright-core; never a downloaded browser). Run by
+// scripts/web-sdk-tests.sh, which builds what this needs:
+//
+//   node --experimental-websocket web-tests/sdk.mjs --tidemark BIN [--only a,b] [--screenshot]
+//        [--bench] [--http-port N] [--ws-port N]
+//
+// Each scenario starts `tidemark demo --web` itself (fixed ports, a temporary --dir, --web-root
+// the repository's web/) and drives the page the way a user does: the login picker's URL
+// (?user=alice), the conversation rows, the composer. It reads the page's state from its
+// data-testid attributes and `window.tidemarkDemo` (the session and the performance marks).
+// Every scenario prints `PASS <name>` or `FAIL <name>: why`; the exit status is non-zero if
+// any failed. What each proves:
+//
+// - two-users: alice and bob in two browser profiles chat in `alice-bob`: bob's row shows the
+//   new message with unread 1, opening it brings unread to 0, bob's reply reaches alice.
+// - reload-big-sync: a big account (200 conversations, 20,000 messages); alice's page is
+//   reloaded while syncProgress shows some but not all; the sync resumes and finishes; then
+//   every conversation holds seqs 1..maxSeq exactly once (read with session.messages, no
+//   network) and the total is what the server has.
+// - two-tabs: two pages of alice in one profile: one leader, one follower; both see bob's
+//   message; the follower's send arrives once at bob; closing the leader's page makes the
+//   follower the leader (prints handover_ms) and sending still works; prints
+//   second_tab_usable_ms (the second page's navigation start to its first conversation list).
+// - server-restart: alice sends while the demo process is stopped (SIGTERM): the messages show
+//   pending; the demo restarts on the same --dir and ports; each message is delivered exactly
+//   once (bob's page and a fresh profile of bob see each text once, with one seq).
+// - screenshot: alice's page with `team` open; with --screenshot saved to docs/web-demo.png.
+// - first-list (only with --bench): a warm store of 10k conversations; prints first_list_ms
+//   (the reloaded page's navigation start to its first conversation list).
+
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const repo = resolve(here, '..');
+
+function option(name, fallback) {
+  const at = process.argv.indexOf(`--${name}`);
+  return at > 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
+}
+const flag = (name) => process.argv.includes(`--${name}`);
+
+const TIDEMARK = option('tidemark', null);
+const ONLY = option('only', null)?.split(',');
+const SCREENSHOT = flag('screenshot');
+const BENCH = flag('bench');
+const HTTP_PORT = Number(option('http-port', process.env.TIDEMARK_SDK_HTTP_PORT || 18480));
+const WS_PORT = Number(option('ws-port', process.env.TIDEMARK_SDK_WS_PORT || 18481));
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  // Pages in the background (the second tab) keep their timers at full speed.
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+];
+
+const scratch = mkdtempSync(join(tmpdir(), 'tidemark-sdk-tests-'));
+let scratchCount = 0;
+const freshDir = (name) => join(scratch, `${name}-${++scratchCount}`);
+
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+async function until(what, check, timeoutMs = 30_000, everyMs = 50) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+// ----- the demo process -----
+
+function portFree(port) {
+  return new Promise((ok) => {
+    const probe = createServer();
+    probe.once('error', () => ok(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => ok(true)));
+  });
+}
+
+/** Starts `tidemark demo --web` and waits for its ready line. */
+async function startDemo({ dir, conversations, messages, extra = [] }) {
+  await until(`ports ${HTTP_PORT} and ${WS_PORT} to be free`, async () => (await portFree(HTTP_PORT)) && (await portFree(WS_PORT)), 15_000, 200);
+  const args = ['demo', '--web', '--http-port', String(HTTP_PORT), '--ws-port', String(WS_PORT),
+    '--dir', dir, '--web-root', join(repo, 'web'), ...extra];
+  if (conversations !== undefined) args.push('--conversations', String(conversations));
+  if (messages !== undefined) args.push('--messages', String(messages));
+  const child = spawn(TIDEMARK, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  let exited = null;
+  const exit = new Promise((ok) => child.once('exit', (code, signal) => {
+    exited = { code, signal };
+    ok(exited);
+  }));
+  child.stderr.on('data', (chunk) => { output += chunk; });
+  const ready = new Promise((ok, fail) => {
+    let buffer = '';
+    child.stdout.on('data', (chunk) => {
+      buffer += chunk;
+      output += chunk;
+      const line = buffer.split('\n').find((l) => l.startsWith('tidemark-web-demo ready '));
+      if (line) ok(JSON.parse(line.slice('tidemark-web-demo ready '.length)));
+    });
+    exit.then(({ code, signal }) => fail(new Error(`tidemark demo --web exited (${code ?? signal}) before it was ready: ${output.slice(-2000)}`)));
+  });
+  const timeout = sleep(600_000).then(() => { throw new Error('tidemark demo --web not ready in 600 s'); });
+  const endpoints = await Promise.race([ready, timeout]);
+  return {
+    ...endpoints,
+    dir,
+    output: () => output,
+    /** SIGTERM, then waits for the exit (SIGKILL after 30 s); returns the exit. */
+    async stop() {
+      if (exited) return exited;
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      const result = await exit;
+      clearTimeout(killer);
+      return result;
+    },
+  };
+}
+
+// ----- the browser -----
+
+const profiles = [];
+
+/** A browser profile of its own (a persistent context: OPFS and Web Locks as in a real browser). */
+async function newProfile() {
+  const dir = freshDir('profile');
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1200, height: 760 },
+  });
+  profiles.push(context);
+  return context;
+}
+
+async function closeProfiles() {
+  while (profiles.length) await profiles.pop().close().catch(() => {});
+}
+
+/** Opens the chat page of `user` and waits for its first rendered conversation list. */
+async function openChat(context, demo, user, { page = null } = {}) {
+  page ??= await context.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(String(error)));
+  page.errors = errors;
+  await page.goto(`${demo.http}/?user=${encodeURIComponent(user)}`);
+  await waitListed(page);
+  return page;
+}
+
+async function waitListed(page, timeoutMs = 60_000) {
+  try {
+    await page.waitForFunction(() => window.tidemarkDemo?.marks.firstList !== undefined, null, { timeout: timeoutMs, polling: 25 });
+  } catch (error) {
+    const banner = await page.locator('[data-testid="banner"]').textContent().catch(() => '');
+    throw new Error(`no conversation list in ${timeoutMs} ms (banner: ${banner || 'none'}; errors: ${page.errors?.join('; ') || 'none'})`);
+  }
+}
+
+const conversationRow = (page, id) => page.locator(`[data-testid="conversation"][data-id="${id}"]`);
+
+async function openConversation(page, id) {
+  await conversationRow(page, id).click();
+  await page.locator(`[data-testid="conversation-view"][data-id="${id}"][data-loaded="true"]`).waitFor({ timeout: 30_000 });
+}
+
+async function send(page, text) {
+  await page.locator('[data-testid="composer"]').fill(text);
+  await page.locator('[data-testid="send"]').click();
+}
+
+/** The message rows of the open conversation whose text is `text`: [{seq, status, sender}]. */
+function rowsWithText(page, text) {
+  return page.evaluate((wanted) => [...document.querySelectorAll('[data-testid="message"]')]
+    .filter((row) => row.querySelector('[data-testid="message-text"]')?.textContent === wanted)
+    .map((row) => ({ seq: row.dataset.seq, status: row.dataset.status, sender: row.dataset.sender })), text);
+}
+
+async function waitRow(page, text, status = 'sent', timeoutMs = 30_000) {
+  return until(`"${text}" ${status} on the page`, async () => {
+    const rows = await rowsWithText(page, text);
+    return rows.some((r) => r.status === status) ? rows : null;
+  }, timeoutMs);
+}
+
+const unreadOf = async (page, id) => Number(await conversationRow(page, id).getAttribute('data-unread'));
+
+async function waitSynced(page, timeoutMs = 120_000) {
+  await page.waitForFunction(() => document.querySelector('[data-testid="sync-state"]')?.dataset.state === 'synced'
+    && document.querySelector('[data-testid="connection"]')?.dataset.state === 'connected', null, { timeout: timeoutMs, polling: 50 });
+}
+
+/** Every message the page's store holds in `id`, ascending, through session.messages (no network). */
+function heldMessages(page, id) {
+  return page.evaluate(async (conversationId) => {
+    const { session } = window.tidemarkDemo;
+    const all = [];
+    let after = 0;
+    for (;;) {
+      const batch = await session.messages(conversationId, { after, limit: 500 });
+      if (batch.length === 0) return all;
+      for (const m of batch) all.push({ seq: m.seq, text: m.text, sender: m.sender, status: m.status });
+      const last = batch[batch.length - 1].seq;
+      if (last === null || last <= after) return all;
+      after = last;
+    }
+  }, id);
+}
+
+/** Every conversation of the page's session, paging the list. */
+function allConversations(page) {
+  return page.evaluate(async () => {
+    const { session } = window.tidemarkDemo;
+    const all = [];
+    let after = null;
+    do {
+      const page = await session.conversations({ after, limit: 200 });
+      for (const c of page.conversations) all.push({ id: c.id, maxSeq: c.maxSeq, minSeq: c.minSeq, unread: c.unread });
+      after = page.next;
+    } while (after);
+    return all;
+  });
+}
+
+const stamp = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+
+// ----- the scenarios -----
+
+async function twoUsers() {
+  const demo = await startDemo({ dir: freshDir('demo') });
+  try {
+    const alice = await openChat(await newProfile(), demo, 'alice');
+    const bob = await openChat(await newProfile(), demo, 'bob');
+    // Bob reads what the seed left in alice-bob, then looks at another conversation.
+    await openConversation(bob, 'alice-bob');
+    await until('bob: alice-bob read', async () => (await unreadOf(bob, 'alice-bob')) === 0);
+    await openConversation(bob, 'team');
+
+    const hello = `hello bob ${stamp()}`;
+    await openConversation(alice, 'alice-bob');
+    await send(alice, hello);
+    await waitRow(alice, hello, 'sent');
+    await until('bob: alice-bob unread 1 with the new preview', async () => {
+      const row = conversationRow(bob, 'alice-bob');
+      return (await unreadOf(bob, 'alice-bob')) === 1 && (await row.locator('[data-testid="preview"]').textContent()).includes(hello);
+    });
+    const total = Number(await bob.locator('[data-testid="total-unread"]').getAttribute('data-total'));
+    if (total < 1) throw new Error(`bob's total unread is ${total} with one unread message`);
+
+    await openConversation(bob, 'alice-bob');
+    const seen = await waitRow(bob, hello, 'sent');
+    if (seen.length !== 1) throw new Error(`bob sees "${hello}" ${seen.length} times`);
+    await until('bob: alice-bob unread 0 after opening it', async () => (await unreadOf(bob, 'alice-bob')) === 0);
+
+    const reply = `hi alice ${stamp()}`;
+    await send(bob, reply);
+    await waitRow(bob, reply, 'sent');
+    const got = await waitRow(alice, reply, 'sent');
+    if (got.length !== 1) throw new Error(`alice sees "${reply}" ${got.length} times`);
+    return 'alice -> bob (unread 1, then 0 when opened) and bob -> alice';
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function reloadBigSync() {
+  const messages = 20_000;
+  const demo = await startDemo({ dir: freshDir('demo'), conversations: 200, messages });
+  try {
+    const context = await newProfile();
+    const page = await context.newPage();
+    page.errors = [];
+    page.on('pageerror', (error) => page.errors.push(String(error)));
+    await page.goto(`${demo.http}/?user=alice`);
+    // Some but not all: the reload lands in the middle of the initial sync.
+    const progress = await page.waitForFunction(() => {
+      const p = window.tidemarkDemo?.marks.syncProgress;
+      return p && p.done > 0 && p.done < p.total ? p : null;
+    }, null, { timeout: 120_000, polling: 10 }).then((h) => h.jsonValue()).catch(async () => {
+      const state = await page.evaluate(() => ({ marks: window.tidemarkDemo?.marks, sync: document.querySelector('[data-testid="sync-state"]')?.textContent }));
+      throw new Error(`never saw a partial syncProgress: ${JSON.stringify(state)}`);
+    });
+    await page.reload();
+    await waitListed(page);
+    await waitSynced(page, 300_000);
+
+    const conversations = await allConversations(page);
+    let held = 0;
+    let serverTotal = 0;
+    for (const c of conversations) {
+      const stored = await heldMessages(page, c.id);
+      const floor = Math.max(1, c.minSeq);
+      const expected = c.maxSeq - floor + 1;
+      serverTotal += Math.max(0, expected);
+      const seqs = stored.map((m) => m.seq);
+      const bad = seqs.findIndex((seq, i) => seq !== floor + i);
+      if (seqs.length !== expected || bad >= 0) {
+        throw new Error(`${c.id}: holds ${seqs.length} messages, expected seqs ${floor}..${c.maxSeq}`
+          + (bad >= 0 ? `; at index ${bad} seq ${seqs[bad]} (want ${floor + bad})` : ''));
+      }
+      held += seqs.length;
+    }
+    if (held !== messages) throw new Error(`the store holds ${held} messages in ${conversations.length} conversations; the demo seeded ${messages}`);
+    return `reloaded at syncProgress ${progress.done}/${progress.total}; then ${conversations.length} conversations, ${held} messages, seqs 1..maxSeq each once (server total ${serverTotal})`;
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function twoTabs() {
+  const demo = await startDemo({ dir: freshDir('demo') });
+  try {
+    const aliceProfile = await newProfile();
+    const first = await openChat(aliceProfile, demo, 'alice');
+    await waitSynced(first);
+    const second = await openChat(aliceProfile, demo, 'alice');
+    const roles = async () => [await first.getAttribute('[data-testid="role"]', 'data-role'), await second.getAttribute('[data-testid="role"]', 'data-role')];
+    const [r1, r2] = await roles();
+    if (!(r1 === 'leader' && r2 === 'follower')) throw new Error(`roles: first ${r1}, second ${r2} (want leader, follower)`);
+    const secondUsableMs = await second.evaluate(() => window.tidemarkDemo.marks.firstList);
+
+    const bob = await openChat(await newProfile(), demo, 'bob');
+    await openConversation(bob, 'alice-bob');
+    await openConversation(first, 'alice-bob');
+    await openConversation(second, 'alice-bob');
+
+    const fromBob = `bob to both tabs ${stamp()}`;
+    await send(bob, fromBob);
+    for (const [name, tab] of [['leader', first], ['follower', second]]) {
+      const rows = await waitRow(tab, fromBob, 'sent');
+      if (rows.length !== 1) throw new Error(`the ${name} tab shows "${fromBob}" ${rows.length} times`);
+    }
+
+    const fromFollower = `from the follower ${stamp()}`;
+    await send(second, fromFollower);
+    await waitRow(second, fromFollower, 'sent');
+    await waitRow(bob, fromFollower, 'sent');
+    await sleep(500);
+    const atBob = await rowsWithText(bob, fromFollower);
+    if (atBob.length !== 1) throw new Error(`bob got "${fromFollower}" ${atBob.length} times`);
+
+    // Hand-over: the leader's page goes away; the follower must take the lock and the engine.
+    const closedAt = Date.now();
+    await first.close();
+    const handover = await second.waitForFunction(() => {
+      const roles = window.tidemarkDemo.marks.roles;
+      const last = roles[roles.length - 1];
+      return last.role === 'leader' ? last.epoch : null;
+    }, null, { timeout: 15_000, polling: 10 }).then((h) => h.jsonValue()).catch(() => {
+      throw new Error('the follower did not become the leader within 15 s of closing the leader');
+    });
+    const handoverMs = Math.round(handover - closedAt);
+    const afterHandover = `after the hand-over ${stamp()}`;
+    await send(second, afterHandover);
+    await waitRow(second, afterHandover, 'sent', 30_000);
+    await waitRow(bob, afterHandover, 'sent');
+    await sleep(500);
+    for (const text of [fromFollower, afterHandover]) {
+      const held = (await heldMessages(bob, 'alice-bob')).filter((m) => m.text === text);
+      if (held.length !== 1) throw new Error(`bob's store holds "${text}" ${held.length} times`);
+    }
+    console.log(`handover_ms ${handoverMs}`);
+    console.log(`second_tab_usable_ms ${Math.round(secondUsableMs)}`);
+    return `leader + follower; both saw bob's message; the follower's sends arrived once; handover_ms ${handoverMs}, second_tab_usable_ms ${Math.round(secondUsableMs)}`;
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function serverRestart() {
+  const dir = freshDir('demo');
+  let demo = await startDemo({ dir });
+  try {
+    const alice = await openChat(await newProfile(), demo, 'alice');
+    const bob = await openChat(await newProfile(), demo, 'bob');
+    await waitSynced(alice);
+    await openConversation(alice, 'alice-bob');
+    await openConversation(bob, 'alice-bob');
+
+    const stopped = await demo.stop();
+    if (stopped.code !== 0) throw new Error(`tidemark demo --web exited with ${stopped.code ?? stopped.signal} on SIGTERM`);
+    await alice.waitForFunction(() => document.querySelector('[data-testid="connection"]')?.dataset.state !== 'connected', null, { timeout: 15_000 });
+    const texts = [1, 2, 3, 4, 5].map((i) => `while the server is down ${i} ${stamp()}`);
+    for (const text of texts) {
+      await send(alice, text);
+      await waitRow(alice, text, 'pending', 10_000);
+    }
+    await sleep(1_000);
+    for (const text of texts) {
+      const rows = await rowsWithText(alice, text);
+      if (rows.length !== 1 || rows[0].status !== 'pending') throw new Error(`"${text}" with the server down: ${JSON.stringify(rows)}`);
+    }
+
+    demo = await startDemo({ dir });
+    for (const text of texts) await waitRow(alice, text, 'sent', 90_000);
+    for (const text of texts) await waitRow(bob, text, 'sent', 60_000);
+    await sleep(1_000);
+    for (const text of texts) {
+      const rows = await rowsWithText(bob, text);
+      if (rows.length !== 1 || !rows[0].seq) throw new Error(`bob's page shows "${text}" as ${JSON.stringify(rows)}`);
+    }
+
+    // A fresh profile of bob syncs from the server: each text once, with one seq.
+    const fresh = await openChat(await newProfile(), demo, 'bob');
+    await waitSynced(fresh);
+    await openConversation(fresh, 'alice-bob');
+    const page = await fresh.evaluate(async () => {
+      const history = await window.tidemarkDemo.session.loadHistory('alice-bob', { limit: 100 });
+      return history.messages.map((m) => ({ seq: m.seq, text: m.text }));
+    });
+    for (const text of texts) {
+      const found = page.filter((m) => m.text === text);
+      if (found.length !== 1) throw new Error(`the server has "${text}" ${found.length} times`);
+    }
+    const seqs = texts.map((text) => page.find((m) => m.text === text).seq);
+    if (new Set(seqs).size !== seqs.length) throw new Error(`the messages share seqs: ${seqs}`);
+    return `${texts.length} sends while the server was down: pending, then each delivered once (seqs ${seqs.join(', ')})`;
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function screenshot() {
+  const demo = await startDemo({ dir: freshDir('demo'), conversations: 12, messages: 400 });
+  try {
+    const alice = await openChat(await newProfile(), demo, 'alice');
+    await waitSynced(alice);
+    await openConversation(alice, 'team');
+    await send(alice, 'The screenshot: this page, Tidemark in a worker, SQLite on OPFS.');
+    await waitRow(alice, 'The screenshot: this page, Tidemark in a worker, SQLite on OPFS.', 'sent');
+    const path = SCREENSHOT ? join(repo, 'docs', 'web-demo.png') : join(scratch, 'web-demo.png');
+    await alice.screenshot({ path });
+    return `saved ${path}`;
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function firstList() {
+  const started = Date.now();
+  const demo = await startDemo({ dir: freshDir('demo'), conversations: 10_000, messages: 20_000 });
+  const seeded = Date.now();
+  try {
+    const page = await openChat(await newProfile(), demo, 'alice');
+    await waitSynced(page, 600_000);
+    const synced = Date.now();
+    const runs = [];
+    for (let i = 0; i < 3; i++) {
+      await page.reload();
+      await waitListed(page);
+      runs.push(await page.evaluate(() => window.tidemarkDemo.marks.firstList));
+      await waitSynced(page, 120_000);
+    }
+    const count = await page.locator('[data-testid="conversations"]').getAttribute('data-count');
+    const ms = runs.map(Math.round);
+    console.log(`first_list_ms ${Math.min(...ms)} (runs ${ms.join(', ')}; seed ${Math.round((seeded - started) / 1000)} s, first sync ${Math.round((synced - seeded) / 1000)} s)`);
+    return `warm store of 10k conversations: first list (${count} rows) at ${ms.join(', ')} ms after navigation start`;
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+const SCENARIOS = [
+  ['two-users', twoUsers],
+  ['reload-big-sync', reloadBigSync],
+  ['two-tabs', twoTabs],
+  ['server-restart', serverRestart],
+  ['screenshot', screenshot],
+  ['first-list', firstList, { bench: true }],
+];
+
+async function main() {
+  if (!TIDEMARK) {
+    console.error('usage: sdk.mjs --tidemark BIN [--only a,b] [--screenshot] [--bench]');
+    process.exit(2);
+  }
+  let failed = 0;
+  for (const [name, run, { bench = false } = {}] of SCENARIOS) {
+    if (ONLY ? !ONLY.includes(name) : bench && !BENCH) continue;
+    const started = Date.now();
+    try {
+      const detail = await run();
+      console.log(`PASS ${name} (${((Date.now() - started) / 1000).toFixed(1)} s): ${detail}`);
+    } catch (error) {
+      failed += 1;
+      console.log(`FAIL ${name}: ${error && error.message ? error.message.split('\n')[0] : error}`);
+      await closeProfiles();
+    }
+  }
+  rmSync(scratch, { recursive: true, force: true });
+  process.exit(failed ? 1 : 0);
+}
+
+main();
