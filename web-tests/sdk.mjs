@@ -12,7 +12,7 @@
 // Every scenario prints `PASS <name>` or `FAIL <name>: why`; the exit status is non-zero if
 // any failed. What each proves:
 //
-// - two-users: alice and bob in two browser profiles chat in `alice-bob`: bob's row shows the
+// - two-users: alice and bob in two browser profiles chat in `dm-alice-bob`: bob's row shows the
 //   new message with unread 1, opening it brings unread to 0, bob's reply reaches alice.
 // - reload-big-sync: a big account (200 conversations, 20,000 messages); alice's page is
 //   reloaded while syncProgress shows some but not all; the sync resumes and finishes; then
@@ -235,6 +235,9 @@ function allConversations(page) {
   });
 }
 
+/** The seeded direct conversation of alice and bob (cli/src/demo/web/seed.rs). */
+const DM_ALICE_BOB = 'dm-alice-bob';
+
 const stamp = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
 
 // ----- the scenarios -----
@@ -245,25 +248,25 @@ async function twoUsers() {
     const alice = await openChat(await newProfile(), demo, 'alice');
     const bob = await openChat(await newProfile(), demo, 'bob');
     // Bob reads what the seed left in alice-bob, then looks at another conversation.
-    await openConversation(bob, 'alice-bob');
-    await until('bob: alice-bob read', async () => (await unreadOf(bob, 'alice-bob')) === 0);
+    await openConversation(bob, DM_ALICE_BOB);
+    await until('bob: dm-alice-bob read', async () => (await unreadOf(bob, DM_ALICE_BOB)) === 0);
     await openConversation(bob, 'team');
 
     const hello = `hello bob ${stamp()}`;
-    await openConversation(alice, 'alice-bob');
+    await openConversation(alice, DM_ALICE_BOB);
     await send(alice, hello);
     await waitRow(alice, hello, 'sent');
-    await until('bob: alice-bob unread 1 with the new preview', async () => {
-      const row = conversationRow(bob, 'alice-bob');
-      return (await unreadOf(bob, 'alice-bob')) === 1 && (await row.locator('[data-testid="preview"]').textContent()).includes(hello);
+    await until('bob: dm-alice-bob unread 1 with the new preview', async () => {
+      const row = conversationRow(bob, DM_ALICE_BOB);
+      return (await unreadOf(bob, DM_ALICE_BOB)) === 1 && (await row.locator('[data-testid="preview"]').textContent()).includes(hello);
     });
     const total = Number(await bob.locator('[data-testid="total-unread"]').getAttribute('data-total'));
     if (total < 1) throw new Error(`bob's total unread is ${total} with one unread message`);
 
-    await openConversation(bob, 'alice-bob');
+    await openConversation(bob, DM_ALICE_BOB);
     const seen = await waitRow(bob, hello, 'sent');
     if (seen.length !== 1) throw new Error(`bob sees "${hello}" ${seen.length} times`);
-    await until('bob: alice-bob unread 0 after opening it', async () => (await unreadOf(bob, 'alice-bob')) === 0);
+    await until('bob: dm-alice-bob unread 0 after opening it', async () => (await unreadOf(bob, DM_ALICE_BOB)) === 0);
 
     const reply = `hi alice ${stamp()}`;
     await send(bob, reply);
@@ -335,9 +338,9 @@ async function twoTabs() {
     const secondUsableMs = await second.evaluate(() => window.tidemarkDemo.marks.firstList);
 
     const bob = await openChat(await newProfile(), demo, 'bob');
-    await openConversation(bob, 'alice-bob');
-    await openConversation(first, 'alice-bob');
-    await openConversation(second, 'alice-bob');
+    await openConversation(bob, DM_ALICE_BOB);
+    await openConversation(first, DM_ALICE_BOB);
+    await openConversation(second, DM_ALICE_BOB);
 
     const fromBob = `bob to both tabs ${stamp()}`;
     await send(bob, fromBob);
@@ -371,7 +374,7 @@ async function twoTabs() {
     await waitRow(bob, afterHandover, 'sent');
     await sleep(500);
     for (const text of [fromFollower, afterHandover]) {
-      const held = (await heldMessages(bob, 'alice-bob')).filter((m) => m.text === text);
+      const held = (await heldMessages(bob, DM_ALICE_BOB)).filter((m) => m.text === text);
       if (held.length !== 1) throw new Error(`bob's store holds "${text}" ${held.length} times`);
     }
     console.log(`handover_ms ${handoverMs}`);
@@ -390,8 +393,8 @@ async function serverRestart() {
     const alice = await openChat(await newProfile(), demo, 'alice');
     const bob = await openChat(await newProfile(), demo, 'bob');
     await waitSynced(alice);
-    await openConversation(alice, 'alice-bob');
-    await openConversation(bob, 'alice-bob');
+    await openConversation(alice, DM_ALICE_BOB);
+    await openConversation(bob, DM_ALICE_BOB);
 
     const stopped = await demo.stop();
     if (stopped.code !== 0) throw new Error(`tidemark demo --web exited with ${stopped.code ?? stopped.signal} on SIGTERM`);
@@ -419,9 +422,9 @@ async function serverRestart() {
     // A fresh profile of bob syncs from the server: each text once, with one seq.
     const fresh = await openChat(await newProfile(), demo, 'bob');
     await waitSynced(fresh);
-    await openConversation(fresh, 'alice-bob');
+    await openConversation(fresh, DM_ALICE_BOB);
     const page = await fresh.evaluate(async () => {
-      const history = await window.tidemarkDemo.session.loadHistory('alice-bob', { limit: 100 });
+      const history = await window.tidemarkDemo.session.loadHistory(DM_ALICE_BOB, { limit: 100 });
       return history.messages.map((m) => ({ seq: m.seq, text: m.text }));
     });
     for (const text of texts) {
