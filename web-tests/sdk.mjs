@@ -423,10 +423,10 @@ async function serverRestart() {
     const fresh = await openChat(await newProfile(), demo, 'bob');
     await waitSynced(fresh);
     await openConversation(fresh, DM_ALICE_BOB);
-    const page = await fresh.evaluate(async () => {
-      const history = await window.tidemarkDemo.session.loadHistory(DM_ALICE_BOB, { limit: 100 });
+    const page = await fresh.evaluate(async (id) => {
+      const history = await window.tidemarkDemo.session.loadHistory(id, { limit: 100 });
       return history.messages.map((m) => ({ seq: m.seq, text: m.text }));
-    });
+    }, DM_ALICE_BOB);
     for (const text of texts) {
       const found = page.filter((m) => m.text === text);
       if (found.length !== 1) throw new Error(`the server has "${text}" ${found.length} times`);
