@@ -31,6 +31,11 @@ export interface LoginOptions {
   database?: string;
   /** Default "opfs" (the worker keeps SQLite in the Origin Private File System). */
   storage?: StorageLayer;
+  /**
+   * What the first sync pulls: "recent" (default) the newest messages of each conversation,
+   * older ones on demand with loadHistory; "full" every message.
+   */
+  sync?: "recent" | "full";
   /** How long a call may wait for an answer, in ms (default 15000). */
   callTimeoutMs?: number;
   /** The worker script (default: worker.js beside this module). */
@@ -58,6 +63,7 @@ export type ErrorCode =
   | "ReadOnly"
   | "Gone"
   | "InUse"
+  | "Rejected"
   | "Backend"
   | "Internal";
 
@@ -182,7 +188,7 @@ export interface EventMap {
   messageUpdated: {
     conversationId: string;
     seq: Seq;
-    change: { type: "edited"; editSeq: Seq; text: string | null } | { type: "revoked"; revokeSeq: Seq };
+    change: { type: "edited"; editSeq: Seq; text: string | null } | { type: "revoked" };
   };
   /** Seqs no longer exist on the server; their messages were removed. */
   messagesDeleted: { conversationId: string; seqs: Array<[Seq, Seq]> };
@@ -203,8 +209,10 @@ export interface EventMap {
   storageFailed: { error: string };
   /** The store cannot be used; every command fails with "StoreUnusable". */
   storeUnusable: { error: string; damaged: boolean };
-  /** This tab became the leader or a follower (the leader tab closed: hand-over). */
+  /** This tab became the leader (the leader tab closed or logged out: hand-over). */
   roleChanged: { role: Role };
+  /** Something failed outside any call (the engine worker crashed). */
+  error: { code: ErrorCode; message: string };
 }
 
 export type EventName = keyof EventMap;
