@@ -151,12 +151,12 @@ async function closeProfiles() {
 }
 
 /** Opens the chat page of `user` and waits for its first rendered conversation list. */
-async function openChat(context, demo, user, { page = null } = {}) {
+async function openChat(context, demo, user, { page = null, query = '' } = {}) {
   page ??= await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   page.errors = errors;
-  await page.goto(`${demo.http}/?user=${encodeURIComponent(user)}`);
+  await page.goto(`${demo.http}/?user=${encodeURIComponent(user)}${query}`);
   await waitListed(page);
   return page;
 }
@@ -288,7 +288,8 @@ async function reloadBigSync() {
     const page = await context.newPage();
     page.errors = [];
     page.on('pageerror', (error) => page.errors.push(String(error)));
-    await page.goto(`${demo.http}/?user=alice`);
+    // The whole history, not the newest page of each conversation: the store must equal the server's.
+    await page.goto(`${demo.http}/?user=alice&sync=full`);
     // Some but not all: the reload lands in the middle of the initial sync.
     const progress = await page.waitForFunction(() => {
       const p = window.tidemarkDemo?.marks.syncProgress;

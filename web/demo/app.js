@@ -125,8 +125,11 @@ async function signIn(user, params) {
     return;
   }
   const options = { server: ticket.server, user: ticket.user, token: ticket.token };
-  const storage = params.get('storage');
-  if (storage) options.storage = storage;
+  // ?storage=indexeddb and ?sync=full reach login as they are (the SDK checks them).
+  for (const name of ['storage', 'sync']) {
+    const value = params.get(name);
+    if (value) options[name] = value;
+  }
   try {
     session = await login(options);
   } catch (error) {
