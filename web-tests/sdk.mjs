@@ -298,6 +298,9 @@ async function reloadBigSync() {
       const state = await page.evaluate(() => ({ marks: window.tidemarkDemo?.marks, sync: document.querySelector('[data-testid="sync-state"]')?.textContent }));
       throw new Error(`never saw a partial syncProgress: ${JSON.stringify(state)}`);
     });
+    // Still in the middle when the reload starts (checked right before it, not just seen once).
+    const before = await page.evaluate(() => ({ progress: window.tidemarkDemo.marks.syncProgress, finished: window.tidemarkDemo.marks.syncFinished }));
+    if (before.finished !== undefined) throw new Error(`the sync finished before the reload (at ${JSON.stringify(before.progress)}): nothing to resume`);
     await page.reload();
     await waitListed(page);
     await waitSynced(page, 300_000);
@@ -319,7 +322,7 @@ async function reloadBigSync() {
       held += seqs.length;
     }
     if (held !== messages) throw new Error(`the store holds ${held} messages in ${conversations.length} conversations; the demo seeded ${messages}`);
-    return `reloaded at syncProgress ${progress.done}/${progress.total}; then ${conversations.length} conversations, ${held} messages, seqs 1..maxSeq each once (server total ${serverTotal})`;
+    return `reloaded at syncProgress ${before.progress.done}/${before.progress.total} (first partial seen: ${progress.done}); then ${conversations.length} conversations, ${held} messages, seqs 1..maxSeq each once (server total ${serverTotal})`;
   } finally {
     await closeProfiles();
     await demo.stop();
@@ -449,6 +452,9 @@ async function screenshot() {
     await openConversation(alice, 'team');
     await send(alice, 'The screenshot: this page, Tidemark in a worker, SQLite on OPFS.');
     await waitRow(alice, 'The screenshot: this page, Tidemark in a worker, SQLite on OPFS.', 'sent');
+    // The open conversation is read, and the send lifted it to the top of the list.
+    await until('team read and first in the list', async () => (await unreadOf(alice, 'team')) === 0
+      && (await alice.locator('[data-testid="conversation"]').first().getAttribute('data-id')) === 'team');
     const path = SCREENSHOT ? join(repo, 'docs', 'web-demo.png') : join(scratch, 'web-demo.png');
     await alice.screenshot({ path });
     return `saved ${path}`;
