@@ -2,7 +2,7 @@
 # The web SDK's browser scenarios (web-tests/sdk.mjs): the demo chat page (web/demo/) over the
 # package (web/package/) served by `tidemark demo --web`, in the system's Chromium through
 # playwright-core (never a downloaded browser). Arguments go to sdk.mjs: --only a,b,
-# --screenshot (writes docs/web-demo.png), --bench (adds first-list: 10k conversations).
+# --screenshot (writes docs/web-demo.png), --http-port N, --ws-port N.
 #
 # Builds what the page needs: the `tidemark` binary (dev profile) and the package's wasm
 # (scripts/build-web.sh), unless TIDEMARK_BIN names a binary and TIDEMARK_SKIP_WEB_BUILD=1.
