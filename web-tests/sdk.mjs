@@ -13,7 +13,11 @@
 // any failed. What each proves:
 //
 // - two-users: alice and bob in two browser profiles chat in `dm-alice-bob`: bob's row shows the
-//   new message with unread 1, opening it brings unread to 0, bob's reply reaches alice.
+//   new message with unread 1, opening it brings unread to 0, bob's reply reaches alice; alice
+//   revokes hers and both pages show it revoked.
+// - history: alice opens `team` (3,000 messages seeded; the default sync holds the newest
+//   only) and scrolls up until the page says "beginning of the conversation": every older
+//   page is pulled into the gaps on demand, and the rows are seqs 1..maxSeq in order, once.
 // - reload-big-sync: a big account (200 conversations, 20,000 messages); alice's page is
 //   reloaded while syncProgress shows some but not all; the sync resumes and finishes; then
 //   every conversation holds seqs 1..maxSeq exactly once (read with session.messages, no
@@ -273,7 +277,47 @@ async function twoUsers() {
     await waitRow(bob, reply, 'sent');
     const got = await waitRow(alice, reply, 'sent');
     if (got.length !== 1) throw new Error(`alice sees "${reply}" ${got.length} times`);
-    return 'alice -> bob (unread 1, then 0 when opened) and bob -> alice';
+
+    // Alice withdraws her message: both pages show it revoked, its text gone.
+    const seq = seen[0].seq;
+    await alice.locator(`[data-testid="message"][data-seq="${seq}"] [data-testid="revoke"]`).click();
+    for (const [name, page] of [['alice', alice], ['bob', bob]]) {
+      await page.locator(`[data-testid="message"][data-seq="${seq}"][data-revoked="true"]`).waitFor({ timeout: 30_000 })
+        .catch(() => { throw new Error(`${name}'s page does not show seq ${seq} revoked`); });
+      if ((await rowsWithText(page, hello)).length) throw new Error(`${name}'s page still shows the revoked text`);
+    }
+    return 'alice -> bob (unread 1, then 0 when opened), bob -> alice, alice revoked hers on both pages';
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
+async function history() {
+  const demo = await startDemo({ dir: freshDir('demo'), conversations: 12, messages: 3000 });
+  try {
+    const alice = await openChat(await newProfile(), demo, 'alice');
+    await waitSynced(alice);
+    const maxSeq = Number(await conversationRow(alice, 'team').getAttribute('data-max-seq'));
+    // Before scrolling, the store holds the newest messages only (the default sync is recent).
+    const heldAtStart = (await heldMessages(alice, 'team')).length;
+    await openConversation(alice, 'team');
+    const scroller = alice.locator('[data-testid="scroller"]');
+    let scrolls = 0;
+    await until('the beginning of team', async () => {
+      if ((await alice.locator('[data-testid="history-state"]').getAttribute('data-state')) === 'start') return true;
+      await scroller.evaluate((node) => { node.scrollTop = 0; });
+      scrolls += 1;
+      return false;
+    }, 120_000, 100);
+    const text = await alice.locator('[data-testid="history-state"]').textContent();
+    if (text !== 'beginning of the conversation') throw new Error(`the top says "${text}"`);
+    const seqs = await alice.$$eval('[data-testid="message"]', (rows) => rows.map((row) => Number(row.dataset.seq)));
+    const bad = seqs.findIndex((seq, i) => seq !== i + 1);
+    if (seqs.length !== maxSeq || bad >= 0) {
+      throw new Error(`team shows ${seqs.length} rows for maxSeq ${maxSeq}` + (bad >= 0 ? `; row ${bad} has seq ${seqs[bad]}` : ''));
+    }
+    return `team: ${heldAtStart} messages held after the sync, scrolled up ${scrolls} times to seq 1: rows 1..${maxSeq} in order, each once`;
   } finally {
     await closeProfiles();
     await demo.stop();
@@ -492,6 +536,7 @@ async function firstList() {
 
 const SCENARIOS = [
   ['two-users', twoUsers],
+  ['history', history],
   ['reload-big-sync', reloadBigSync],
   ['two-tabs', twoTabs],
   ['server-restart', serverRestart],
