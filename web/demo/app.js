@@ -292,11 +292,12 @@ function newerFirst(a, b) {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
-async function loadList() {
+/** Reads one page of the list: the first (`after` null) replaces what is shown. */
+async function loadPage(after) {
   list.loading = true;
   try {
-    const page = await session.conversations({ limit: LIST_PAGE });
-    list.byId.clear();
+    const page = await session.conversations({ after, limit: LIST_PAGE });
+    if (!after) list.byId.clear();
     for (const c of page.conversations) list.byId.set(c.id, c);
     list.next = page.next;
   } catch (error) {
@@ -307,19 +308,10 @@ async function loadList() {
   renderList();
 }
 
-async function loadMore() {
-  if (list.loading || !list.next) return;
-  list.loading = true;
-  try {
-    const page = await session.conversations({ after: list.next, limit: LIST_PAGE });
-    for (const c of page.conversations) list.byId.set(c.id, c);
-    list.next = page.next;
-  } catch (error) {
-    report('cannot read more conversations', error);
-  } finally {
-    list.loading = false;
-  }
-  renderList();
+const loadList = () => loadPage(null);
+
+function loadMore() {
+  if (!list.loading && list.next) loadPage(list.next);
 }
 
 $('more-conversations').addEventListener('click', loadMore);
