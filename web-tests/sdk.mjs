@@ -14,7 +14,8 @@
 //
 // - two-users: alice and bob in two browser profiles chat in `dm-alice-bob`: bob's row shows the
 //   new message with unread 1, opening it brings unread to 0, bob's reply reaches alice; alice
-//   revokes hers and both pages show it revoked.
+//   revokes hers and both pages show it revoked. two-users-idb: the same with the store on
+//   the IndexedDB file layer (login's storage: "indexeddb") instead of OPFS.
 // - history: alice opens `team` (3,000 messages seeded; the default sync holds the newest
 //   only) and scrolls up until the page says "beginning of the conversation": every older
 //   page is pulled into the gaps on demand, and the rows are seqs 1..maxSeq in order, once.
@@ -246,11 +247,11 @@ const stamp = () => `${Date.now().toString(36)}-${Math.random().toString(36).sli
 
 // ----- the scenarios -----
 
-async function twoUsers() {
+async function twoUsers(query = '') {
   const demo = await startDemo({ dir: freshDir('demo') });
   try {
-    const alice = await openChat(await newProfile(), demo, 'alice');
-    const bob = await openChat(await newProfile(), demo, 'bob');
+    const alice = await openChat(await newProfile(), demo, 'alice', { query });
+    const bob = await openChat(await newProfile(), demo, 'bob', { query });
     // Bob reads what the seed left in alice-bob, then looks at another conversation.
     await openConversation(bob, DM_ALICE_BOB);
     await until('bob: dm-alice-bob read', async () => (await unreadOf(bob, DM_ALICE_BOB)) === 0);
@@ -535,7 +536,9 @@ async function firstList() {
 }
 
 const SCENARIOS = [
-  ['two-users', twoUsers],
+  ['two-users', () => twoUsers()],
+  // The same on the IndexedDB file layer instead of OPFS.
+  ['two-users-idb', () => twoUsers('&storage=indexeddb')],
   ['history', history],
   ['reload-big-sync', reloadBigSync],
   ['two-tabs', twoTabs],
