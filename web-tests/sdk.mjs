@@ -140,15 +140,24 @@ const profiles = [];
 
 /** A browser profile of its own (a persistent context: OPFS and Web Locks as in a real browser). */
 async function newProfile() {
-  const dir = freshDir('profile');
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1200, height: 760 },
-  });
-  profiles.push(context);
-  return context;
+  // A launch on this shared 2-core machine once hung for minutes; a second try in a fresh
+  // profile is what a person would do, and it is said on stderr.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const context = await chromium.launchPersistentContext(freshDir('profile'), {
+        executablePath: '/usr/bin/chromium',
+        headless: true,
+        args: CHROMIUM_ARGS,
+        viewport: { width: 1200, height: 760 },
+        timeout: 60_000,
+      });
+      profiles.push(context);
+      return context;
+    } catch (error) {
+      if (attempt === 2) throw error;
+      console.error(`chromium did not start (${error.message.split('\n')[0]}); trying once more`);
+    }
+  }
 }
 
 async function closeProfiles() {
