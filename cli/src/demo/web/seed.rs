@@ -116,13 +116,11 @@ pub fn seed(
 ) -> Result<Seeded, ServerStoreError> {
     let (planned, generated) = plan_conversations(conversations);
     store.begin_group()?;
-    let result = fill(store, seed, &planned, &generated, messages);
-    if result.is_err() {
-        // Nothing of a failed seeding may stay: the next start would take it for a store.
-        return result;
-    }
+    // A failure leaves the group uncommitted, so nothing of it stays: a half-seeded store
+    // would be taken for a seeded one by the next start.
+    let seeded = fill(store, seed, &planned, &generated, messages)?;
     store.commit_group()?;
-    result
+    Ok(seeded)
 }
 
 fn fill(
@@ -148,7 +146,7 @@ fn fill(
             break;
         }
         let conv = &planned[conversation_of(&mut rng, n, messages, planned.len())];
-        let sender = if rng.next_u64() % ALICE_EVERY == 0 {
+        let sender = if rng.next_u64().is_multiple_of(ALICE_EVERY) {
             &conv.members[0]
         } else {
             &conv.members[1 + rng.below(conv.members.len() - 1)]
