@@ -246,6 +246,46 @@ impl Client {
         let conversation = conversation.clone();
         self.request(|reply| Command::SendMessage {
             conversation,
+            client_msg_id: None,
+            kind,
+            content,
+            reply,
+        })
+        .await
+    }
+
+    /// A client id for a send in `conversation` that has not happened yet, for
+    /// [`Client::send_message_as`]. Nothing is stored.
+    pub async fn new_client_msg_id(
+        &self,
+        conversation: &ConversationId,
+    ) -> Result<ClientMsgId, ClientError> {
+        let conversation = conversation.clone();
+        self.request(|reply| Command::NewClientMsgId {
+            conversation,
+            reply,
+        })
+        .await
+    }
+
+    /// [`Client::send_message`] under an id from [`Client::new_client_msg_id`] (of this
+    /// client or an earlier one on the same device), and repeatable: when a send under this id
+    /// is already stored (pending, acked or failed) nothing changes and the id is returned
+    /// again. For a caller that cannot know whether an earlier attempt arrived (a call
+    /// across browser tabs, cut off when the tab owning the client closed). An id made by
+    /// another device or for another conversation is refused
+    /// ([`CommandError::ForeignClientMsgId`]).
+    pub async fn send_message_as(
+        &self,
+        conversation: &ConversationId,
+        client_msg_id: ClientMsgId,
+        kind: ContentKind,
+        content: Vec<u8>,
+    ) -> Result<ClientMsgId, ClientError> {
+        let conversation = conversation.clone();
+        self.request(|reply| Command::SendMessage {
+            conversation,
+            client_msg_id: Some(client_msg_id),
             kind,
             content,
             reply,

@@ -68,8 +68,14 @@ type HistoryReply = oneshot::Sender<Result<HistoryLoaded, ClientError>>;
 pub(crate) enum Command {
     SendMessage {
         conversation: ConversationId,
+        /// Set by `Client::send_message_as`: a repeatable send under this id.
+        client_msg_id: Option<ClientMsgId>,
         kind: ContentKind,
         content: Vec<u8>,
+        reply: oneshot::Sender<Result<ClientMsgId, ClientError>>,
+    },
+    NewClientMsgId {
+        conversation: ConversationId,
         reply: oneshot::Sender<Result<ClientMsgId, ClientError>>,
     },
     MarkRead {
@@ -545,7 +551,9 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         if let Some(refusal) = self.refusal() {
             // A reply whose caller is gone needs no answer.
             match command {
-                Command::SendMessage { reply, .. } => drop(reply.send(Err(refusal))),
+                Command::SendMessage { reply, .. } | Command::NewClientMsgId { reply, .. } => {
+                    drop(reply.send(Err(refusal)))
+                }
                 Command::LoadHistory { reply, .. } => drop(reply.send(Err(refusal))),
                 Command::MarkRead { reply, .. }
                 | Command::Retry { reply, .. }
@@ -558,6 +566,7 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         match command {
             Command::SendMessage {
                 conversation,
+                client_msg_id: None,
                 kind,
                 content,
                 reply,
@@ -568,6 +577,41 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
                     .map_err(ClientError::from);
                 let result = self.committed(result).await;
                 let _ = reply.send(result);
+            }
+            Command::SendMessage {
+                conversation,
+                client_msg_id: Some(client_msg_id),
+                kind,
+                content,
+                reply,
+            } => {
+                // Every write so far has been applied, so a send under this id that already
+                // left the outbox (acked or failed) is in the store: then this is a repeat.
+                let me = self.engine.config().user.clone();
+                let result = match self
+                    .storage
+                    .message_by_client_id(&conversation, &me, &client_msg_id)
+                    .await
+                {
+                    Ok(Some(_)) => Ok(client_msg_id),
+                    Ok(None) => self
+                        .engine
+                        .send_message_as(now, &conversation, client_msg_id, kind, content)
+                        .map_err(ClientError::from),
+                    Err(e) => {
+                        self.note_unusable(&e);
+                        Err(e.into())
+                    }
+                };
+                let result = self.committed(result).await;
+                let _ = reply.send(result);
+            }
+            Command::NewClientMsgId {
+                conversation,
+                reply,
+            } => {
+                let result = self.engine.new_client_msg_id(now, &conversation);
+                let _ = reply.send(result.map_err(ClientError::from));
             }
             Command::MarkRead {
                 conversation,
@@ -746,7 +790,9 @@ mod tests {
     use futures::stream::FusedStream;
     use tidemark_engine::protocol::Push;
     use tidemark_engine::storage::WriteOp;
-    use tidemark_engine::{Conversation, ConversationKind, DeviceId, MemoryStorage, UserId};
+    use tidemark_engine::{
+        Conversation, ConversationKind, DeviceId, MemoryStorage, MessageStatus, UserId,
+    };
 
     /// What the fake transport saw.
     #[derive(Default)]
@@ -1078,6 +1124,102 @@ mod tests {
             wait.await
         });
         assert!(matches!(wake, Wake::Timer));
+    }
+
+    /// Runs `work` with the driver of a client on `storage` (which holds conversation `c`).
+    fn with_client<F, Fut, T>(storage: &MemoryStorage, work: F) -> T
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let runtime = ManualRuntime::new(Timestamp(1_000));
+        let start = Client::start(config(), storage.clone(), FakeTransport::default(), runtime);
+        let (client, driver) = block_on(start).unwrap();
+        block_on(async move {
+            let work = async {
+                let answer = work(client.clone()).await;
+                client.shutdown().await;
+                answer
+            };
+            futures::join!(driver, work).1
+        })
+    }
+
+    #[test]
+    fn a_send_under_a_reserved_id_is_stored_once_however_often_it_is_repeated() {
+        let storage = MemoryStorage::new();
+        let chat = ConversationId::from("c");
+        let conv = Conversation::new(chat.clone(), ConversationKind::Group);
+        let batch = WriteBatch {
+            ops: vec![WriteOp::PutConversation(conv)],
+        };
+        block_on(storage.apply(batch)).unwrap();
+        let text = || b"hello".to_vec();
+        let chat_ = chat.clone();
+        let id = with_client(&storage, |client| async move {
+            let chat = chat_;
+            let id = client.new_client_msg_id(&chat).await.unwrap();
+            for _ in 0..3 {
+                let sent = client.send_message_as(&chat, id.clone(), ContentKind::Text, text());
+                assert_eq!(sent.await.unwrap(), id);
+            }
+            let unsent = client.unsent_messages(&chat).await.unwrap();
+            assert_eq!(unsent.len(), 1, "one pending row");
+            assert_eq!(unsent[0].client_msg_id, id);
+            // Ids the engine would not know as its own echoes are refused.
+            let other = ConversationId::from("c2");
+            for (conversation, foreign) in [
+                (&chat, ClientMsgId::from("d2:1-2-3-4")),
+                (
+                    &chat,
+                    ClientMsgId::from(id.0.replace("d1:", "d2:").as_str()),
+                ),
+            ] {
+                let refused =
+                    client.send_message_as(conversation, foreign, ContentKind::Text, text());
+                assert!(matches!(
+                    refused.await,
+                    Err(ClientError::Command(CommandError::ForeignClientMsgId(_)))
+                ));
+            }
+            let unknown = client.send_message_as(&other, id.clone(), ContentKind::Text, text());
+            assert!(matches!(
+                unknown.await,
+                Err(ClientError::Command(CommandError::UnknownConversation(_)))
+            ));
+            id
+        });
+        // A new client on the same store (a restart, or another tab taking over) finds the
+        // send in its outbox; once the send left the outbox (acked), in the store.
+        let again = (chat.clone(), id.clone());
+        with_client(&storage, |client| async move {
+            let (chat, id) = again;
+            let sent = client.send_message_as(&chat, id.clone(), ContentKind::Text, text());
+            assert_eq!(sent.await.unwrap(), id);
+            assert_eq!(client.unsent_messages(&chat).await.unwrap().len(), 1);
+        });
+        let mut acked = block_on(storage.unsent_messages(&chat)).unwrap().remove(0);
+        acked.seq = Some(Seq(1));
+        acked.status = MessageStatus::Sent;
+        let batch = WriteBatch {
+            ops: vec![
+                WriteOp::DeletePendingMessage {
+                    conversation: chat.clone(),
+                    client_msg_id: id.clone(),
+                },
+                WriteOp::PutMessages(vec![acked]),
+                WriteOp::RemoveOutbox(id.clone()),
+            ],
+        };
+        block_on(storage.apply(batch)).unwrap();
+        let again = (chat.clone(), id.clone());
+        with_client(&storage, |client| async move {
+            let (chat, id) = again;
+            let sent = client.send_message_as(&chat, id.clone(), ContentKind::Text, text());
+            assert_eq!(sent.await.unwrap(), id);
+            assert!(client.unsent_messages(&chat).await.unwrap().is_empty());
+            assert_eq!(client.pending_sends(), 0);
+        });
     }
 
     #[test]

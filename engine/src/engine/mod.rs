@@ -89,6 +89,10 @@ pub enum CommandError {
     /// The engine stopped after a storage failure; restart it from a snapshot.
     #[error("engine stopped after a storage failure")]
     Stopped,
+    /// A send under a client id this device did not make for that conversation (see
+    /// [`Engine::send_message_as`]).
+    #[error("client id {0} was not made by this device for this conversation")]
+    ForeignClientMsgId(ClientMsgId),
 }
 
 /// The sync state machine. See the crate docs for the driver rule.
@@ -492,14 +496,54 @@ impl Engine {
         kind: ContentKind,
         content: Vec<u8>,
     ) -> Result<ClientMsgId, CommandError> {
+        let client_msg_id = self.new_client_msg_id(now, conversation)?;
+        self.send_message_as(now, conversation, client_msg_id, kind, content)
+    }
+
+    /// A client id for a send in `conversation` that has not happened yet, for
+    /// [`Engine::send_message_as`]. Nothing is written: an id that is never sent is simply
+    /// never used. For a caller that must be able to repeat a send without doubling it (a
+    /// browser tab whose call to the tab owning the engine may be cut off).
+    pub fn new_client_msg_id(
+        &mut self,
+        now: Timestamp,
+        conversation: &ConversationId,
+    ) -> Result<ClientMsgId, CommandError> {
         self.check_running()?;
         if !self.conversations.contains_key(conversation) {
             return Err(CommandError::UnknownConversation(conversation.clone()));
         }
         let outbox = &self.outbox;
-        let client_msg_id = self
+        Ok(self
             .client_ids
-            .make(&mut self.rng, now, conversation, |id| outbox.contains(id));
+            .make(&mut self.rng, now, conversation, |id| outbox.contains(id)))
+    }
+
+    /// [`Engine::send_message`] under a client id from [`Engine::new_client_msg_id`] (of
+    /// this engine or an earlier one of this device). Repeating it while the send is in the
+    /// outbox changes nothing and returns the id again; the caller checks the store for a
+    /// send that already left the outbox (acked or failed), as `tidemark::Client` does. An
+    /// id this device did not make for this conversation is refused: the engine knows its
+    /// own echoes by their ids.
+    pub fn send_message_as(
+        &mut self,
+        now: Timestamp,
+        conversation: &ConversationId,
+        client_msg_id: ClientMsgId,
+        kind: ContentKind,
+        content: Vec<u8>,
+    ) -> Result<ClientMsgId, CommandError> {
+        self.check_running()?;
+        if !self.conversations.contains_key(conversation) {
+            return Err(CommandError::UnknownConversation(conversation.clone()));
+        }
+        if !self.client_ids.is_own_in(conversation, &client_msg_id) {
+            return Err(CommandError::ForeignClientMsgId(client_msg_id));
+        }
+        if self.outbox.contains(&client_msg_id) {
+            return Ok(client_msg_id);
+        }
+        self.client_ids.saw(&client_msg_id);
         let entry = OutboxEntry {
             conversation: conversation.clone(),
             client_msg_id: client_msg_id.clone(),
