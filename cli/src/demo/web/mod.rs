@@ -35,10 +35,11 @@ pub async fn run(args: DemoArgs) -> CliResult<()> {
     if args.conversations == 0 {
         return Err(CliError::new("--conversations must be at least 1"));
     }
-    let web_root = args
-        .web_root
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("web"));
+    let web_root = args.web_root.clone().unwrap_or_else(|| {
+        // The repository this program was built from: the cli crate's parent.
+        let cli = Path::new(env!("CARGO_MANIFEST_DIR"));
+        cli.parent().unwrap_or(cli).join("web")
+    });
     let (page, package) = check_web_root(&web_root)?;
 
     // The temporary directory lives until the end of `run`: the store is inside.
