@@ -43,7 +43,7 @@ export CFLAGS_wasm32_unknown_unknown="${CFLAGS_wasm32_unknown_unknown:--fdouble-
 cargo clippy --target wasm32-unknown-unknown -p tidemark-engine -p tidemark -p tidemark-conformance \
     -p tidemark-storage-sqlite -p tidemark-transport -p tidemark-server -- -D warnings
 # The browser store is wasm32-only: its tests too; and the web scenarios' wasm (web-tests).
-cargo clippy --target wasm32-unknown-unknown -p tidemark-storage-web -p tidemark-web-tests --all-targets -- -D warnings
+cargo clippy --target wasm32-unknown-unknown -p tidemark-storage-web -p tidemark-web-tests -p tidemark-web --all-targets -- -D warnings
 
 echo "== engine has no tokio in its normal dependencies"
 if cargo tree -p tidemark-engine -e normal --prefix none | grep -E '^tokio ' ; then
@@ -60,7 +60,7 @@ fi
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --quiet
 # The browser store has docs on wasm32 only.
-RUSTDOCFLAGS="-D warnings" cargo doc --target wasm32-unknown-unknown -p tidemark-storage-web --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --target wasm32-unknown-unknown -p tidemark-storage-web -p tidemark-web --no-deps --quiet
 
 echo "== cargo test"
 log="$(mktemp)"
@@ -79,8 +79,8 @@ cargo test --target wasm32-unknown-unknown -p tidemark --test browser 2>&1 | tee
 browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
 # The browser store: its file layers' own tests, and every shared suite on each layer (OPFS
-# in a worker, IndexedDB in a worker and on the main thread).
-cargo test --target wasm32-unknown-unknown -p tidemark-storage-web --no-fail-fast 2>&1 | tee -a "$log"
+# in a worker, IndexedDB in a worker and on the main thread); the web SDK's worker interface.
+cargo test --target wasm32-unknown-unknown -p tidemark-storage-web -p tidemark-web --no-fail-fast 2>&1 | tee -a "$log"
 browser_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$browser_status
 # What wasm-bindgen-test cannot do (reloads, a browser restart, two pages, a quota, eviction,

@@ -3,6 +3,7 @@
 //! - `tidemark demo`: starts the reference server, fills it with conversations and messages
 //!   over real WebSockets, syncs a client into SQLite in a child process that is killed
 //!   mid-sync and restarted, and verifies the client's store against the server's.
+//!   `tidemark demo --web` serves the web chat page and runs the reference server it uses.
 //! - `tidemark server`: the reference server and its admin commands.
 //! - `tidemark chat`: an interactive, line-based client.
 //! - `tidemark inspect`: a read-only look into a client store.
@@ -29,7 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the self-checking demo: a server, a load of messages, a client synced through a crash.
+    /// Run the self-checking demo: a server, a load of messages, a client synced through a crash
+    /// (with --web: serve the web chat page and the server it talks to).
     Demo(demo::DemoArgs),
     /// The demo's client process (started by `demo`; prints progress as JSON lines).
     #[command(hide = true)]

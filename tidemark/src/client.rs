@@ -243,10 +243,20 @@ impl Client {
         kind: ContentKind,
         content: Vec<u8>,
     ) -> Result<ClientMsgId, ClientError> {
+        self.send(conversation, None, kind, content).await
+    }
+
+    async fn send(
+        &self,
+        conversation: &ConversationId,
+        client_msg_id: Option<ClientMsgId>,
+        kind: ContentKind,
+        content: Vec<u8>,
+    ) -> Result<ClientMsgId, ClientError> {
         let conversation = conversation.clone();
         self.request(|reply| Command::SendMessage {
             conversation,
-            client_msg_id: None,
+            client_msg_id,
             kind,
             content,
             reply,
@@ -282,15 +292,8 @@ impl Client {
         kind: ContentKind,
         content: Vec<u8>,
     ) -> Result<ClientMsgId, ClientError> {
-        let conversation = conversation.clone();
-        self.request(|reply| Command::SendMessage {
-            conversation,
-            client_msg_id: Some(client_msg_id),
-            kind,
-            content,
-            reply,
-        })
-        .await
+        self.send(conversation, Some(client_msg_id), kind, content)
+            .await
     }
 
     /// Sends a text message (see [`Client::send_message`]).

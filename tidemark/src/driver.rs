@@ -40,7 +40,8 @@ use tidemark_engine::storage::{BatchId, WriteBatch};
 use tidemark_engine::transport::{Incoming, RequestSink};
 use tidemark_engine::{
     ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine, EngineConfig,
-    Event, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp, Transport, TransportError,
+    Event, Message, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp, Transport,
+    TransportError,
 };
 use tracing::Span;
 
@@ -585,23 +586,15 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
                 content,
                 reply,
             } => {
-                // Every write so far has been applied, so a send under this id that already
-                // left the outbox (acked or failed) is in the store: then this is a repeat.
-                let me = self.engine.config().user.clone();
-                let result = match self
-                    .storage
-                    .message_by_client_id(&conversation, &me, &client_msg_id)
-                    .await
-                {
+                // A send under this id that already left the outbox (acked or failed) is in
+                // the store: then this is a repeat.
+                let result = match self.own_stored(&conversation, &client_msg_id).await {
                     Ok(Some(_)) => Ok(client_msg_id),
                     Ok(None) => self
                         .engine
                         .send_message_as(now, &conversation, client_msg_id, kind, content)
                         .map_err(ClientError::from),
-                    Err(e) => {
-                        self.note_unusable(&e);
-                        Err(e.into())
-                    }
+                    Err(e) => Err(e),
                 };
                 let result = self.committed(result).await;
                 let _ = reply.send(result);
@@ -651,24 +644,14 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
                 client_msg_id,
                 reply,
             } => {
-                // Every write so far has been applied, so the store has the failed message
-                // (a send of this user's, so its row is keyed by the signed-in user).
-                let me = self.engine.config().user.clone();
-                let result = match self
-                    .storage
-                    .message_by_client_id(&conversation, &me, &client_msg_id)
-                    .await
-                {
+                // The store has the failed message.
+                let result = match self.own_stored(&conversation, &client_msg_id).await {
                     Ok(Some(message)) => self
                         .engine
                         .retry(self.runtime.now(), &message)
                         .map_err(ClientError::from),
                     Ok(None) => Err(CommandError::UnknownMessage(client_msg_id).into()),
-                    Err(e) => {
-                        // A damaged store found by this read takes no more writes either.
-                        self.note_unusable(&e);
-                        Err(e.into())
-                    }
+                    Err(e) => Err(e),
                 };
                 let result = self.committed(result).await;
                 let _ = reply.send(result);
@@ -688,6 +671,25 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// This user's stored message by its client id. Every write so far has been applied, so
+    /// the store has every send this engine made (its row keyed by the signed-in user).
+    async fn own_stored(
+        &mut self,
+        conversation: &ConversationId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, ClientError> {
+        let me = self.engine.config().user.clone();
+        let found = self
+            .storage
+            .message_by_client_id(conversation, &me, client_msg_id)
+            .await;
+        found.map_err(|e| {
+            // A damaged store found by this read takes no more writes either.
+            self.note_unusable(&e);
+            e.into()
+        })
     }
 
     /// The delay before restart number `failures + 1`: the reconnect backoff.

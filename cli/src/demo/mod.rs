@@ -11,11 +11,15 @@
 //! 5. Stops the server and compares alice's store with the server's, message by message.
 //!
 //! It exits 0 only when the comparison finds no difference (`verification: OK`).
+//!
+//! `tidemark demo --web` is another mode: it serves the web chat page and runs the reference
+//! server the page talks to (see [`web`]).
 
 pub mod child;
 mod load;
 mod plan;
 mod verify;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -37,11 +41,23 @@ use plan::{make_plan, Plan};
 /// Arguments of `tidemark demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Conversations to create (one in ten is a group).
-    #[arg(long, default_value_t = 1_000)]
+    /// Serve the web chat page (web/demo, importing the package web/package) and run the
+    /// reference server it talks to, until Ctrl-C or SIGTERM. Build the package first with
+    /// scripts/build-web.sh. The demo has no passwords: whoever reaches the page can log in as
+    /// any demo user.
+    #[arg(long)]
+    pub web: bool,
+    /// Conversations to create (one in ten is a group). With --web: alice's conversations
+    /// (default 20).
+    #[arg(long, default_value_t = 1_000, default_value_if("web", "true", "20"))]
     pub conversations: usize,
-    /// Messages to send while alice is offline.
-    #[arg(long, default_value_t = 100_000)]
+    /// Messages to send while alice is offline. With --web: messages in alice's
+    /// conversations (default 200).
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        default_value_if("web", "true", "200")
+    )]
     pub messages: usize,
     /// Users besides alice who send.
     #[arg(long, default_value_t = 16)]
@@ -56,9 +72,21 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Keep the server's and alice's stores in this directory (default: a temporary one,
-    /// removed at the end).
+    /// removed at the end). With --web: the server's store; one already there is reused as
+    /// it is (not seeded again), so a restart on the same directory finds everything.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// With --web: the HTTP port of the page, on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8080, requires = "web")]
+    pub http_port: u16,
+    /// With --web: the WebSocket port of the reference server, on 127.0.0.1 (0: any free
+    /// port; a fixed one lets the server restart on the same address).
+    #[arg(long, default_value_t = 0, requires = "web")]
+    pub ws_port: u16,
+    /// With --web: the directory holding demo/ (the page) and package/ (the JavaScript
+    /// package); default: this repository's web/ directory.
+    #[arg(long, requires = "web")]
+    pub web_root: Option<PathBuf>,
 }
 
 /// Fresh randomness for an engine's client ids: the clock and the process id (the engine
@@ -74,6 +102,9 @@ type Store = SqliteServerStore;
 
 /// Runs `tidemark demo`.
 pub async fn run(args: DemoArgs) -> CliResult<()> {
+    if args.web {
+        return web::run(args).await;
+    }
     if args.conversations == 0 {
         return Err(CliError::new("--conversations must be at least 1"));
     }

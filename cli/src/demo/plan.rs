@@ -121,6 +121,15 @@ const WORDS: &[&str] = &[
     "train",
 ];
 
+/// Appends three to 27 random words, each after a space: a message's chatter.
+pub fn push_words(rng: &mut Rng, text: &mut String) {
+    let words = 3 + rng.below(25);
+    for _ in 0..words {
+        text.push(' ');
+        text.push_str(WORDS[rng.below(WORDS.len())]);
+    }
+}
+
 /// Builds the plan: `senders` other users, `conversations` conversations and `messages`
 /// messages.
 pub fn make_plan(seed: u64, senders: usize, conversations: usize, messages: usize) -> Plan {
@@ -184,12 +193,8 @@ pub fn make_plan(seed: u64, senders: usize, conversations: usize, messages: usiz
             None => ClientMsgId(format!("{ALICE_LAPTOP}:{}", counters[slot])),
             Some(s) => ClientMsgId(format!("{}:{}", senders[s], counters[slot])),
         };
-        let words = 3 + rng.below(25);
         let mut text = format!("#{n}");
-        for _ in 0..words {
-            text.push(' ');
-            text.push_str(WORDS[rng.below(WORDS.len())]);
-        }
+        push_words(&mut rng, &mut text);
         planned_messages.push(PlannedMessage {
             conversation,
             sender,
