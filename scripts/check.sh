@@ -97,6 +97,18 @@ web_status=${PIPESTATUS[0]}
 web_line=$(grep -E '^web scenarios: ' "$web_log" | tail -1)
 web_line=${web_line:-"web scenarios: failed before running (exit $web_status)"}
 rm -f "$web_log"
+# The web SDK through the demo chat page (two users, two tabs, a reload in a big sync, a
+# server restart, the first list on 10k conversations): Playwright on the same Chromium.
+echo "== web SDK scenarios (scripts/web-sdk-tests.sh)"
+sdk_log="$(mktemp)"
+tidemark_bin="$(pwd)/target/debug/tidemark"
+[ -x "$tidemark_bin" ] || tidemark_bin=""
+TIDEMARK_BIN="$tidemark_bin" bash scripts/web-sdk-tests.sh 2>&1 | tee "$sdk_log"
+sdk_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$sdk_status
+sdk_line=$(grep -E '^web SDK scenarios: ' "$sdk_log" | tail -1)
+sdk_line=${sdk_line:-"web SDK scenarios: failed before running (exit $sdk_status)"}
+rm -f "$sdk_log"
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
@@ -127,6 +139,7 @@ fi
 
 echo "$fuzz_line"
 echo "$web_line"
+echo "$sdk_line"
 echo "$summary"
 if [ "$status" -ne 0 ]; then
     exit "$status"

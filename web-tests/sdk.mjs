@@ -563,8 +563,10 @@ async function main() {
     process.exit(2);
   }
   let failed = 0;
+  let ran = 0;
   for (const [name, run] of SCENARIOS) {
     if (ONLY && !ONLY.includes(name)) continue;
+    ran += 1;
     const started = Date.now();
     try {
       const detail = await run();
@@ -576,6 +578,7 @@ async function main() {
     }
   }
   rmSync(scratch, { recursive: true, force: true });
+  console.log(`web SDK scenarios: ${ran - failed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);
 }
 
