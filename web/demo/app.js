@@ -10,7 +10,8 @@
 import { login } from '/tidemark/index.js';
 
 const marks = { scriptStart: performance.now(), roles: [], syncProgress: null };
-const demo = { session: null, marks, errors: [] };
+// `recovered`: messages or statuses the page found in the store without having had their event.
+const demo = { session: null, marks, errors: [], recovered: 0 };
 window.tidemarkDemo = demo;
 
 /** How many conversations one list page asks for. */
@@ -231,8 +232,11 @@ function listen() {
   session.on('totalUnreadChanged', ({ total }) => setTotal(total));
   session.on('roleChanged', ({ role }) => {
     setRole(role);
-    // A new leader's engine may be in another state than the one this tab heard from.
+    // Events the old leader's engine emitted as its tab closed may never have reached this
+    // tab: what is shown is read again from the store.
     refreshState();
+    conversationsChanged([...list.byId.keys()]);
+    reconcileOpen();
   });
   session.on('conversationsChanged', ({ conversationIds }) => conversationsChanged(conversationIds));
   session.on('messages', ({ conversationId, messages }) => {
@@ -649,6 +653,35 @@ async function revokeMessage(m) {
     report('revoke failed', error);
   }
 }
+
+/** Reads the open conversation's newest stored messages again and merges them into the view. */
+async function reconcileOpen() {
+  const { id, generation } = view;
+  if (!id) return;
+  let newest;
+  try {
+    newest = await session.messages(id, { limit: HISTORY_PAGE });
+  } catch {
+    return; // A follower between leaders: the next round asks again.
+  }
+  if (generation !== view.generation) return;
+  for (const message of newest) {
+    if (view.oldestSeq !== null && message.seq !== null && message.seq < view.oldestSeq) continue;
+    const known = view.messages.get(keyOf(message.sender, message.clientMsgId));
+    // Counted for the tests: each is an event this tab never got.
+    if (!known || known.status !== message.status) demo.recovered += 1;
+    upsert(message);
+  }
+}
+
+// A send's ack can be lost with the leader tab that had it (a hand-over while the send was in
+// flight): rows still pending after a while are checked against the store.
+const PENDING_CHECK_MS = 2_000;
+setInterval(() => {
+  if (!session || view.loading) return;
+  const stale = [...view.messages.values()].some((m) => m.status === 'pending' && Date.now() - m.createdAt > PENDING_CHECK_MS);
+  if (stale) reconcileOpen();
+}, PENDING_CHECK_MS);
 
 function scheduleMarkRead() {
   if (!view.id || document.visibilityState !== 'visible') return;
