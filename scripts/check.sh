@@ -1,35 +1,16 @@
 #!/usr/bin/env bash
 # Every check Tidemark has, in the order CI runs them. On a fresh machine it first installs
-# what it needs and is missing: the wasm32-unknown-unknown target (rustup), clang (apt, for
-# SQLite's C on wasm32), chromium and chromium-driver (apt) and wasm-bindgen-cli at the
-# Cargo.lock version (cargo install, about 3.5 minutes) for the browser tests, and
-# scripts/web-tests.sh installs playwright-core (npm ci) for the web scenarios;
+# what it needs and is missing (scripts/setup.sh --browser): the wasm32-unknown-unknown
+# target (rustup), clang (apt, for SQLite's C on wasm32), chromium and chromium-driver (apt)
+# and wasm-bindgen-cli at the Cargo.lock version (cargo install, about 3.5 minutes) for the
+# browser tests, and scripts/web-tests.sh installs playwright-core and typescript (npm ci);
 # scripts/fuzz.sh installs cargo-fuzz when the nightly toolchain is there. `.ci/run` is this
 # script and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== set-up: what a fresh machine lacks"
-if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
-    rustup target add wasm32-unknown-unknown
-fi
-# apt packages: clang (SQLite's C on wasm32), chromium and its driver (the browser tests).
-apt_missing=()
-command -v clang > /dev/null || apt_missing+=(clang)
-command -v chromium > /dev/null || apt_missing+=(chromium)
-command -v chromedriver > /dev/null || apt_missing+=(chromium-driver)
-if [ "${#apt_missing[@]}" -gt 0 ]; then
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update
-    "${sudo_cmd[@]}" apt-get install -y "${apt_missing[@]}"
-fi
-# The browser tests' runner must match the wasm-bindgen version in Cargo.lock.
-wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
-if ! wasm-bindgen-test-runner --version 2> /dev/null | grep -q " $wasm_bindgen_version\b"; then
-    # Without --locked: the CLI's own lock file does not build with this toolchain.
-    cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
-fi
+bash scripts/setup.sh --browser
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -12,10 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 
-if [ ! -d web-tests/node_modules/playwright-core ]; then
-    echo "== npm ci (web-tests: playwright-core)"
+if [ ! -d web-tests/node_modules/playwright-core ] || [ ! -d web-tests/node_modules/typescript ]; then
+    echo "== npm ci (web-tests: playwright-core, typescript)"
     (cd web-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
+
+echo "== the web SDK's TypeScript declarations (tsc --noEmit --strict on web-tests/sdk-types.ts)"
+web-tests/node_modules/.bin/tsc --noEmit --strict --target es2022 --module es2022 \
+    --moduleResolution bundler --lib es2022,dom web-tests/sdk-types.ts
 
 echo "== the reference server binary"
 server_bin=${TIDEMARK_SERVER_BIN:-}

@@ -29,7 +29,11 @@ export interface LoginOptions {
   device?: string;
   /** The database name (default: "tidemark-" + user). */
   database?: string;
-  /** Default "opfs" (the worker keeps SQLite in the Origin Private File System). */
+  /**
+   * Where the worker keeps SQLite. Default: "opfs" (the Origin Private File System) where
+   * the browser offers synchronous access handles in workers, else "indexeddb". A database
+   * lives in one layer: keep the choice once made.
+   */
   storage?: StorageLayer;
   /**
    * What the first sync pulls: "recent" (default) the newest messages of each conversation,

@@ -11,6 +11,8 @@
 const DEFAULT_TIMEOUT_MS = 15_000;
 // Opening the store waits for the previous leader's worker to let it go.
 const START_TIMEOUT_MS = 60_000;
+// After this tab failed to start the engine, before it queues for leadership again.
+const RETRY_LEAD_MS = 1_000;
 
 /** A rejection with a stable `code`. */
 export class TidemarkError extends Error {
@@ -167,10 +169,15 @@ class TabSession {
         sync: this.options.sync,
       }, { local: true, timeoutMs: START_TIMEOUT_MS });
     } catch (err) {
-      // Let another tab try; this one stays a follower.
+      // Let another tab try; this one stays a follower and queues for the lock again (a
+      // login still waiting fails with the error).
       worker.terminate();
       this.worker = null;
       this.settle.reject(toError(err));
+      this.emit('error', { code: toError(err).code, message: `the engine did not start: ${err?.message ?? err}` });
+      setTimeout(() => {
+        if (!this.closed) this.elect();
+      }, RETRY_LEAD_MS);
       return true;
     }
     this.role = 'leader';

@@ -76,7 +76,8 @@ impl WebClient {
             None => format!("tidemark-{user}"),
         };
         let layer = match options.opt_string("storage")?.as_deref() {
-            None | Some("opfs") => FileLayer::Opfs,
+            None => FileLayer::preferred(),
+            Some("opfs") => FileLayer::Opfs,
             Some("indexeddb") => FileLayer::IndexedDb,
             Some(other) => {
                 return Err(Failure::bad_argument(format!(
