@@ -136,6 +136,25 @@ async function startDemo({ dir, conversations, messages, extra = [] }) {
   };
 }
 
+/**
+ * Runs `body(demo, restart)` against a demo started with `options`, then closes every browser
+ * profile and stops the demo. `restart()` starts the demo again with the same options (the
+ * same --dir and ports) after `body` stopped it, and returns the new one.
+ */
+async function withDemo(options, body) {
+  let demo = await startDemo(options);
+  const restart = async () => {
+    demo = await startDemo(options);
+    return demo;
+  };
+  try {
+    return await body(demo, restart);
+  } finally {
+    await closeProfiles();
+    await demo.stop();
+  }
+}
+
 // ----- the browser -----
 
 const profiles = [];
@@ -259,8 +278,7 @@ const stamp = () => `${Date.now().toString(36)}-${Math.random().toString(36).sli
 // ----- the scenarios -----
 
 async function twoUsers(query = '') {
-  const demo = await startDemo({ dir: freshDir('demo') });
-  try {
+  return withDemo({ dir: freshDir('demo') }, async (demo) => {
     const alice = await openChat(await newProfile(), demo, 'alice', { query });
     const bob = await openChat(await newProfile(), demo, 'bob', { query });
     // Bob reads what the seed left in alice-bob, then looks at another conversation.
@@ -299,15 +317,11 @@ async function twoUsers(query = '') {
       if ((await rowsWithText(page, hello)).length) throw new Error(`${name}'s page still shows the revoked text`);
     }
     return 'alice -> bob (unread 1, then 0 when opened), bob -> alice, alice revoked hers on both pages';
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function history() {
-  const demo = await startDemo({ dir: freshDir('demo'), conversations: 12, messages: 3000 });
-  try {
+  return withDemo({ dir: freshDir('demo'), conversations: 12, messages: 3000 }, async (demo) => {
     const alice = await openChat(await newProfile(), demo, 'alice');
     await waitSynced(alice);
     const maxSeq = Number(await conversationRow(alice, 'team').getAttribute('data-max-seq'));
@@ -330,16 +344,12 @@ async function history() {
       throw new Error(`team shows ${seqs.length} rows for maxSeq ${maxSeq}` + (bad >= 0 ? `; row ${bad} has seq ${seqs[bad]}` : ''));
     }
     return `team: ${heldAtStart} messages held after the sync, scrolled up ${scrolls} times to seq 1: rows 1..${maxSeq} in order, each once`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function reloadBigSync() {
   const messages = 20_000;
-  const demo = await startDemo({ dir: freshDir('demo'), conversations: 200, messages });
-  try {
+  return withDemo({ dir: freshDir('demo'), conversations: 200, messages }, async (demo) => {
     const context = await newProfile();
     const page = await context.newPage();
     page.errors = [];
@@ -380,15 +390,11 @@ async function reloadBigSync() {
     }
     if (held !== messages) throw new Error(`the store holds ${held} messages in ${conversations.length} conversations; the demo seeded ${messages}`);
     return `reloaded at syncProgress ${before.progress.done}/${before.progress.total} (first partial seen: ${progress.done}); then ${conversations.length} conversations, ${held} messages, seqs 1..maxSeq each once (server total ${serverTotal})`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function twoTabs() {
-  const demo = await startDemo({ dir: freshDir('demo') });
-  try {
+  return withDemo({ dir: freshDir('demo') }, async (demo) => {
     const aliceProfile = await newProfile();
     const first = await openChat(aliceProfile, demo, 'alice');
     await waitSynced(first);
@@ -441,15 +447,11 @@ async function twoTabs() {
     console.log(`handover_ms ${handoverMs}`);
     console.log(`second_tab_usable_ms ${Math.round(secondUsableMs)}`);
     return `leader + follower; both saw bob's message; the follower's sends arrived once; handover_ms ${handoverMs}, second_tab_usable_ms ${Math.round(secondUsableMs)}`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function handoverSend() {
-  const demo = await startDemo({ dir: freshDir('demo') });
-  try {
+  return withDemo({ dir: freshDir('demo') }, async (demo) => {
     const aliceProfile = await newProfile();
     const bob = await openChat(await newProfile(), demo, 'bob');
     await openConversation(bob, DM_ALICE_BOB);
@@ -491,16 +493,12 @@ async function handoverSend() {
     // is an event the SDK lost with the old leader (said, not hidden).
     return `${texts.length} sends from a follower whose leader closed during the call: each arrived once`
       + `; messages or statuses the pages took from the store without their event: ${recovered}`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function serverRestart() {
-  const dir = freshDir('demo');
-  let demo = await startDemo({ dir });
-  try {
+  return withDemo({ dir: freshDir('demo') }, async (first, restart) => {
+    let demo = first;
     const alice = await openChat(await newProfile(), demo, 'alice');
     const bob = await openChat(await newProfile(), demo, 'bob');
     await waitSynced(alice);
@@ -521,7 +519,7 @@ async function serverRestart() {
       if (rows.length !== 1 || rows[0].status !== 'pending') throw new Error(`"${text}" with the server down: ${JSON.stringify(rows)}`);
     }
 
-    demo = await startDemo({ dir });
+    demo = await restart();
     for (const text of texts) await waitRow(alice, text, 'sent', 90_000);
     for (const text of texts) await waitRow(bob, text, 'sent', 60_000);
     await sleep(1_000);
@@ -545,15 +543,11 @@ async function serverRestart() {
     const seqs = texts.map((text) => page.find((m) => m.text === text).seq);
     if (new Set(seqs).size !== seqs.length) throw new Error(`the messages share seqs: ${seqs}`);
     return `${texts.length} sends while the server was down: pending, then each delivered once (seqs ${seqs.join(', ')})`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function screenshot() {
-  const demo = await startDemo({ dir: freshDir('demo'), conversations: 12, messages: 400 });
-  try {
+  return withDemo({ dir: freshDir('demo'), conversations: 12, messages: 400 }, async (demo) => {
     const alice = await openChat(await newProfile(), demo, 'alice');
     await waitSynced(alice);
     await openConversation(alice, 'team');
@@ -565,17 +559,13 @@ async function screenshot() {
     const path = SCREENSHOT ? join(repo, 'docs', 'web-demo.png') : join(scratch, 'web-demo.png');
     await alice.screenshot({ path });
     return `saved ${path}`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 async function firstList() {
   const started = Date.now();
-  const demo = await startDemo({ dir: freshDir('demo'), conversations: 10_000, messages: 20_000 });
-  const seeded = Date.now();
-  try {
+  return withDemo({ dir: freshDir('demo'), conversations: 10_000, messages: 20_000 }, async (demo) => {
+    const seeded = Date.now();
     const page = await openChat(await newProfile(), demo, 'alice');
     await waitSynced(page, 600_000);
     const synced = Date.now();
@@ -591,10 +581,7 @@ async function firstList() {
     const best = runs[ms.indexOf(Math.min(...ms))];
     console.log(`first_list_ms ${Math.min(...ms)} (runs ${ms.join(', ')}; best run: script start ${Math.round(best.scriptStart)}, login resolved ${Math.round(best.loginResolved)}; seed ${Math.round((seeded - started) / 1000)} s, first sync ${Math.round((synced - seeded) / 1000)} s)`);
     return `warm store of 10k conversations: first list (${count} rows) at ${ms.join(', ')} ms after navigation start`;
-  } finally {
-    await closeProfiles();
-    await demo.stop();
-  }
+  });
 }
 
 const SCENARIOS = [
