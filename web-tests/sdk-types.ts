@@ -37,6 +37,7 @@ const events: EventName[] = [
   'messages', 'messageUpdated', 'messagesDeleted', 'messageSent', 'sendFailed',
   'conversationsChanged', 'totalUnreadChanged', 'connectionChanged', 'syncStarted',
   'syncProgress', 'syncFinished', 'kicked', 'storageFailed', 'storeUnusable', 'roleChanged',
+  'handedOver',
   'error',
 ];
 

@@ -479,6 +479,13 @@ async function handoverSend() {
         throw new Error(`round ${round}: ${error.message} (banner: ${banner || 'none'}; rows ${JSON.stringify(shown)}; stored ${JSON.stringify(stored)}; newest ${JSON.stringify(pending)})`);
       });
       if (rows.length !== 1) throw new Error(`round ${round}: the sending page shows "${text}" ${rows.length} times`);
+      // The SDK owes the sending tab its messageSent, also when the old leader stored the ack
+      // and closed before the event left it (it looks the send up after the hand-over).
+      await until(`round ${round}: the sending tab's messageSent for "${text}"`, () => follower.evaluate(async ({ id, wanted }) => {
+        const held = await window.tidemarkDemo.session.messages(id, { limit: 20 });
+        const mine = held.find((m) => m.text === wanted);
+        return mine !== undefined && window.tidemarkDemo.acked.has(mine.clientMsgId);
+      }, { id: DM_ALICE_BOB, wanted: text }), 5_000);
       recovered += await follower.evaluate(() => window.tidemarkDemo.recovered);
       leader = follower;
     }

@@ -11,7 +11,8 @@ import { login } from '/tidemark/index.js';
 
 const marks = { scriptStart: performance.now(), roles: [], syncProgress: null };
 // `recovered`: messages or statuses the page found in the store without having had their event.
-const demo = { session: null, marks, errors: [], recovered: 0 };
+// `acked`: the client ids of every messageSent this tab received.
+const demo = { session: null, marks, errors: [], recovered: 0, acked: new Set() };
 window.tidemarkDemo = demo;
 
 /** How many conversations one list page asks for. */
@@ -230,8 +231,8 @@ function listen() {
     setSync('synced');
   });
   session.on('totalUnreadChanged', ({ total }) => setTotal(total));
-  session.on('roleChanged', ({ role }) => {
-    setRole(role);
+  session.on('roleChanged', ({ role }) => setRole(role));
+  session.on('handedOver', () => {
     // Events the old leader's engine emitted as its tab closed may never have reached this
     // tab: what is shown is read again from the store.
     refreshState();
@@ -249,6 +250,7 @@ function listen() {
     scheduleMarkRead();
   });
   session.on('messageSent', ({ conversationId, clientMsgId, seq }) => {
+    demo.acked.add(clientMsgId);
     if (conversationId !== view.id) return;
     const key = keyOf(session.user, clientMsgId);
     const known = view.messages.get(key);
@@ -673,15 +675,6 @@ async function reconcileOpen() {
     upsert(message);
   }
 }
-
-// A send's ack can be lost with the leader tab that had it (a hand-over while the send was in
-// flight): rows still pending after a while are checked against the store.
-const PENDING_CHECK_MS = 2_000;
-setInterval(() => {
-  if (!session || view.loading) return;
-  const stale = [...view.messages.values()].some((m) => m.status === 'pending' && Date.now() - m.createdAt > PENDING_CHECK_MS);
-  if (stale) reconcileOpen();
-}, PENDING_CHECK_MS);
 
 function scheduleMarkRead() {
   if (!view.id || document.visibilityState !== 'visible') return;

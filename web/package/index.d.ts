@@ -215,6 +215,13 @@ export interface EventMap {
   storeUnusable: { error: string; damaged: boolean };
   /** This tab became the leader (the leader tab closed or logged out: hand-over). */
   roleChanged: { role: Role };
+  /**
+   * Another tab (or this one, see `role`) took over from a leader that went. Events the old
+   * leader emitted just before its tab closed may not have arrived: read again what the page
+   * shows. This tab's own sends still waiting for their outcome are looked up in the store,
+   * and their messageSent or sendFailed comes now if the store has it.
+   */
+  handedOver: { role: Role };
   /** Something failed outside any call (the engine worker crashed). */
   error: { code: ErrorCode; message: string };
 }

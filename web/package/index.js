@@ -107,6 +107,8 @@ class TabSession {
     this.closed = false;
     this.onClosed = null;
     this.drafts = new WeakMap(); // draft -> its reserved client id: a draft is sent once
+    this.ownPending = new Map(); // this tab's sends awaiting messageSent/sendFailed: id -> conversation
+    this.lastLeader = null; // the last leader known, kept across `bye`: a new one is a hand-over
     this.channel = new BroadcastChannel(`tidemark:${this.user}`);
     this.channel.onmessage = (event) => this.onChannel(event.data);
     this.abort = new AbortController();
@@ -186,6 +188,7 @@ class TabSession {
     this.emit('roleChanged', { role: 'leader' });
     this.settle.resolve();
     this.redispatch();
+    this.newLeader(this.tab);
     await this.leaving;
     return true;
   }
@@ -260,6 +263,7 @@ class TabSession {
         this.leader = message.tab;
         this.settle.resolve();
         this.redispatch();
+        this.newLeader(message.tab);
         break;
       case 'bye':
         if (message.tab === this.leader && this.role !== 'leader') this.leader = null;
@@ -286,6 +290,34 @@ class TabSession {
     this.worker.postMessage({ id, method: message.method, args: message.args });
   }
 
+  /**
+   * A leader is known. After a hand-over, what the old leader's engine emitted as its tab
+   * closed may never have arrived (it stored an ack, then the tab went before the event
+   * left it): the page is told to read again, and this tab's own sends still waiting for
+   * their outcome are looked up in the store, which has it.
+   */
+  newLeader(tab) {
+    const previous = this.lastLeader;
+    this.lastLeader = tab;
+    if (previous === null || previous === tab) return;
+    this.emit('handedOver', { role: this.role });
+    for (const [clientMsgId, conversationId] of this.ownPending) {
+      this.request('ownMessage', { conversationId, clientMsgId }).then(
+        (message) => {
+          if (!this.ownPending.has(clientMsgId) || !message) return;
+          if (message.status === 'sent') {
+            this.emit('messageSent', { conversationId, clientMsgId, seq: message.seq });
+          } else if (message.status === 'failed') {
+            this.emit('sendFailed', { conversationId, clientMsgId, code: 'Failed', reason: message.failure ?? '' });
+          }
+        },
+        () => {
+          // The next hand-over, or the new leader's own resend and its event, settles it.
+        },
+      );
+    }
+  }
+
   // ----- events -----
 
   on(event, listener) {
@@ -301,6 +333,7 @@ class TabSession {
   }
 
   emit(name, payload) {
+    if (name === 'messageSent' || name === 'sendFailed') this.ownPending.delete(payload.clientMsgId);
     for (const listener of this.listeners.get(name) ?? []) {
       try {
         listener(payload);
@@ -405,7 +438,10 @@ class Session {
       clientMsgId = await this.#tab.request('newClientMsgId', { conversationId });
       drafts.set(draft, clientMsgId);
     }
-    return this.#tab.request('send', { conversationId, clientMsgId, kind: draft.kind, content: draft.content });
+    const message = await this.#tab.request('send', { conversationId, clientMsgId, kind: draft.kind, content: draft.content });
+    // Its outcome is owed to this tab, also across a hand-over (see newLeader).
+    if (message.status === 'pending') this.#tab.ownPending.set(clientMsgId, conversationId);
+    return message;
   }
 
   sendText(conversationId, text) {

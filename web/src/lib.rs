@@ -209,6 +209,16 @@ async fn answer(
                 )),
             }
         }
+        "ownMessage" => {
+            let conversation = conversation_id(&args)?;
+            match client
+                .own_message(&conversation, &client_msg_id(&args)?)
+                .await?
+            {
+                Some(message) => convert::message(&message, &me),
+                None => Ok(JsValue::NULL),
+            }
+        }
         "retry" => {
             let conversation = conversation_id(&args)?;
             client.retry(&conversation, &client_msg_id(&args)?).await?;
