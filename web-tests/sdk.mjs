@@ -29,6 +29,10 @@
 //   second_tab_usable_ms (the second page's navigation start to its first conversation list).
 // - handover-send: three times, a follower tab sends and the leader's page closes during the
 //   call: the follower becomes the leader, the send completes, and bob holds each text once.
+// - hung-leader: the leader's page hangs (its main thread busy for 4 s; CDP's
+//   Page.setWebLifecycleState "frozen" did not stop it answering in headless Chromium 156): a
+//   follower's call fails with code Timeout within its callTimeoutMs instead of hanging, and
+//   is answered again once the leader is back.
 // - server-restart: alice sends while the demo process is stopped (SIGTERM): the messages show
 //   pending; the demo restarts on the same --dir and ports; each message is delivered exactly
 //   once (bob's page and a fresh profile of bob see each text once, with one seq).
@@ -503,6 +507,46 @@ async function handoverSend() {
   });
 }
 
+async function hungLeader() {
+  return withDemo({ dir: freshDir('demo') }, async (demo) => {
+    const aliceProfile = await newProfile();
+    const leader = await openChat(aliceProfile, demo, 'alice');
+    await waitSynced(leader);
+    const follower = await openChat(aliceProfile, demo, 'alice', { query: '&timeout=1500' });
+    const role = await follower.getAttribute('[data-testid="role"]', 'data-role');
+    if (role !== 'follower') throw new Error(`the second page is ${role}, not a follower`);
+    const ask = () => follower.evaluate(async () => {
+      const started = performance.now();
+      try {
+        const page = await window.tidemarkDemo.session.conversations({ limit: 5 });
+        return { outcome: `answered ${page.conversations.length}`, ms: performance.now() - started };
+      } catch (error) {
+        return { outcome: error.code, ms: performance.now() - started };
+      }
+    });
+    // The leader's page hangs (its main thread busy for 4 s, as a tab stuck in a long task
+    // or frozen): it holds the lock and answers nothing. The follower's call must fail in its
+    // timeout, not hang.
+    const hung = leader.evaluate(() => {
+      const until = Date.now() + 4_000;
+      while (Date.now() < until) {
+        // busy
+      }
+    });
+    await sleep(200);
+    const frozen = await ask();
+    if (frozen.outcome !== 'Timeout') throw new Error(`a call to the hung leader gave ${frozen.outcome}, not Timeout`);
+    if (frozen.ms > 3_000) throw new Error(`the Timeout took ${Math.round(frozen.ms)} ms (timeout 1,500 ms)`);
+    await hung;
+    const resumed = await until('an answer once the leader resumed', async () => {
+      const answer = await ask();
+      return answer.outcome.startsWith('answered') ? answer : null;
+    }, 15_000, 200);
+    return `a call to the hung leader failed with Timeout after ${Math.round(frozen.ms)} ms; `
+      + `after the leader resumed the call was ${resumed.outcome} in ${Math.round(resumed.ms)} ms`;
+  });
+}
+
 async function serverRestart() {
   return withDemo({ dir: freshDir('demo') }, async (first, restart) => {
     let demo = first;
@@ -599,6 +643,7 @@ const SCENARIOS = [
   ['reload-big-sync', reloadBigSync],
   ['two-tabs', twoTabs],
   ['handover-send', handoverSend],
+  ['hung-leader', hungLeader],
   ['server-restart', serverRestart],
   ['screenshot', screenshot],
   ['first-list', firstList],

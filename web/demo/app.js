@@ -127,11 +127,13 @@ async function signIn(user, params) {
     return;
   }
   const options = { server: ticket.server, user: ticket.user, token: ticket.token };
-  // ?storage=indexeddb and ?sync=full reach login as they are (the SDK checks them).
+  // ?storage=indexeddb and ?sync=full reach login as they are (the SDK checks them), and
+  // ?timeout=MS as callTimeoutMs.
   for (const name of ['storage', 'sync']) {
     const value = params.get(name);
     if (value) options[name] = value;
   }
+  if (params.get('timeout')) options.callTimeoutMs = Number(params.get('timeout'));
   try {
     session = await login(options);
   } catch (error) {

@@ -57,7 +57,10 @@ export type ErrorCode =
   | "Restarted" // a history load was cut by a restart: ask again
   | "Closed" // logged out, or the session ended
   | "StoreUnusable" // the store is damaged or cannot be written: see the storeUnusable event
-  | "Timeout" // no answer in callTimeoutMs (the leader tab is frozen or gone)
+  // No answer in callTimeoutMs (the leader tab hangs, is frozen or went away). The call may
+  // still take effect: every call is safe to repeat (sendMessage with the same draft sends
+  // it once).
+  | "Timeout"
   | "LoggedInElsewhere" // login in this tab as another user while one is signed in
   | "Unsupported" // this browser lacks what Tidemark needs (Web Locks, workers, OPFS)
   // Storage errors (StorageError::code in Rust):
