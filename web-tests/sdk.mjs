@@ -29,6 +29,9 @@
 //   second_tab_usable_ms (the second page's navigation start to its first conversation list).
 // - handover-send: three times, a follower tab sends and the leader's page closes during the
 //   call: the follower becomes the leader, the send completes, and bob holds each text once.
+// - remount: login twice at once gives one session; logout (not awaited) and login again at
+//   once, as a framework that mounts twice does, gives a new session that works while the old
+//   one answers Closed; another user in the same tab is refused (LoggedInElsewhere).
 // - hung-leader: the leader's page hangs (its main thread busy for 4 s; CDP's
 //   Page.setWebLifecycleState "frozen" did not stop it answering in headless Chromium 156): a
 //   follower's call fails with code Timeout within its callTimeoutMs instead of hanging, and
@@ -507,6 +510,44 @@ async function handoverSend() {
   });
 }
 
+async function remount() {
+  return withDemo({ dir: freshDir('demo') }, async (demo) => {
+    const page = await (await newProfile()).newPage();
+    // Any page of the origin: the test imports the package itself, as an app's code would.
+    await page.goto(`${demo.http}/demo/config`);
+    const result = await page.evaluate(async () => {
+      const { login } = await import('/tidemark/index.js');
+      const ticket = await (await fetch('/demo/session?user=alice')).json();
+      const options = { server: ticket.server, user: 'alice', token: ticket.token };
+      // A framework that mounts twice: two logins at once give one session.
+      const [a, b] = await Promise.all([login(options), login(options)]);
+      if (a !== b) return { error: 'two logins at once gave two sessions' };
+      // Strict mode: mount, unmount (a logout nobody awaits), mount again at once.
+      const leaving = a.logout();
+      const second = await login(options);
+      if (second === a) return { error: 'the login after a logout returned the closed session' };
+      const answered = Array.isArray((await second.conversations({ limit: 5 })).conversations);
+      await leaving;
+      // The new session's engine syncs: the conversations arrive.
+      let listed = 0;
+      for (let tries = 0; tries < 200 && listed < 5; tries++) {
+        listed = (await second.conversations({ limit: 5 })).conversations.length;
+        if (listed < 5) await new Promise((done) => setTimeout(done, 50));
+      }
+      const closed = await a.conversations().then(() => 'answered', (e) => e.code);
+      const other = await login({ ...options, user: 'bob' }).then(() => 'signed in', (e) => e.code);
+      return { answered, listed, closed, other, role: second.role };
+    });
+    if (result.error) throw new Error(result.error);
+    const want = { answered: true, listed: 5, closed: 'Closed', other: 'LoggedInElsewhere', role: 'leader' };
+    for (const [key, value] of Object.entries(want)) {
+      if (result[key] !== value) throw new Error(`${key}: ${result[key]} (want ${value}); ${JSON.stringify(result)}`);
+    }
+    return 'two logins at once: one session; logout then login at once: a new session that answers '
+      + 'and syncs, the old one answers Closed; another user in the same tab: LoggedInElsewhere';
+  });
+}
+
 async function hungLeader() {
   return withDemo({ dir: freshDir('demo') }, async (demo) => {
     const aliceProfile = await newProfile();
@@ -644,6 +685,7 @@ const SCENARIOS = [
   ['two-tabs', twoTabs],
   ['handover-send', handoverSend],
   ['hung-leader', hungLeader],
+  ['remount', remount],
   ['server-restart', serverRestart],
   ['screenshot', screenshot],
   ['first-list', firstList],

@@ -294,7 +294,8 @@ export interface Session {
 /**
  * Signs a user in, in this tab. The first tab of the origin for that user becomes the leader:
  * it runs the engine in a dedicated worker; other tabs talk to it. Calling login again with
- * the same user (a framework that mounts twice) returns the same session; with another user
- * while a session is open it rejects with "LoggedInElsewhere".
+ * the same user (a framework that mounts twice) returns the same session; after logout (even
+ * one not awaited, as a framework's unmount does) a new one. With another user while a
+ * session is open it rejects with "LoggedInElsewhere".
  */
 export declare function login(options: LoginOptions): Promise<Session>;

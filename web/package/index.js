@@ -78,16 +78,19 @@ export function login(options) {
     return Promise.reject(new TidemarkError('LoggedInElsewhere', `${user} is signed in in this tab; log out first`));
   }
   const session = new TabSession(options);
+  // Forgets this session, not a newer one of the same user made since.
+  const forget = () => {
+    if (sessions.get(options.user) === ready) sessions.delete(options.user);
+  };
   const ready = session.ready.then(
     () => new Session(session),
     (err) => {
-      sessions.delete(options.user);
       session.close();
       throw err;
     },
   );
   sessions.set(options.user, ready);
-  session.onClosed = () => sessions.delete(options.user);
+  session.onClosed = forget;
   return ready;
 }
 
@@ -152,6 +155,8 @@ class TabSession {
   /** Holds the lock: runs the engine until logout or until the tab goes away. */
   async lead() {
     if (this.closed) return true;
+    // Starting has its own, longer timeout: the previous owner may still be letting go.
+    clearTimeout(this.readyTimer);
     const worker = new Worker(this.options.workerUrl ?? new URL('./worker.js', import.meta.url), {
       type: 'module',
     });
@@ -350,6 +355,9 @@ class TabSession {
 
   async logout() {
     if (this.closed) return;
+    // A login from now on (a framework that unmounts and mounts again) makes a new session,
+    // which takes over once this one has let the database go.
+    this.onClosed?.();
     if (this.role === 'leader') {
       try {
         await this.request('shutdown', {}, { local: true });
