@@ -21,3 +21,10 @@ for f in "${files[@]}"; do
     gz=$(( gz + $(gzip -9 -c "$f" | wc -c) ))
 done
 echo "web SDK download (index.js + worker.js + glue + wasm): $raw bytes raw, $gz bytes gzip -9"
+page_raw=$raw
+page_gz=$gz
+for f in web/demo/index.html web/demo/app.js web/demo/style.css; do
+    page_raw=$(( page_raw + $(stat -c %s "$f") ))
+    page_gz=$(( page_gz + $(gzip -9 -c "$f" | wc -c) ))
+done
+echo "demo page download (the SDK + index.html, app.js, style.css): $page_raw bytes raw, $page_gz bytes gzip -9"
