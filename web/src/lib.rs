@@ -142,13 +142,16 @@ async fn answer(
     match method {
         "conversations" => {
             let limit = args.limit("limit", 50, MAX_PAGE)?;
-            let after = match args.opt_object("after")? {
-                Some(cursor) => Some(ConversationCursor {
-                    last_activity: Timestamp(cursor.opt_u64("lastActivity")?.unwrap_or(0)),
-                    id: ConversationId::from(cursor.id("id")?.as_str()),
-                }),
-                None => None,
-            };
+            let after =
+                match args.opt_object("after")? {
+                    Some(cursor) => Some(ConversationCursor {
+                        last_activity: Timestamp(cursor.opt_u64("lastActivity")?.ok_or_else(
+                            || Failure::bad_argument("after.lastActivity is required"),
+                        )?),
+                        id: ConversationId::from(cursor.id("id")?.as_str()),
+                    }),
+                    None => None,
+                };
             let page = client.conversations(after, limit as usize).await?;
             let next = match page.last() {
                 Some(last) if page.len() == limit as usize => {

@@ -95,6 +95,10 @@ async fn call_arguments_are_checked_field_by_field() {
         ("conversations", object(&[("limit", 0.into())])),
         ("conversations", object(&[("limit", 1_001.into())])),
         ("conversations", object(&[("limit", 2.5.into())])),
+        (
+            "conversations",
+            object(&[("after", object(&[("id", "c".into())]))]),
+        ),
         ("messages", object(&[])),
         ("messages", object(&[chat(), ("before", (-1).into())])),
         (
