@@ -11,6 +11,7 @@ use wasm_bindgen::{JsCast, JsValue};
 const MAX_SAFE: u64 = (1 << 53) - 1;
 
 /// A rejection: `{ code, message }`, which the page's proxy turns into a `TidemarkError`.
+#[derive(Clone)]
 pub(crate) struct Failure {
     pub(crate) code: &'static str,
     pub(crate) message: String,

@@ -18,11 +18,15 @@
 mod convert;
 mod js;
 
+use futures::future::{LocalBoxFuture, Shared};
+use futures::FutureExt;
 use js_sys::{Function, Promise};
 use tidemark::runtime::BrowserRuntime;
+use tidemark::runtime::Runtime;
+use tidemark::storage::Storage;
 use tidemark::{
     Client, ClientMsgId, ConversationCursor, ConversationId, DeviceId, Direction, EngineConfig,
-    Event, Seq, SyncPolicy, Timestamp, UserId,
+    Event, Seq, StorageError, SyncPolicy, Timestamp, UserId,
 };
 use tidemark_storage_web::{FileLayer, OpenOptions, WebStorage};
 use tidemark_transport::browser::BrowserWsTransport;
@@ -34,11 +38,44 @@ use js::{array, Args, Failure, Obj};
 /// The most a page of conversations or messages may ask for.
 const MAX_PAGE: u32 = 1_000;
 
+/// How long after the store opened the engine starts, unless a call needs it sooner. Loading
+/// the engine's snapshot reads every conversation (about 150 ms for 10k conversations read
+/// cold from OPFS) and nothing else runs in the worker meanwhile: the page's first reads,
+/// which arrive within a few ms of `login` resolving, are answered from the store first.
+const ENGINE_START_DELAY_MS: u64 = 30;
+
 /// One signed-in user's engine in this worker.
 #[wasm_bindgen]
 pub struct WebClient {
-    client: Client,
+    parts: Parts,
+}
+
+/// The client once started, shared by every call that needs it (`Client` is a cheap clone).
+type StartedClient = Shared<LocalBoxFuture<'static, Result<Client, Failure>>>;
+
+/// What a call works with.
+#[derive(Clone)]
+struct Parts {
+    /// The open store: reads are answered from it, also before the client started.
     store: WebStorage,
+    me: UserId,
+    client: StartedClient,
+    /// Done once the client started on its own, after the delay.
+    started: Shared<LocalBoxFuture<'static, ()>>,
+}
+
+impl Parts {
+    /// The client: started now if it has not been yet (for commands).
+    async fn client(&self) -> Result<Client, Failure> {
+        self.client.clone().await
+    }
+
+    /// The client, without starting it sooner than it starts on its own (for the state
+    /// getters, which a page asks for beside its first reads).
+    async fn started_client(&self) -> Result<Client, Failure> {
+        self.started.clone().await;
+        self.client().await
+    }
 }
 
 #[wasm_bindgen]
@@ -46,6 +83,11 @@ impl WebClient {
     /// Opens the store (waiting for a previous owner, such as the worker of a leader tab that
     /// just closed, to let it go) and starts the client; `on_event(name, payload)` receives
     /// every event. `options`: `{ server, user, token, device, database?, storage?, sync? }`.
+    ///
+    /// Resolves once the store is open. The client starts (loads the engine's snapshot,
+    /// connects) a moment later, or at the first call that needs it: reads are answered from
+    /// the store meanwhile. If its start fails, the calls that need it fail with that error
+    /// and a `storeUnusable` event says so.
     pub async fn start(options: JsValue, on_event: Function) -> Result<WebClient, JsValue> {
         Self::start_with(Args::new(options), on_event)
             .await
@@ -55,10 +97,9 @@ impl WebClient {
     /// Answers one call of the page's `Session` (see `web/package/index.d.ts`): resolves with
     /// its value or rejects with `{ code, message }`.
     pub fn call(&self, method: String, args: JsValue) -> Promise {
-        let client = self.client.clone();
-        let store = self.store.clone();
+        let parts = self.parts.clone();
         future_to_promise(async move {
-            answer(&client, store, &method, Args::new(args))
+            answer(&parts, &method, Args::new(args))
                 .await
                 .map_err(Failure::into_js)
         })
@@ -101,25 +142,52 @@ impl WebClient {
         let store =
             WebStorage::open(OpenOptions::new(database).layer(layer).wait_for_owner(true)).await?;
         let transport = BrowserWsTransport::new(server, user.clone(), device, token);
-        let (client, driver) =
-            Client::start(config, store.clone(), transport, BrowserRuntime::new()).await?;
-        let me = user;
-        client.add_listener(move |event: &Event| match convert::event(event, &me) {
-            Ok(Some((name, payload))) => {
+        let (runtime, me) = (BrowserRuntime::new(), user.clone());
+        let starting_store = store.clone();
+        let client = async move {
+            let emit = move |name: &str, payload: JsValue| {
                 // A throwing listener is the page's bug; the engine goes on.
                 let _ = on_event.call2(&JsValue::NULL, &JsValue::from_str(name), &payload);
-            }
-            Ok(None) => {}
-            Err(failure) => {
-                let _ = on_event.call2(
-                    &JsValue::NULL,
-                    &JsValue::from_str("error"),
-                    &failure.into_js(),
-                );
-            }
-        });
-        wasm_bindgen_futures::spawn_local(driver);
-        Ok(WebClient { client, store })
+            };
+            let (client, driver) =
+                match Client::start(config, starting_store, transport, runtime).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        let mut payload = Obj::new();
+                        payload
+                            .str("error", &e.to_string())
+                            .bool("damaged", matches!(e, StorageError::Corrupt { .. }));
+                        emit("storeUnusable", payload.into());
+                        return Err(Failure::from(e));
+                    }
+                };
+            client.add_listener(move |event: &Event| match convert::event(event, &me) {
+                Ok(Some((name, payload))) => emit(name, payload),
+                Ok(None) => {}
+                Err(failure) => emit("error", failure.into_js()),
+            });
+            wasm_bindgen_futures::spawn_local(driver);
+            Ok(client)
+        };
+        let client = client.boxed_local().shared();
+        let deferred = client.clone();
+        let runtime = BrowserRuntime::new();
+        let started = async move {
+            runtime
+                .sleep_until(runtime.now().plus_millis(ENGINE_START_DELAY_MS))
+                .await;
+            let _ = deferred.await;
+        };
+        let started = started.boxed_local().shared();
+        wasm_bindgen_futures::spawn_local(started.clone());
+        Ok(WebClient {
+            parts: Parts {
+                store,
+                me: user,
+                client,
+                started,
+            },
+        })
     }
 }
 
@@ -132,13 +200,8 @@ fn client_msg_id(args: &Args) -> Result<ClientMsgId, Failure> {
 }
 
 /// One call's answer.
-async fn answer(
-    client: &Client,
-    store: WebStorage,
-    method: &str,
-    args: Args,
-) -> Result<JsValue, Failure> {
-    let me = client.user().clone();
+async fn answer(parts: &Parts, method: &str, args: Args) -> Result<JsValue, Failure> {
+    let (store, me) = (&parts.store, &parts.me);
     match method {
         "conversations" => {
             let limit = args.limit("limit", 50, MAX_PAGE)?;
@@ -152,7 +215,7 @@ async fn answer(
                     }),
                     None => None,
                 };
-            let page = client.conversations(after, limit as usize).await?;
+            let page = store.conversations_page(after, limit as usize).await?;
             let next = match page.last() {
                 Some(last) if page.len() == limit as usize => {
                     let mut cursor = Obj::new();
@@ -168,7 +231,7 @@ async fn answer(
                 .set("next", next);
             Ok(out.into())
         }
-        "conversation" => match client.conversation(&conversation_id(&args)?).await? {
+        "conversation" => match store.conversation(&conversation_id(&args)?).await? {
             Some(conversation) => convert::conversation(&conversation),
             None => Ok(JsValue::NULL),
         },
@@ -182,13 +245,14 @@ async fn answer(
                 (before, None) => (before, Direction::Before),
                 (None, after) => (after, Direction::After),
             };
-            let page = client
-                .messages(&conversation, anchor, direction, limit)
+            let page = store
+                .messages_page(&conversation, anchor, direction, limit)
                 .await?;
-            convert::messages(&page, &me)
+            convert::messages(&page, me)
         }
-        "loadHistory" => load_history(client, &args).await,
+        "loadHistory" => load_history(&parts.client().await?, &args).await,
         "newClientMsgId" => {
+            let client = parts.client().await?;
             let id = client.new_client_msg_id(&conversation_id(&args)?).await?;
             Ok(JsValue::from_str(&id.0))
         }
@@ -200,11 +264,12 @@ async fn answer(
                 None => return Err(Failure::bad_argument("kind is required")),
             };
             let content = args.opt_bytes("content")?.unwrap_or_default();
+            let client = parts.client().await?;
             let id = client
                 .send_message_as(&conversation, id, kind, content)
                 .await?;
             match client.own_message(&conversation, &id).await? {
-                Some(message) => convert::message(&message, &me),
+                Some(message) => convert::message(&message, me),
                 // Stored by the command that just returned; a store that lost it is broken.
                 None => Err(Failure::new(
                     "Internal",
@@ -214,21 +279,23 @@ async fn answer(
         }
         "ownMessage" => {
             let conversation = conversation_id(&args)?;
-            match client
-                .own_message(&conversation, &client_msg_id(&args)?)
+            match store
+                .message_by_client_id(&conversation, me, &client_msg_id(&args)?)
                 .await?
             {
-                Some(message) => convert::message(&message, &me),
+                Some(message) => convert::message(&message, me),
                 None => Ok(JsValue::NULL),
             }
         }
         "retry" => {
             let conversation = conversation_id(&args)?;
+            let client = parts.client().await?;
             client.retry(&conversation, &client_msg_id(&args)?).await?;
             Ok(JsValue::UNDEFINED)
         }
         "cancel" => {
             let conversation = conversation_id(&args)?;
+            let client = parts.client().await?;
             client.cancel(&conversation, &client_msg_id(&args)?).await?;
             Ok(JsValue::UNDEFINED)
         }
@@ -236,11 +303,13 @@ async fn answer(
             let conversation = conversation_id(&args)?;
             // Without a seq: everything (the engine clamps to the highest seq it knows).
             let seq = args.opt_seq("seq")?.unwrap_or(Seq(u64::MAX));
+            let client = parts.client().await?;
             client.mark_read(&conversation, seq).await?;
             Ok(JsValue::UNDEFINED)
         }
-        "totalUnread" => js::number(client.total_unread()),
+        "totalUnread" => js::number(parts.started_client().await?.total_unread()),
         "state" => {
+            let client = parts.started_client().await?;
             let mut out = Obj::new();
             out.str(
                 "connection",
@@ -252,8 +321,10 @@ async fn answer(
             Ok(out.into())
         }
         "shutdown" => {
-            client.shutdown().await;
-            store.close().await;
+            if let Ok(client) = parts.client().await {
+                client.shutdown().await;
+            }
+            store.clone().close().await;
             Ok(JsValue::UNDEFINED)
         }
         other => Err(Failure::bad_argument(format!("unknown call {other:?}"))),
