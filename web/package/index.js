@@ -37,21 +37,25 @@ function requireString(value, name) {
   return value;
 }
 
-/** The device id of this browser for `user`: one per origin, shared by its tabs. */
+/**
+ * The device id of this browser for `user`: one per origin, shared by its tabs. Made once,
+ * under a Web Lock, so two tabs of a first visit cannot make two.
+ */
 function deviceFor(user) {
   const key = `tidemark-device:${user}`;
-  try {
-    let device = localStorage.getItem(key);
-    if (!device) {
-      localStorage.setItem(key, `web-${crypto.randomUUID()}`);
-      // Two tabs starting at once: both read back the one that was written last.
-      device = localStorage.getItem(key);
+  return navigator.locks.request(key, () => {
+    try {
+      let device = localStorage.getItem(key);
+      if (!device) {
+        device = `web-${crypto.randomUUID()}`;
+        localStorage.setItem(key, device);
+      }
+      return device;
+    } catch {
+      // No localStorage (storage blocked): one device per page load.
+      return `web-${crypto.randomUUID()}`;
     }
-    return device;
-  } catch {
-    // No localStorage (a worker, or storage blocked): one device per page load.
-    return `web-${crypto.randomUUID()}`;
-  }
+  });
 }
 
 const sessions = new Map();
@@ -97,7 +101,7 @@ export function login(options) {
 class TabSession {
   constructor(options) {
     this.user = options.user;
-    this.device = options.device ?? deviceFor(options.user);
+    this.device = options.device ?? null; // set by elect() before anything else
     this.options = options;
     this.timeoutMs = options.callTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.tab = crypto.randomUUID();
@@ -140,6 +144,7 @@ class TabSession {
   async elect() {
     const name = `tidemark-leader:${this.user}`;
     try {
+      this.device ??= await deviceFor(this.user);
       // Leader at once if nobody is; otherwise a follower until the lock comes free.
       const took = await navigator.locks.request(name, { ifAvailable: true }, (lock) =>
         lock ? this.lead() : false,
