@@ -410,6 +410,9 @@ async function twoTabs() {
     const [r1, r2] = await roles();
     if (!(r1 === 'leader' && r2 === 'follower')) throw new Error(`roles: first ${r1}, second ${r2} (want leader, follower)`);
     const secondUsableMs = await second.evaluate(() => window.tidemarkDemo.marks.firstList);
+    // One browser is one device to the server: every tab of the user has the same id.
+    const devices = await Promise.all([first, second].map((p) => p.evaluate(() => window.tidemarkDemo.session.device)));
+    if (devices[0] !== devices[1] || !devices[0]) throw new Error(`the tabs are devices ${devices.join(' and ')}`);
 
     const bob = await openChat(await newProfile(), demo, 'bob');
     await openConversation(bob, DM_ALICE_BOB);
