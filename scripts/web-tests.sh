@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 
-if [ ! -d web-tests/node_modules/playwright-core ] || [ ! -d web-tests/node_modules/typescript ]; then
-    echo "== npm ci (web-tests: playwright-core, typescript)"
+if [ ! -d web-tests/node_modules/playwright-core ] || [ ! -d web-tests/node_modules/typescript ] \
+    || [ ! -d web-tests/node_modules/sql.js ]; then
+    echo "== npm ci (web-tests: playwright-core, typescript, sql.js)"
     (cd web-tests && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 

@@ -35,7 +35,9 @@
 //   serve`; a reload in the middle of the sync; after reopening it syncs to the end; the
 //   stored messages equal the server's (seq, sender, content), no duplicates, no holes.
 // - bench: 100k messages through `apply` in batches of 1,000 on each layer, Strict and
-//   Relaxed durability; prints ms and messages/s (not a pass/fail check beyond completing).
+//   Relaxed durability, then the same rows into sql.js 1.17.0 in the same page (in memory,
+//   in transactions of 1,000, plus the export that persisting takes), with the ratio; prints
+//   ms and messages/s (not a pass/fail check beyond completing and the row counts).
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
@@ -74,7 +76,9 @@ function serveFiles() {
     const path = new URL(req.url, ORIGIN).pathname;
     const [root, rel] = path.startsWith('/pkg/')
       ? [PKG, path.slice('/pkg/'.length)]
-      : [join(here, 'www'), path === '/' ? 'index.html' : path.slice(1)];
+      : path.startsWith('/sqljs/')
+        ? [join(here, 'node_modules', 'sql.js', 'dist'), path.slice('/sqljs/'.length)]
+        : [join(here, 'www'), path === '/' ? 'index.html' : path.slice(1)];
     const file = normalize(join(root, rel));
     if (!file.startsWith(root)) {
       res.writeHead(403).end();
@@ -622,6 +626,7 @@ for (const layer of ALL_LAYERS) {
 
 scenario('bench', async () => {
   const lines = [];
+  const strict = {};
   const total = 100_000;
   const perBatch = 1000;
   const page = await newPage();
@@ -641,10 +646,31 @@ scenario('bench', async () => {
       const line = `BENCH ${layer.padEnd(4)} ${relaxed ? 'relaxed' : 'strict '} ${total} messages in batches of ${perBatch}: ${Math.round(result.ms)} ms, ${Math.round(total / (result.ms / 1000))} messages/s`;
       console.log(line);
       lines.push(line);
+      if (!relaxed) strict[layer] = result.ms;
+    }
+  }
+  // The brief's baseline, in the same page: sql.js inserting the same rows (in memory) and
+  // exporting the database, which is how a sql.js app persists it.
+  const worker = await spawnWorker(page);
+  for (const exportEach of [false, true]) {
+    const baseline = await page.evaluate(([w, n, b, e]) => window.harness.sqljs(w, 'bench', n, b, e),
+      [worker, total, perBatch, exportEach]);
+    check(baseline.ok, `sql.js: ${JSON.stringify(baseline.error)}`);
+    const { insertMs, exportMs, bytes, count } = baseline.value;
+    check(count === total, `sql.js stored ${count} rows`);
+    const sqljsMs = insertMs + exportMs;
+    const how = exportEach ? 'exported after every batch' : 'exported once at the end';
+    const line = `BENCH sql.js 1.17.0 (in memory, ${how}) ${total} messages in batches of ${perBatch}: ${Math.round(insertMs)} ms inserts${exportEach ? ' and exports' : ''} + ${Math.round(exportMs)} ms final export (${bytes} bytes) = ${Math.round(sqljsMs)} ms, ${Math.round(total / (sqljsMs / 1000))} messages/s`;
+    console.log(line);
+    lines.push(line);
+    for (const layer of LAYERS) {
+      const ratio = `BENCH ratio sql.js (${how}) / tidemark ${layer} strict: ${(sqljsMs / strict[layer]).toFixed(2)} (goal >= 2)`;
+      console.log(ratio);
+      lines.push(ratio);
     }
   }
   await page.close();
-  return `${lines.length} cases`;
+  return `${lines.length} lines`;
 }, 600_000);
 
 // ----- main -----

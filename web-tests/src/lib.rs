@@ -16,6 +16,7 @@
 //! - `stats` and `expected`: what is stored (count, holes, duplicates, held ranges and a
 //!   checksum of every message) against what `ingest` wrote, so "nothing lost, nothing
 //!   invented" is checked row by row, not only by count.
+//! - `rows`: the rows `ingest` writes, for the sql.js baseline of the bench.
 //! - `sync_from_server`: the real `tidemark::Client` over the open store, the browser
 //!   WebSocket transport and the browser runtime, syncing from a native reference server until
 //!   it holds everything; `dump` lists the stored messages to compare with the server's.
@@ -375,6 +376,29 @@ fn ranges_value(ranges: &SeqRanges) -> Value {
         .iter()
         .map(|r| json!([r.start.0, r.end.0]))
         .collect()
+}
+
+/// The messages `ingest` writes for `conversation`, seqs `first_seq..first_seq + count`, as
+/// plain rows `{seq, sender, clientMsgId, content, createdAt, serverTime}` (content as text):
+/// the bench inserts exactly these rows into sql.js, the baseline beside `ingest`.
+#[wasm_bindgen]
+pub fn rows(conversation: String, first_seq: u32, count: u32) -> JsValue {
+    let conversation = ConversationId::from(conversation.as_str());
+    let first = u64::from(first_seq);
+    let rows: Vec<Value> = (first..first + u64::from(count))
+        .map(|seq| {
+            let m = message(&conversation, seq);
+            json!({
+                "seq": seq,
+                "sender": m.sender.0,
+                "clientMsgId": m.client_msg_id.0,
+                "content": String::from_utf8_lossy(&m.content),
+                "createdAt": m.created_at.0,
+                "serverTime": m.server_time.map(|t| t.0),
+            })
+        })
+        .collect();
+    to_js(&Value::Array(rows))
 }
 
 /// What the open store holds of `conversation`: `{messages, first_seq, last_seq, holes,

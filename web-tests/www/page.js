@@ -45,6 +45,24 @@ window.harness = {
       workers[index].postMessage({ id, fn, args, progress });
     });
   },
+  /**
+   * The bench's baseline: the rows `ingest` writes (made by worker `index`'s wasm) inserted
+   * into sql.js in a classic worker of this page; resolves like `call`, with the timings.
+   */
+  async sqljs(index, conversation, total, perBatch, exportEach) {
+    const rows = await this.call(index, 'rows', [conversation, 1, total]);
+    if (!rows.ok) return rows;
+    const worker = new Worker('/sqljs-worker.js');
+    try {
+      return await new Promise((resolve) => {
+        worker.onmessage = ({ data }) => resolve(data);
+        worker.onerror = (event) => resolve({ ok: false, error: { code: 'WorkerError', message: String(event.message) } });
+        worker.postMessage({ conversation, rows: rows.value, perBatch, exportEach });
+      });
+    } finally {
+      worker.terminate();
+    }
+  },
   terminate(index) {
     workers[index].terminate();
     settleAll(index, { code: 'Terminated', message: 'the worker was terminated' });
