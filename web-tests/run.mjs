@@ -34,6 +34,9 @@
 //   BrowserWsTransport, BrowserRuntime) syncs thousands of messages from `tidemark-server
 //   serve`; a reload in the middle of the sync; after reopening it syncs to the end; the
 //   stored messages equal the server's (seq, sender, content), no duplicates, no holes.
+// - rtt: 8,192 sequential request round trips (ping) to `tidemark-server serve` from a
+//   dedicated worker through the browser transport, beside the same from Node's WebSocket;
+//   prints the means and the ratio.
 // - bench: 100k messages through `apply` in batches of 1,000 on each layer, Strict and
 //   Relaxed durability, then the same rows into sql.js 1.17.0 in the same page (in memory,
 //   in transactions of 1,000, plus the export that persisting takes), with the ratio; prints
@@ -623,6 +626,34 @@ for (const layer of ALL_LAYERS) {
     return `reloaded at ${seen} received (${heldBefore} stored), then ${rest.received} more in ${Math.round(rest.ms)} ms; ${total} equal the server's`;
   }, 240_000);
 }
+
+scenario('rtt', async () => {
+  // Request round trips to the reference server: from a dedicated worker through Tidemark's
+  // browser transport (wasm), and, as the baseline in the same run, from Node's own
+  // WebSocket speaking the same protocol (no wasm, no browser). Sequential: one in flight.
+  const count = 8192;
+  const server = await theInbox();
+  const page = await newPage();
+  const worker = await spawnWorker(page);
+  const browser = await call(page, worker, 'ping_bench', server.url, 'alice', 'rtt-browser', server.tokens.alice, count);
+  await page.close();
+  const node = await session(server.url, 'alice', 'rtt-node', server.tokens.alice);
+  for (let i = 0; i < 100; i++) await node.request('Ping');
+  const started = performance.now();
+  for (let i = 0; i < count; i++) {
+    const response = await node.request('Ping');
+    check(response?.Pong !== undefined, `node: ${JSON.stringify(response)}`);
+  }
+  const nodeMeanUs = ((performance.now() - started) * 1000) / count;
+  node.close();
+  const lines = [
+    `BENCH rtt browser worker -> server, ${count} sequential pings: mean ${Math.round(browser.mean_us)} µs, p50 ${Math.round(browser.p50_us)} µs, p99 ${Math.round(browser.p99_us)} µs (goal: mean < 200 µs)`,
+    `BENCH rtt node WebSocket -> server, ${count} sequential pings: mean ${Math.round(nodeMeanUs)} µs`,
+    `BENCH ratio rtt browser / node: ${(browser.mean_us / nodeMeanUs).toFixed(2)}`,
+  ];
+  for (const line of lines) console.log(line);
+  return `${browser.count} browser round trips, mean ${Math.round(browser.mean_us)} µs (node ${Math.round(nodeMeanUs)} µs)`;
+}, 180_000);
 
 scenario('bench', async () => {
   const lines = [];

@@ -17,6 +17,7 @@
 //!   checksum of every message) against what `ingest` wrote, so "nothing lost, nothing
 //!   invented" is checked row by row, not only by count.
 //! - `rows`: the rows `ingest` writes, for the sql.js baseline of the bench.
+//! - `ping_bench`: round trips to the reference server through the browser transport.
 //! - `sync_from_server`: the real `tidemark::Client` over the open store, the browser
 //!   WebSocket transport and the browser runtime, syncing from a native reference server until
 //!   it holds everything; `dump` lists the stored messages to compare with the server's.
@@ -551,4 +552,70 @@ pub async fn sync_from_server(
     Ok(to_js(
         &json!({ "received": received, "ms": now_ms() - started }),
     ))
+}
+
+/// Round trips to the reference server from this worker: connects with the browser WebSocket
+/// transport (hello and welcome included, not timed), sends `Ping` and waits for its `Pong`
+/// `count` times one after another (after 100 untimed warm-up pings), and resolves with
+/// `{count, mean_us, p50_us, p99_us}`. Pushes that arrive meanwhile are skipped.
+/// The percentiles are only as fine as the worker's clock (see below).
+#[wasm_bindgen]
+pub async fn ping_bench(
+    url: String,
+    user: String,
+    device: String,
+    token: String,
+    count: u32,
+) -> Result<JsValue, JsValue> {
+    use tidemark::transport::protocol::{Request, RequestId, Response};
+    use tidemark::transport::{Incoming, RequestSink, Transport};
+    const WARM_UP: u64 = 100;
+    let mut transport = BrowserWsTransport::new(
+        url,
+        UserId::from(user.as_str()),
+        DeviceId::from(device.as_str()),
+        token,
+    );
+    let transport_error = |e: tidemark::transport::TransportError| js_error("Transport", e);
+    let (mut sink, mut source) = transport.connect().await.map_err(transport_error)?;
+    let mut times = Vec::with_capacity(count as usize);
+    let mut timed_from = now_ms();
+    for n in 0..WARM_UP + u64::from(count) {
+        if n == WARM_UP {
+            timed_from = now_ms();
+        }
+        let started = now_ms();
+        sink.send(RequestId(n), Request::Ping)
+            .await
+            .map_err(transport_error)?;
+        loop {
+            match source.next().await {
+                Some(Ok(Incoming::Response(id, Response::Pong { .. }))) if id == RequestId(n) => {
+                    break
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(transport_error(e)),
+                None => return Err(js_error("Transport", "the connection closed")),
+            }
+        }
+        if n >= WARM_UP {
+            times.push((now_ms() - started) * 1_000.0);
+        }
+    }
+    // The mean from the whole run: a worker's clock is coarse (100 µs in Chromium without
+    // cross-origin isolation), so single round trips give only the percentiles.
+    let mean = (now_ms() - timed_from) * 1_000.0 / f64::from(count.max(1));
+    sink.close().await;
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q) as usize)
+            .copied()
+    };
+    Ok(to_js(&json!({
+        "count": times.len(),
+        "mean_us": mean,
+        "p50_us": at(0.5),
+        "p99_us": at(0.99),
+    })))
 }
