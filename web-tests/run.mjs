@@ -49,13 +49,10 @@ import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, option, sleep } from './common.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
-function option(name, fallback) {
-  const at = process.argv.indexOf(`--${name}`);
-  return at > 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
-}
 
 const PKG = resolve(option('pkg', join(here, 'pkg')));
 const SERVER_BIN = option('server', null);
@@ -65,10 +62,6 @@ const ORIGIN = `http://127.0.0.1:${PORT}`;
 const ALL_LAYERS = ['opfs', 'idb'];
 /** The layers this build of storage-web has (probed at start: `open` answers NoLayer). */
 let LAYERS = ALL_LAYERS;
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
 
 // ----- the one origin -----
 
@@ -108,7 +101,7 @@ let context;
 
 async function launch() {
   context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
+    executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
   });
@@ -214,7 +207,6 @@ function within(ms, what, promise) {
   ]).finally(() => clearTimeout(timer));
 }
 
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 function check(condition, why) {
   if (!condition) throw new Error(why);

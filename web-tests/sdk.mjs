@@ -51,14 +51,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS as BASE_CHROMIUM_ARGS, option, sleep } from './common.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const repo = resolve(here, '..');
 
-function option(name, fallback) {
-  const at = process.argv.indexOf(`--${name}`);
-  return at > 0 && at + 1 < process.argv.length ? process.argv[at + 1] : fallback;
-}
 const flag = (name) => process.argv.includes(`--${name}`);
 
 const TIDEMARK = option('tidemark', null);
@@ -67,8 +64,7 @@ const SCREENSHOT = flag('screenshot');
 const HTTP_PORT = Number(option('http-port', process.env.TIDEMARK_SDK_HTTP_PORT || 18480));
 const WS_PORT = Number(option('ws-port', process.env.TIDEMARK_SDK_WS_PORT || 18481));
 const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ...BASE_CHROMIUM_ARGS,
   // Pages in the background (the second tab) keep their timers at full speed.
   '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
 ];
@@ -77,7 +73,6 @@ const scratch = mkdtempSync(join(tmpdir(), 'tidemark-sdk-tests-'));
 let scratchCount = 0;
 const freshDir = (name) => join(scratch, `${name}-${++scratchCount}`);
 
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 async function until(what, check, timeoutMs = 30_000, everyMs = 50) {
   const deadline = Date.now() + timeoutMs;
@@ -173,7 +168,7 @@ async function newProfile() {
   for (let attempt = 1; ; attempt++) {
     try {
       const context = await chromium.launchPersistentContext(freshDir('profile'), {
-        executablePath: '/usr/bin/chromium',
+        executablePath: CHROMIUM,
         headless: true,
         args: CHROMIUM_ARGS,
         viewport: { width: 1200, height: 760 },
