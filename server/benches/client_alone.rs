@@ -1,0 +1,183 @@
+//! The client alone: a fresh device syncs every message of its account from the reference
+//! server running in ANOTHER process (the `tidemark-server` binary), so this process's CPU
+//! time and memory are the client's: transport, decoding, engine and SQLite store.
+//!
+//! Printed per size: the client's CPU seconds (every thread of this process, from
+//! `/proc/self/stat`), wall time, peak resident set (`VmHWM`, reset before each sync), and
+//! messages per client CPU-second; beside it, in the same run, the CPU seconds of the plain
+//! batched rusqlite insert of the same rows (`common::baseline_insert`), and the ratio of
+//! client CPU per message to insert CPU per message (the design's target: <= 2). Two sizes in
+//! one run (default 250,000 and 1,000,000 messages over 1,000 conversations) show whether the
+//! peak grows with the number of messages.
+//!
+//! Run: `cargo bench -p tidemark-server --features net --bench client_alone`.
+//! `CLIENT_ALONE_MESSAGES=200000,1000000` picks the sizes; `INITIAL_SYNC_CONVERSATIONS` the
+//! conversations. The server databases are `initial_sync`'s, under `target/bench-data/`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{baseline_insert, build_server_db, env_or, peak_rss, process_cpu, reset_peak_rss};
+use futures::StreamExt;
+use tidemark::TokioRuntime;
+use tidemark_engine::{DeviceId, EngineConfig, Event, Storage, SyncPolicy, UserId};
+use tidemark_server::net::ops;
+use tidemark_server::SqliteServerStore;
+use tidemark_storage_sqlite::SqliteStorage;
+use tidemark_transport::native::WsTransport;
+
+/// The reference server in its own process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    /// Starts `tidemark-server serve` on `db` at a free port; returns once it listens.
+    fn start(db: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark-server"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--rate", "0", "--db"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tidemark-server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the server's first line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line}"))
+            .to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one client sync cost.
+struct ClientCost {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss: u64,
+}
+
+/// A fresh device syncs everything from a server in another process.
+fn client_sync(
+    runtime: &tokio::runtime::Runtime,
+    server_db: &Path,
+    dir: &Path,
+    messages: u64,
+) -> ClientCost {
+    let copy = dir.join("server.db");
+    std::fs::copy(server_db, &copy).expect("copy server db");
+    let token = {
+        let mut store = SqliteServerStore::open(&copy).expect("server store");
+        ops::token(&mut store, &UserId::from("alice"), None).expect("token")
+    };
+    let server = ServerProcess::start(&copy);
+
+    reset_peak_rss();
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    runtime.block_on(async {
+        let storage = SqliteStorage::open(dir.join("alice.db")).expect("client store");
+        let mut config = EngineConfig::new(UserId::from("alice"), DeviceId::from("bench"));
+        config.policy = SyncPolicy::Full;
+        config.seed = 7;
+        let transport = WsTransport::new(
+            server.url.clone(),
+            UserId::from("alice"),
+            DeviceId::from("bench"),
+            token,
+        );
+        let (handle, driver) =
+            tidemark::Client::start(config, storage.clone(), transport, TokioRuntime)
+                .await
+                .expect("client");
+        let mut events = handle.events();
+        let task = tokio::spawn(driver);
+        while let Some(event) = events.next().await {
+            if matches!(event, Event::SyncFinished) {
+                break;
+            }
+        }
+        handle.shutdown().await;
+        let _ = task.await;
+    });
+    let cost = ClientCost {
+        wall: started.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_before),
+        peak_rss: peak_rss(),
+    };
+    drop(server);
+
+    // The run counts only if everything arrived.
+    let held: u64 = runtime.block_on(async {
+        let storage = SqliteStorage::open(dir.join("alice.db")).expect("client store");
+        let snapshot = storage.load_snapshot().await.expect("snapshot");
+        snapshot.conversations.iter().map(|c| c.held.count()).sum()
+    });
+    assert_eq!(held, messages, "the device holds every message");
+    cost
+}
+
+fn main() {
+    let conversations = env_or("INITIAL_SYNC_CONVERSATIONS", 1_000);
+    let sizes: Vec<u64> = std::env::var("CLIENT_ALONE_MESSAGES")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .map(|n| n.trim().parse().expect("a number of messages"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![250_000, 1_000_000]);
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    std::fs::create_dir_all(&data).expect("bench dir");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Every client sync first, then the baselines: a baseline holds all its rows in memory,
+    // and the client's peak must not include them.
+    let mut clients = Vec::new();
+    for &messages in &sizes {
+        let server_db = data.join(format!("initial_sync-{conversations}-{messages}.server.db"));
+        build_server_db(&server_db, conversations, messages);
+        let dir = tempfile::tempdir().expect("tempdir");
+        clients.push(client_sync(&runtime, &server_db, dir.path(), messages));
+    }
+    println!("the client alone (server in another process), {conversations} conversations:");
+    for (&messages, client) in sizes.iter().zip(&clients) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let baseline = baseline_insert(dir.path(), conversations, messages);
+        let per_cpu_second = messages as f64 / client.cpu.as_secs_f64();
+        println!(
+            "  {messages} messages: client {:.2} CPU-s, {:.2} s wall, peak RSS {:.1} MB, \
+             {per_cpu_second:.0} msg per client CPU-second",
+            client.cpu.as_secs_f64(),
+            client.wall.as_secs_f64(),
+            client.peak_rss as f64 / (1024.0 * 1024.0),
+        );
+        println!(
+            "    plain batched insert of the same rows: {:.2} CPU-s ({:.2} s wall); \
+             client CPU per message / insert CPU per message: {:.2} (target <= 2)",
+            baseline.cpu.as_secs_f64(),
+            baseline.wall.as_secs_f64(),
+            client.cpu.as_secs_f64() / baseline.cpu.as_secs_f64(),
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! What the initial-sync benches share: the account's messages, the server database built
+//! from them, the baseline insert, and the process's CPU and memory figures.
+
+#![allow(
+    dead_code,
+    reason = "each bench uses its own part of the shared helpers"
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tidemark_engine::{
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, Timestamp, UserId,
+};
+use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
+
+/// A positive number from the environment, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The c-th conversation.
+pub fn conversation(c: u64) -> ConversationId {
+    ConversationId(format!("conv{c:05}"))
+}
+
+/// The i-th message: senders take turns; the text is ordinary chat length.
+pub fn new_message(i: u64, conversations: u64) -> NewMessage {
+    NewMessage {
+        conversation: conversation(i % conversations),
+        sender: UserId(format!("friend{}", i % 8)),
+        client_msg_id: ClientMsgId(format!("friend{}:{i:08}", i % 8)),
+        kind: ContentKind::Text,
+        content: format!("message {i}: an ordinary line of chat, about sixty bytes long")
+            .into_bytes(),
+        created_at: Timestamp(1_700_000_000_000 + i),
+    }
+}
+
+/// Builds the server's database (alice, eight friends, `conversations` groups of all nine,
+/// `messages` messages) unless a complete one is there.
+pub fn build_server_db(path: &Path, conversations: u64, messages: u64) {
+    let done = path.with_extension("complete");
+    if done.exists() && path.exists() {
+        return;
+    }
+    let _ = std::fs::remove_file(path);
+    let started = Instant::now();
+    let mut store = SqliteServerStore::open(path).expect("server store");
+    store.create_user(&UserId::from("alice")).expect("alice");
+    for f in 0..8 {
+        store
+            .create_user(&UserId(format!("friend{f}")))
+            .expect("friend");
+    }
+    for c in 0..conversations {
+        let mut members = vec![UserId::from("alice")];
+        members.extend((0..8).map(|k| UserId(format!("friend{}", (c + k) % 8))));
+        store
+            .create_conversation(&conversation(c), ConversationKind::Group, &members)
+            .expect("conversation");
+    }
+    for chunk_start in (0..messages).step_by(5_000) {
+        store.begin_group().expect("group");
+        for i in chunk_start..(chunk_start + 5_000).min(messages) {
+            store
+                .append(
+                    new_message(i, conversations),
+                    Timestamp(1_700_000_000_000 + i),
+                )
+                .expect("append");
+        }
+        store.commit_group().expect("commit");
+    }
+    drop(store);
+    std::fs::write(&done, b"").expect("marker");
+    eprintln!(
+        "built the server database ({messages} messages) in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// What the baseline insert took: wall time, and the CPU time of the inserting thread.
+pub struct BaselineCost {
+    /// Wall time of the inserts and commits.
+    pub wall: Duration,
+    /// CPU time of the same.
+    pub cpu: Duration,
+}
+
+/// The baseline: the same rows, batched plain inserts (one prepared `INSERT` per row, 2,000
+/// rows per transaction, a `UNIQUE (conversation, seq)` index, WAL, `synchronous=NORMAL`)
+/// into a fresh file. The rows are made before the clock starts.
+pub fn baseline_insert(dir: &Path, conversations: u64, messages: u64) -> BaselineCost {
+    // In conversation order, seqs ascending: the order a pull-based sync receives them, and
+    // the baseline's best case (the unique index is appended to, not scattered into).
+    let mut order: Vec<u64> = (0..messages).collect();
+    order.sort_by_key(|i| (i % conversations, *i));
+    let rows: Vec<NewMessage> = order
+        .into_iter()
+        .map(|i| new_message(i, conversations))
+        .collect();
+    let cpu_before = thread_cpu();
+    let started = Instant::now();
+    let mut conn = rusqlite::Connection::open(dir.join("baseline.db")).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE messages (
+             id INTEGER PRIMARY KEY, conversation TEXT NOT NULL, seq INTEGER NOT NULL,
+             client_msg_id TEXT NOT NULL, sender TEXT NOT NULL, kind TEXT NOT NULL,
+             content BLOB NOT NULL, created_at INTEGER NOT NULL, server_time INTEGER NOT NULL,
+             UNIQUE (conversation, seq));",
+    )
+    .expect("schema");
+    let mut seqs = vec![0i64; conversations as usize];
+    for chunk in rows.chunks(2_000) {
+        let tx = conn.transaction().expect("tx");
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind,
+                     content, created_at, server_time) VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?6)",
+                )
+                .expect("prepare");
+            for (offset, row) in chunk.iter().enumerate() {
+                let c = (row.created_at.0 - 1_700_000_000_000) % conversations;
+                seqs[c as usize] += 1;
+                insert
+                    .execute(rusqlite::params![
+                        row.conversation.0,
+                        seqs[c as usize],
+                        row.client_msg_id.0,
+                        row.sender.0,
+                        row.content,
+                        (row.created_at.0 + offset as u64) as i64,
+                    ])
+                    .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    // Measured before the connection closes (and checkpoints), as the sync's store stays open.
+    BaselineCost {
+        wall: started.elapsed(),
+        cpu: thread_cpu().saturating_sub(cpu_before),
+    }
+}
+
+/// CPU time of the calling thread so far (`/proc/thread-self/schedstat`, nanoseconds).
+pub fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let ns = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("schedstat's first field");
+    Duration::from_nanos(ns)
+}
+
+/// CPU time (user and system) of the whole process so far, every thread included, ended ones
+/// too (`/proc/self/stat`, in clock ticks of 10 ms).
+pub fn process_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &text[text.rfind(')').expect("stat's command") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 1_000 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The process's peak resident set since it started or since [`reset_peak_rss`], in bytes.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// Starts a new peak: the kernel sets the peak resident set to the current one.
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+}
