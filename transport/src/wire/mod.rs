@@ -62,7 +62,10 @@ pub enum ClientFrame {
 }
 
 /// What the server sends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Deserialize` is written by hand (`server_frame_de.rs`) to read a pull reply without
+/// buffering it; it accepts exactly what the derive would.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerFrame {
     /// The handshake was accepted.
@@ -508,6 +511,8 @@ pub fn refusal_code(err: &TransportError) -> Option<&str> {
     let is_code = !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
     is_code.then_some(code)
 }
+
+mod server_frame_de;
 
 #[cfg(test)]
 mod tests;

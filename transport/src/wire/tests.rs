@@ -131,6 +131,46 @@ fn every_frame_round_trips() {
     }
 }
 
+/// The decoder reads the tag first when it comes first (as our encoder writes it), and still
+/// takes every frame whose tag comes later, as serde's derive would.
+#[test]
+fn server_frames_decode_with_the_tag_anywhere() {
+    for frame in server_frames() {
+        let serde_json::Value::Object(fields) = serde_json::to_value(&frame).unwrap() else {
+            panic!("a frame is an object");
+        };
+        // The tag last instead of first.
+        let mut moved = serde_json::Map::new();
+        for (key, value) in fields.iter().filter(|(key, _)| *key != "type") {
+            moved.insert(key.clone(), value.clone());
+        }
+        moved.insert("type".into(), fields["type"].clone());
+        let text = serde_json::to_string(&moved).unwrap();
+        assert!(!text.starts_with(r#"{"type""#), "{text}");
+        assert_eq!(
+            decode_server(text.as_bytes(), &Limits::server_frames()),
+            Ok(frame)
+        );
+    }
+    let limits = Limits::server_frames();
+    for bad in [
+        &br#"{}"#[..],
+        br#"{"type":"nope"}"#,
+        br#"{"type":7}"#,
+        br#"{"version":1,"server_time":2}"#,
+        br#"{"version":1,"type":7,"server_time":2}"#,
+        br#"{"version":1,"type":"welcome","server_time":2,"extra":0}"#,
+        br#"{"type":"welcome","version":1,"server_time":2,"extra":0}"#,
+        br#"{"type":"welcome","version":1}"#,
+        br#"{"type":"push","push":"Nope"}"#,
+    ] {
+        match decode_server(bad, &limits) {
+            Err(FrameError::Malformed(_)) => {}
+            other => panic!("{:?} decoded as {other:?}", String::from_utf8_lossy(bad)),
+        }
+    }
+}
+
 #[test]
 fn content_travels_as_base64() {
     let text = encode(&ServerFrame::Push {
