@@ -129,7 +129,7 @@ impl Transport for WsTransport {
         )
         .await?;
         let (sink, frames) = conn.split();
-        Ok((sink, WsSource { frames }))
+        Ok((sink, WsSource::start(frames)))
     }
 }
 
@@ -455,9 +455,50 @@ impl FusedStream for WsFrames {
 /// error frame is a [`TransportError::Connection`] item carrying its code (see
 /// [`refusal_code`]), and after a fatal one the stream ends; a closed socket is the end. The
 /// driver drops the connection and resyncs on every error item.
+///
+/// Frames are read and decoded by a task of their own, a few frames ahead of the reader: a
+/// pull reply is decoded while the engine stores the one before it, on another core when
+/// there is one. The look-ahead is bounded (two decoded frames), so memory is too.
+/// Dropping the source stops the task.
 #[derive(Debug)]
 pub struct WsSource {
-    frames: WsFrames,
+    frames: tokio::sync::mpsc::Receiver<Result<ServerFrame, TransportError>>,
+    reader: tokio::task::JoinHandle<()>,
+    done: bool,
+}
+
+/// Decoded frames a [`WsSource`] holds before the reader takes them.
+const DECODED_AHEAD: usize = 2;
+
+impl WsSource {
+    /// Starts the task that reads and decodes `frames`; must be called on a tokio runtime.
+    fn start(mut frames: WsFrames) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(DECODED_AHEAD);
+        let reader = tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    () = tx.closed() => return,
+                    item = frames.next() => item,
+                };
+                let Some(item) = item else { return };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            frames: rx,
+            reader,
+            done: false,
+        }
+    }
+}
+
+impl Drop for WsSource {
+    fn drop(&mut self) {
+        // The socket's reading half goes with the task, now rather than at the next frame.
+        self.reader.abort();
+    }
 }
 
 impl Stream for WsSource {
@@ -465,9 +506,15 @@ impl Stream for WsSource {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let item = match this.frames.poll_next_unpin(cx) {
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let item = match this.frames.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
             Poll::Ready(Some(item)) => item,
         };
         Poll::Ready(Some(match item {
@@ -475,7 +522,7 @@ impl Stream for WsSource {
                 if matches!(frame, ServerFrame::Error { fatal: true, .. }) {
                     // The server closes the socket next; end here so nothing after the
                     // error is taken for part of this session.
-                    this.frames.done = true;
+                    this.done = true;
                 }
                 wire::incoming(frame)
             }
@@ -486,7 +533,7 @@ impl Stream for WsSource {
 
 impl FusedStream for WsSource {
     fn is_terminated(&self) -> bool {
-        self.frames.done
+        self.done
     }
 }
 
