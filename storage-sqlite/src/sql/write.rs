@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 use tidemark_engine::storage::{may_change, merge_put};
 use tidemark_engine::{
     Applied, ClientMsgId, ConversationId, Message, RefusedChange, Seq, SeqRanges, StorageError,
@@ -120,6 +120,10 @@ fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(),
             // Tombstones cannot change within one op: read each conversation's once.
             let mut tombstones = HashMap::new();
             let mut occupied = occupied_seqs(conn, &messages)?;
+            // Taken from the cache once per op, not per row: a lookup hashes the whole SQL.
+            let mut insert = conn
+                .prepare_cached(INSERT_NEW_MESSAGE)
+                .map_err(batch_error)?;
             for m in messages {
                 if tombstoned(conn, &m, &mut tombstones)? {
                     continue;
@@ -130,7 +134,7 @@ fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(),
                         .get(&m.conversation)
                         .is_some_and(|taken| taken.contains(&s))
                 });
-                let conversation = if free && insert_new(conn, &m)? {
+                let conversation = if free && insert_new(&mut insert, &m)? {
                     m.conversation
                 } else {
                     let conversation = m.conversation.clone();
@@ -332,11 +336,10 @@ fn occupied_seqs(
 /// Stores `m` as a new row when no row has its (conversation, sender, client id) either:
 /// what the merge rule does with no existing row and a free seq. Returns `false`, having
 /// changed nothing, when such a row exists (then the full rule in [`put_message`] decides).
-fn insert_new(conn: &Connection, m: &Message) -> Result<bool, StorageError> {
+/// `insert` is [`INSERT_NEW_MESSAGE`].
+fn insert_new(insert: &mut Statement<'_>, m: &Message) -> Result<bool, StorageError> {
     let row = MessageRow::new(m)?;
-    let inserted = conn
-        .prepare_cached(INSERT_NEW_MESSAGE)
-        .and_then(|mut s| s.execute(&row.params()[..]));
+    let inserted = insert.execute(&row.params()[..]);
     match inserted {
         Ok(_) => Ok(true),
         // The statement alone is undone (SQLite's ABORT); the transaction goes on.
