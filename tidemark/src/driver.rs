@@ -324,10 +324,28 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         }
         let listeners = {
             let mut hub = lock(&self.hub);
-            // A stream whose reader is gone is forgotten.
-            hub.streams
-                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
-            hub.listeners.clone()
+            let listeners = hub.listeners.clone();
+            // A stream whose reader is gone is forgotten. With no listener to read it after
+            // the streams, the last stream takes the event itself: a sync's events carry every
+            // message, and the usual app has one stream.
+            let mut streams = std::mem::take(&mut hub.streams);
+            let last = if listeners.is_empty() {
+                streams.pop()
+            } else {
+                None
+            };
+            streams.retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+            match last {
+                Some(tx) => {
+                    if tx.unbounded_send(event).is_ok() {
+                        streams.push(tx);
+                    }
+                    hub.streams = streams;
+                    return;
+                }
+                None => hub.streams = streams,
+            }
+            listeners
         };
         for listener in listeners {
             listener.on_event(&event);

@@ -72,7 +72,10 @@ impl Batches {
 
     /// The record of conversation `id` changed: it is written with this batch.
     pub(super) fn touch(&mut self, id: &ConversationId) {
-        self.changed.insert(id.clone());
+        // Called per message: copy the id only the first time.
+        if !self.changed.contains(id) {
+            self.changed.insert(id.clone());
+        }
     }
 
     /// `id`'s outbox entry is in this batch: it may be sent once the batch committed.
@@ -82,7 +85,13 @@ impl Batches {
 
     /// Announces `message` as new in conversation `id`.
     pub(super) fn announce(&mut self, id: &ConversationId, message: Message) {
-        self.received.entry(id.clone()).or_default().push(message);
+        // Called per message: copy the id only for the conversation's first.
+        match self.received.get_mut(id) {
+            Some(messages) => messages.push(message),
+            None => {
+                self.received.insert(id.clone(), vec![message]);
+            }
+        }
     }
 
     /// Takes back the announcements this input queued for messages it then deleted (a floor

@@ -50,9 +50,14 @@ impl Frontiers {
     /// `seq` landed: it waits for the seqs below it, to be announced as `message` (or to
     /// advance the frontier silently when `None`). Seqs at or below the frontier are ignored.
     pub(super) fn enqueue(&mut self, id: &ConversationId, seq: Seq, message: Option<Message>) {
-        let d = self.by_conversation.entry(id.clone()).or_default();
-        if seq > d.frontier {
-            d.waiting.insert(seq, message);
+        // Called per message: copy the id only for a conversation not seen before.
+        if !self.by_conversation.contains_key(id) {
+            self.by_conversation.insert(id.clone(), Default::default());
+        }
+        if let Some(d) = self.by_conversation.get_mut(id) {
+            if seq > d.frontier {
+                d.waiting.insert(seq, message);
+            }
         }
     }
 

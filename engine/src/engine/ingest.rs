@@ -6,7 +6,7 @@
 use crate::containment::{self, MessageVerdict};
 use crate::model::{
     ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage, Message,
-    PendingChange, Seq, ServerMessage, UserId,
+    PendingChange, Seq, ServerMessage, Timestamp, UserId,
 };
 use crate::output::{Containment, Event, MessageChange};
 use crate::seq_ranges::SeqRanges;
@@ -117,6 +117,9 @@ impl Engine {
         let mut later_ops = Vec::new();
         // Seqs held as tombstones by the containment rule (never stored as messages).
         let mut contained = SeqRanges::new();
+        // The newest plain message so far, whose list entry is made once, after the loop
+        // (or before anything else reads the entry), instead of once per message.
+        let mut latest = LatestCandidate::default();
         for mut msg in messages {
             let seq = msg.seq;
             let Some(conv) = self.conversations.get_mut(id) else {
@@ -181,6 +184,8 @@ impl Engine {
             // The row as it arrived; pending changes are ops applied after it.
             let stored = message.clone();
             if let Some(target) = message.kind.change_target() {
+                // A change may edit the latest message's preview: the entry must be current.
+                latest.flush(self, id, &to_store);
                 self.mark_not_unread(id, seq);
                 later_ops.extend(self.apply_or_keep_change(id, &message, target));
             } else {
@@ -189,12 +194,14 @@ impl Engine {
                 }
                 // Changes that arrived before this message: stored as ops after the row (so
                 // the store keeps their seqs), and applied to the copy the app is told about.
+                let mut changed = false;
                 if !self.pending_changes.is_empty() {
                     if let Some(changes) = self.pending_changes.take(id, seq) {
                         for change in changes {
                             // The target is in hand: the author rule is checked here, and the
                             // store never sees a refused change.
                             if may_change(&message.sender, &change.sender) {
+                                changed = true;
                                 apply_change_to(
                                     &mut message,
                                     &change.kind,
@@ -223,7 +230,13 @@ impl Engine {
                         }
                     }
                 }
-                self.set_latest(id, &message);
+                if changed {
+                    // The entry shows the changed copy, which is not the stored row.
+                    latest.flush(self, id, &to_store);
+                    self.set_latest(id, &message);
+                } else {
+                    latest.note(self.conversations.get(id), &message, to_store.len());
+                }
             }
             if own {
                 // The server marks a conversation read up to every message its user sends.
@@ -241,12 +254,14 @@ impl Engine {
                 });
                 self.dispatch.enqueue(id, seq, None);
             } else if !message.is_change() {
-                self.dispatch.enqueue(id, seq, Some(message.clone()));
+                // The last use of `message`: moved, not copied.
+                self.dispatch.enqueue(id, seq, Some(message));
             } else {
                 self.dispatch.enqueue(id, seq, None);
             }
             to_store.push(stored);
         }
+        latest.flush(self, id, &to_store);
         if !to_store.is_empty() {
             self.batch.op(WriteOp::PutMessages(to_store));
         }
@@ -411,6 +426,17 @@ impl Engine {
         }
     }
 
+    /// [`Engine::set_latest`] for a message known to be newer than the entry, with the
+    /// newest time of the messages it stands for.
+    fn set_latest_newer(&mut self, id: &ConversationId, message: &Message, time: Timestamp) {
+        let Some(conv) = self.conversations.get_mut(id) else {
+            return;
+        };
+        conv.latest = Some(LatestMessage::of(message));
+        conv.last_activity = conv.last_activity.max(time);
+        self.batch.touch(id);
+    }
+
     pub(super) fn set_latest(&mut self, id: &ConversationId, message: &Message) {
         let Some(conv) = self.conversations.get_mut(id) else {
             return;
@@ -504,5 +530,45 @@ pub(super) fn apply_change_to(
             message.content = content.to_vec();
         }
         _ => {}
+    }
+}
+
+/// The plain messages of one [`Engine::ingest`] that would each have become the list entry
+/// in turn ([`Engine::set_latest`] per message), folded: only the last one's entry is made.
+/// Seqs ascend within an ingest, so once a message is newer than the entry, every later
+/// one is too; the entry itself does not change meanwhile (it is flushed before anything
+/// else reads or writes it).
+#[derive(Default)]
+struct LatestCandidate {
+    /// Index in the rows to store of the newest such message, and the newest time among
+    /// them (the conversation's activity takes the maximum, as per message).
+    newest: Option<(usize, Timestamp)>,
+}
+
+impl LatestCandidate {
+    /// `message`, about to be stored at `index`, was ingested unchanged.
+    fn note(&mut self, conv: Option<&Conversation>, message: &Message, index: usize) {
+        let Some(conv) = conv else {
+            return;
+        };
+        let newer = match (&conv.latest, message.seq) {
+            (None, _) | (Some(_), None) => true,
+            (Some(latest), Some(seq)) => latest.seq.is_none_or(|s| seq >= s),
+        };
+        if !newer {
+            return;
+        }
+        let time = message.server_time.unwrap_or(message.created_at);
+        let time = self.newest.map_or(time, |(_, t)| t.max(time));
+        self.newest = Some((index, time));
+    }
+
+    /// Makes the entry of the newest noted message, if any.
+    fn flush(&mut self, engine: &mut Engine, id: &ConversationId, rows: &[Message]) {
+        if let Some((index, time)) = self.newest.take() {
+            if let Some(message) = rows.get(index) {
+                engine.set_latest_newer(id, message, time);
+            }
+        }
     }
 }
