@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{baseline_insert, build_server_db, env_or, peak_rss, process_cpu, reset_peak_rss};
+use common::{
+    baseline_insert, build_server_db, cpu_of, env_or, peak_rss, process_cpu, reset_peak_rss,
+};
 use futures::StreamExt;
 use tidemark::TokioRuntime;
 use tidemark_engine::{DeviceId, EngineConfig, Event, Storage, SyncPolicy, UserId};
@@ -72,6 +74,8 @@ struct ClientCost {
     wall: Duration,
     cpu: Duration,
     peak_rss: u64,
+    /// The server process's CPU time from its start to the end of the sync.
+    server_cpu: Duration,
 }
 
 /// A fresh device syncs everything from a server in another process.
@@ -121,6 +125,7 @@ fn client_sync(
         wall: started.elapsed(),
         cpu: process_cpu().saturating_sub(cpu_before),
         peak_rss: peak_rss(),
+        server_cpu: cpu_of(&server.child.id().to_string()),
     };
     drop(server);
 
@@ -171,6 +176,10 @@ fn main() {
             client.cpu.as_secs_f64(),
             client.wall.as_secs_f64(),
             client.peak_rss as f64 / (1024.0 * 1024.0),
+        );
+        println!(
+            "    (the server process: {:.2} CPU-s)",
+            client.server_cpu.as_secs_f64()
         );
         println!(
             "    plain batched insert of the same rows: {:.2} CPU-s ({:.2} s wall); \

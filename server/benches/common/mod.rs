@@ -163,7 +163,12 @@ pub fn thread_cpu() -> Duration {
 /// CPU time (user and system) of the whole process so far, every thread included, ended ones
 /// too (`/proc/self/stat`, in clock ticks of 10 ms).
 pub fn process_cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    cpu_of("self")
+}
+
+/// [`process_cpu`] of process `pid` (`"self"` or a number).
+pub fn cpu_of(pid: &str) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &text[text.rfind(')').expect("stat's command") + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -42,6 +42,10 @@ use codec::backend;
 /// none is ever re-parsed.
 const STATEMENT_CACHE: usize = 64;
 
+/// How much of the store file the connection maps into memory (SQLite's `mmap_size`): reads
+/// of mapped pages copy nothing. A bound, not an allocation; the OS pages it in and out.
+const MMAP_BYTES: i64 = 1 << 30;
+
 /// When a commit is on disk, as SQLite's `PRAGMA synchronous` in WAL mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -127,6 +131,10 @@ impl SqliteServerStore {
         };
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(|e| backend(e, "setting synchronous"))?;
+        // Pull replies read long runs of message pages: mapped, SQLite reads them in place
+        // instead of copying each page out of the OS cache with a read call.
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)
+            .map_err(|e| backend(e, "setting the mmap size"))?;
         migrations::migrate(&conn)?;
         Ok(Self {
             conn,
@@ -196,8 +204,11 @@ impl SqliteServerStore {
         if self.in_group {
             return Ok(());
         }
+        // Every command the core thread handles opens and commits a group: the two
+        // statements are prepared once, not parsed per command.
         self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]))
             .map_err(|e| backend(e, "starting a group"))?;
         self.in_group = true;
         Ok(())
@@ -210,7 +221,11 @@ impl SqliteServerStore {
             return Ok(());
         }
         self.in_group = false;
-        if let Err(err) = self.conn.execute_batch("COMMIT") {
+        let committed = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]));
+        if let Err(err) = committed {
             // A failed COMMIT can leave the transaction open (SQLITE_BUSY): end it.
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(backend(err, "committing a group"));
