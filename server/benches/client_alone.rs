@@ -41,7 +41,13 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts `tidemark-server serve` on `db` at a free port; returns once it listens.
     fn start(db: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark-server"))
+        // `CLIENT_ALONE_SERVER_PREFIX="valgrind --tool=callgrind"` (or `perf record -g`)
+        // profiles the server instead.
+        let prefix = std::env::var("CLIENT_ALONE_SERVER_PREFIX").unwrap_or_default();
+        let mut words: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
+        words.push(env!("CARGO_BIN_EXE_tidemark-server").to_owned());
+        let mut child = Command::new(&words[0])
+            .args(&words[1..])
             .args(["serve", "--listen", "127.0.0.1:0", "--rate", "0", "--db"])
             .arg(db)
             .stdout(Stdio::piped())
@@ -64,6 +70,16 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Ctrl-C first: the server stops cleanly (and a profiler around it writes its data).
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
