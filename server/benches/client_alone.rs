@@ -22,15 +22,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    baseline_insert, build_server_db, cpu_of, env_or, peak_rss, process_cpu, reset_peak_rss,
+    baseline_insert, build_server_db, cpu_of, env_or, held_messages, peak_rss, process_cpu,
+    reset_peak_rss, sync_fresh_device,
 };
-use futures::StreamExt;
-use tidemark::TokioRuntime;
-use tidemark_engine::{DeviceId, EngineConfig, Event, Storage, SyncPolicy, UserId};
+use tidemark_engine::UserId;
 use tidemark_server::net::ops;
 use tidemark_server::SqliteServerStore;
-use tidemark_storage_sqlite::SqliteStorage;
-use tidemark_transport::native::WsTransport;
 
 /// The reference server in its own process, killed when dropped.
 struct ServerProcess {
@@ -112,31 +109,11 @@ fn client_sync(
     reset_peak_rss();
     let cpu_before = process_cpu();
     let started = Instant::now();
-    runtime.block_on(async {
-        let storage = SqliteStorage::open(dir.join("alice.db")).expect("client store");
-        let mut config = EngineConfig::new(UserId::from("alice"), DeviceId::from("bench"));
-        config.policy = SyncPolicy::Full;
-        config.seed = 7;
-        let transport = WsTransport::new(
-            server.url.clone(),
-            UserId::from("alice"),
-            DeviceId::from("bench"),
-            token,
-        );
-        let (handle, driver) =
-            tidemark::Client::start(config, storage.clone(), transport, TokioRuntime)
-                .await
-                .expect("client");
-        let mut events = handle.events();
-        let task = tokio::spawn(driver);
-        while let Some(event) = events.next().await {
-            if matches!(event, Event::SyncFinished) {
-                break;
-            }
-        }
-        handle.shutdown().await;
-        let _ = task.await;
-    });
+    runtime.block_on(sync_fresh_device(
+        server.url.clone(),
+        token,
+        &dir.join("alice.db"),
+    ));
     let cost = ClientCost {
         wall: started.elapsed(),
         cpu: process_cpu().saturating_sub(cpu_before),
@@ -146,11 +123,7 @@ fn client_sync(
     drop(server);
 
     // The run counts only if everything arrived.
-    let held: u64 = runtime.block_on(async {
-        let storage = SqliteStorage::open(dir.join("alice.db")).expect("client store");
-        let snapshot = storage.load_snapshot().await.expect("snapshot");
-        snapshot.conversations.iter().map(|c| c.held.count()).sum()
-    });
+    let held = runtime.block_on(held_messages(&dir.join("alice.db")));
     assert_eq!(held, messages, "the device holds every message");
     cost
 }

@@ -16,16 +16,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{baseline_insert, build_server_db, env_or};
-use futures::StreamExt;
-use tidemark::TokioRuntime;
-use tidemark_engine::{DeviceId, EngineConfig, Event, Storage, SyncPolicy, UserId};
+use common::{baseline_insert, build_server_db, env_or, held_messages, sync_fresh_device};
+use tidemark_engine::UserId;
 use tidemark_server::net::{ops, Server, ServerOptions};
 use tidemark_server::SqliteServerStore;
-use tidemark_storage_sqlite::SqliteStorage;
-use tidemark_transport::native::WsTransport;
 
 /// Tidemark: server up, a fresh device syncs everything; returns the time to `SyncFinished`.
 async fn tidemark_sync(server_db: &Path, dir: &Path, messages: u64) -> Duration {
@@ -39,43 +35,12 @@ async fn tidemark_sync(server_db: &Path, dir: &Path, messages: u64) -> Duration 
     };
     let server = Server::start(store, options).await.expect("server");
 
-    let storage = SqliteStorage::open(dir.join("alice.db")).expect("client store");
-    let mut config = EngineConfig::new(UserId::from("alice"), DeviceId::from("bench"));
-    config.policy = SyncPolicy::Full;
-    config.seed = 7;
-    let transport = WsTransport::new(
-        server.url(),
-        UserId::from("alice"),
-        DeviceId::from("bench"),
-        token,
+    let took = sync_fresh_device(server.url(), token, &dir.join("alice.db")).await;
+    assert_eq!(
+        held_messages(&dir.join("alice.db")).await,
+        messages,
+        "the device holds every message"
     );
-    let started = Instant::now();
-    let (handle, driver) =
-        tidemark::Client::start(config, storage.clone(), transport, TokioRuntime)
-            .await
-            .expect("client");
-    let mut events = handle.events();
-    let task = tokio::spawn(driver);
-    while let Some(event) = events.next().await {
-        if matches!(event, Event::SyncFinished) {
-            break;
-        }
-    }
-    let took = started.elapsed();
-    handle.shutdown().await;
-    let _ = task.await;
-
-    // The run counts only if everything arrived.
-    let mut held = 0;
-    for conv in storage
-        .load_snapshot()
-        .await
-        .expect("snapshot")
-        .conversations
-    {
-        held += conv.held.count();
-    }
-    assert_eq!(held, messages, "the device holds every message");
     let _ = server.shutdown().await;
     took
 }

@@ -1,5 +1,6 @@
 //! What the initial-sync benches share: the account's messages, the server database built
-//! from them, the baseline insert, and the process's CPU and memory figures.
+//! from them, the fresh device's sync, the baseline insert, and the process's CPU and memory
+//! figures.
 
 #![allow(
     dead_code,
@@ -9,10 +10,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use tidemark::TokioRuntime;
 use tidemark_engine::{
-    ClientMsgId, ContentKind, ConversationId, ConversationKind, Timestamp, UserId,
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
+    Storage, SyncPolicy, Timestamp, UserId,
 };
 use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
+use tidemark_storage_sqlite::SqliteStorage;
+use tidemark_transport::native::WsTransport;
 
 /// A positive number from the environment, or `default`.
 pub fn env_or(name: &str, default: u64) -> u64 {
@@ -202,4 +208,38 @@ pub fn peak_rss() -> u64 {
 /// Starts a new peak: the kernel sets the peak resident set to the current one.
 pub fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+}
+
+/// A fresh device (alice's "bench", [`SyncPolicy::Full`]) syncs everything from the server at
+/// `url` into a new store at `store`; returns the time from the client's start to
+/// `SyncFinished`. The client is shut down before returning.
+pub async fn sync_fresh_device(url: String, token: String, store: &Path) -> Duration {
+    let storage = SqliteStorage::open(store).expect("client store");
+    let mut config = EngineConfig::new(UserId::from("alice"), DeviceId::from("bench"));
+    config.policy = SyncPolicy::Full;
+    config.seed = 7;
+    let transport = WsTransport::new(url, UserId::from("alice"), DeviceId::from("bench"), token);
+    let started = Instant::now();
+    let (handle, driver) = tidemark::Client::start(config, storage, transport, TokioRuntime)
+        .await
+        .expect("client");
+    let mut events = handle.events();
+    let task = tokio::spawn(driver);
+    while let Some(event) = events.next().await {
+        if matches!(event, Event::SyncFinished) {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    handle.shutdown().await;
+    let _ = task.await;
+    took
+}
+
+/// How many messages the store at `store` holds (messages, tombstones and seqs known
+/// missing): a run counts only if every message arrived.
+pub async fn held_messages(store: &Path) -> u64 {
+    let storage = SqliteStorage::open(store).expect("client store");
+    let snapshot = storage.load_snapshot().await.expect("snapshot");
+    snapshot.conversations.iter().map(|c| c.held.count()).sum()
 }
