@@ -3,7 +3,8 @@
 //! time and memory are the client's: transport, decoding, engine and SQLite store.
 //!
 //! Printed per size: the client's CPU seconds (every thread of this process, from
-//! `/proc/self/stat`), wall time, peak resident set (`VmHWM`, reset before each sync), and
+//! `/proc/self/stat`), wall time, peak resident set (`VmHWM`, reset before the sync; each
+//! size's client runs in a fresh process of this bench), and
 //! messages per client CPU-second; beside it, in the same run, the CPU seconds of the plain
 //! batched rusqlite insert of the same rows (`common::baseline_insert`), and the ratio of
 //! client CPU per message to insert CPU per message (the design's target: <= 2). Two sizes in
@@ -128,6 +129,32 @@ fn client_sync(
     cost
 }
 
+/// Runs [`client_sync`] for `messages` in a child process of this bench and reads its cost.
+fn client_in_own_process(messages: u64) -> ClientCost {
+    let out = Command::new(std::env::current_exe().expect("this bench's path"))
+        .env("CLIENT_ALONE_ONE", messages.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the client");
+    assert!(out.status.success(), "the client run failed");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("client-cost "))
+        .expect("the client's cost line");
+    let n: Vec<u128> = line
+        .split_whitespace()
+        .map(|w| w.parse().expect("a number"))
+        .collect();
+    let duration = |ns: u128| Duration::from_nanos(u64::try_from(ns).expect("nanoseconds"));
+    ClientCost {
+        wall: duration(n[0]),
+        cpu: duration(n[1]),
+        peak_rss: u64::try_from(n[2]).expect("bytes"),
+        server_cpu: duration(n[3]),
+    }
+}
+
 fn main() {
     let conversations = env_or("INITIAL_SYNC_CONVERSATIONS", 1_000);
     let sizes: Vec<u64> = std::env::var("CLIENT_ALONE_MESSAGES")
@@ -141,18 +168,31 @@ fn main() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
     std::fs::create_dir_all(&data).expect("bench dir");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // Every client sync first, then the baselines: a baseline holds all its rows in memory,
-    // and the client's peak must not include them.
+    // Each size's client runs in a fresh process of this bench (`CLIENT_ALONE_ONE`), so its
+    // peak RSS holds nothing left over from another run; the baselines run here afterwards.
+    if let Ok(one) = std::env::var("CLIENT_ALONE_ONE") {
+        let messages: u64 = one.parse().expect("a number of messages");
+        let server_db = data.join(format!("initial_sync-{conversations}-{messages}.server.db"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cost = client_sync(&runtime, &server_db, dir.path(), messages);
+        println!(
+            "client-cost {} {} {} {}",
+            cost.wall.as_nanos(),
+            cost.cpu.as_nanos(),
+            cost.peak_rss,
+            cost.server_cpu.as_nanos()
+        );
+        return;
+    }
     let mut clients = Vec::new();
     for &messages in &sizes {
         let server_db = data.join(format!("initial_sync-{conversations}-{messages}.server.db"));
         build_server_db(&server_db, conversations, messages);
-        let dir = tempfile::tempdir().expect("tempdir");
-        clients.push(client_sync(&runtime, &server_db, dir.path(), messages));
+        clients.push(client_in_own_process(messages));
     }
     println!("the client alone (server in another process), {conversations} conversations:");
     for (&messages, client) in sizes.iter().zip(&clients) {
