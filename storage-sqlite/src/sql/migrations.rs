@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "003_pending_change_sender",
         sql: include_str!("../../migrations/003_pending_change_sender.sql"),
     },
+    Migration {
+        version: 4,
+        name: "004_sync_token",
+        sql: include_str!("../../migrations/004_sync_token.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it can open.

@@ -95,6 +95,9 @@ const PUT_PENDING_CHANGE: &str = concat!(
     pending_change_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 );
+const PUT_SYNC_TOKEN: &str =
+    "INSERT INTO sync_token (id, token) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET token = excluded.token";
+
 const REMOVE_PENDING_CHANGE: &str =
     "DELETE FROM pending_changes WHERE conversation = ?1 AND seq = ?2";
 
@@ -227,6 +230,11 @@ fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(),
             };
             conn.prepare_cached(REMOVE_PENDING_CHANGE)
                 .and_then(|mut s| s.execute(params![conversation.0, seq]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutSyncToken(token) => {
+            conn.prepare_cached(PUT_SYNC_TOKEN)
+                .and_then(|mut s| s.execute(params![token.0]))
                 .map_err(batch_error)?;
         }
     }
