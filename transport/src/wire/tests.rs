@@ -96,15 +96,6 @@ fn server_frames() -> Vec<ServerFrame> {
             },
         },
         ServerFrame::Response {
-            id: RequestId(1),
-            response: Response::MaxSeqs {
-                entries: Vec::new(),
-                has_more: true,
-                token: Some(SyncToken::new("5f3a.43")),
-                full: false,
-            },
-        },
-        ServerFrame::Response {
             id: RequestId(2),
             response: Response::Pulled {
                 ranges: vec![PulledRange {
@@ -129,6 +120,15 @@ fn server_frames() -> Vec<ServerFrame> {
             code: error_code::MALFORMED.into(),
             message: "bad".into(),
             fatal: false,
+        },
+        ServerFrame::Response {
+            id: RequestId(1),
+            response: Response::MaxSeqs {
+                entries: Vec::new(),
+                has_more: true,
+                token: Some(SyncToken::new("5f3a.43")),
+                full: false,
+            },
         },
     ]
 }
