@@ -399,7 +399,7 @@ impl<'a> Tx<'a> {
                 self.undo.push(Undo::PendingChange(key, prev));
             }
             WriteOp::PutSyncToken(token) => {
-                let prev = self.state.sync_token.replace(token);
+                let prev = std::mem::replace(&mut self.state.sync_token, token);
                 self.undo.push(Undo::SyncToken(prev));
             }
         }

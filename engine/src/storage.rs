@@ -96,10 +96,12 @@ pub enum WriteOp {
         /// Seq of the change message.
         seq: Seq,
     },
-    /// Replace the stored sync token (the server's change cursor). The engine puts it in the
-    /// batch that completes the data it covers, so a store never holds a token newer than
-    /// its data: a crash before this batch committed keeps the old token.
-    PutSyncToken(SyncToken),
+    /// Replace the stored sync token (the server's change cursor); `None` removes it. The
+    /// engine puts a new token in the batch that completes the data it covers, so a store
+    /// never holds a token newer than its data (a crash before that batch committed keeps
+    /// the old one), and removes it in the batch of a local change the server has not
+    /// acknowledged yet (a read mark), so a restart lists everything and repairs it.
+    PutSyncToken(Option<SyncToken>),
 }
 
 /// A set of changes applied atomically.

@@ -1,19 +1,28 @@
-//! The sync cursor: the server's per-user change token the engine holds, and the listing run
-//! that may replace it.
+//! The sync cursor: the server's per-user change token the engine holds, the listing run
+//! that may replace it, and whether the store may hold it.
 //!
-//! Owns when a new token may be written: only once the run's listing is complete and every
-//! deletion list it asked for has been answered, so the batch holding the token also holds
-//! (or follows) everything the token covers. A run that loses its connection, or a deletion
-//! list that fails, leaves the old token in place: the next connect asks the same question
-//! again. Never sees the store or the wire: the engine records the op it hands back.
+//! Owns when a token is written or removed:
+//! - a new token only once the run's listing is complete and every deletion list it asked
+//!   for has been answered, so the batch holding the token also holds (or follows)
+//!   everything the token covers. A run that loses its connection, or a deletion list that
+//!   fails, leaves the old token in place: the next connect asks the same question again;
+//! - the store holds no token while a read mark waits for the server's ack: read marks live
+//!   in memory only, and after a restart a full listing is what finds the conversations
+//!   whose local read seq is ahead of the server's (a delta would not list them). In memory
+//!   the token stays, since the outbox resends the marks on the next connection.
+//!
+//! Never sees the store or the wire: the engine records the op it hands back.
 
 use crate::protocol::SyncToken;
 
-/// The token held and the run in progress.
+/// The token held, whether the store holds it, and the run in progress.
 #[derive(Debug, Default)]
 pub(super) struct SyncCursor {
-    /// The newest token stored or in a batch on its way to the store: the next run's `since`.
+    /// The newest token of a complete run: the next run's `since`.
     held: Option<SyncToken>,
+    /// Whether the store holds `held` (or nothing when `held` is `None`), counting the
+    /// batches emitted but not committed yet.
+    stored: bool,
     run: Option<CursorRun>,
 }
 
@@ -33,7 +42,7 @@ struct CursorRun {
     listing_done: bool,
     /// Deletion lists asked and not answered yet.
     deletions_outstanding: u32,
-    /// A deletion list failed: this run's token would cover data not held. Not written.
+    /// A deletion list failed: this run's token would cover data not held. Not kept.
     spoiled: bool,
 }
 
@@ -42,6 +51,7 @@ impl SyncCursor {
     pub(super) fn new(stored: Option<SyncToken>) -> Self {
         Self {
             held: stored,
+            stored: true,
             run: None,
         }
     }
@@ -93,6 +103,7 @@ impl SyncCursor {
         if let Some(run) = self.run.as_mut() {
             run.listing_done = true;
         }
+        self.finish_run();
     }
 
     /// `n` deletion lists were asked.
@@ -108,26 +119,49 @@ impl SyncCursor {
             run.deletions_outstanding = run.deletions_outstanding.saturating_sub(1);
             run.spoiled |= !ok;
         }
+        self.finish_run();
     }
 
-    /// The token to write now, if the run just became complete: its listing is done and
-    /// every deletion list is answered. Ends the run's part in the cursor either way once
-    /// complete; the token returned is held from now on.
-    pub(super) fn take_completed(&mut self) -> Option<SyncToken> {
-        let run = self.run.as_ref()?;
+    /// Ends the run once its listing is done and every deletion list answered: its token,
+    /// unless spoiled, is held from now on (and written by [`SyncCursor::store_op`]).
+    fn finish_run(&mut self) {
+        let Some(run) = self.run.as_ref() else {
+            return;
+        };
         if !run.listing_done || run.deletions_outstanding > 0 {
-            return None;
+            return;
         }
-        let run = self.run.take()?;
+        let Some(run) = self.run.take() else {
+            return;
+        };
         if run.spoiled {
+            return;
+        }
+        if let Some(token) = run.token {
+            if self.held.as_ref() != Some(&token) {
+                self.held = Some(token);
+                self.stored = false;
+            }
+        }
+    }
+
+    /// What the batch being built must write so the store holds the token exactly when no
+    /// read mark waits for its ack: `Some(op value)` or `None` for nothing to write. Called
+    /// when every input's batch is emitted, so the write rides on the batch of the change
+    /// that made it necessary.
+    pub(super) fn store_op(&mut self, reads_pending: bool) -> Option<Option<SyncToken>> {
+        if reads_pending {
+            if self.stored && self.held.is_some() {
+                self.stored = false;
+                return Some(None);
+            }
             return None;
         }
-        let token = run.token?;
-        if self.held.as_ref() == Some(&token) {
+        if self.stored {
             return None;
         }
-        self.held = Some(token.clone());
-        Some(token)
+        self.stored = true;
+        self.held.clone().map(Some)
     }
 }
 
@@ -151,9 +185,10 @@ mod tests {
         assert_eq!(c.since(), Some(token("a.1")));
         c.deletions_asked(1);
         c.listing_done();
-        assert_eq!(c.take_completed(), None);
+        assert_eq!(c.store_op(false), None);
         c.deletions_answered(true);
-        assert_eq!(c.take_completed(), Some(token("a.5")));
+        assert_eq!(c.store_op(false), Some(Some(token("a.5"))));
+        assert_eq!(c.store_op(false), None);
         assert_eq!(c.start(), Some(token("a.5")));
     }
 
@@ -167,13 +202,32 @@ mod tests {
         c.deletions_asked(1);
         c.listing_done();
         c.deletions_answered(false);
-        assert_eq!(c.take_completed(), None);
+        assert_eq!(c.store_op(false), None);
         assert_eq!(c.start(), Some(token("a.1")));
         c.page(Some(token("a.6")), false);
         c.abandon();
         c.listing_done();
-        assert_eq!(c.take_completed(), None);
+        assert_eq!(c.store_op(false), None);
         assert_eq!(c.start(), Some(token("a.1")));
+    }
+
+    #[test]
+    fn the_store_holds_no_token_while_a_read_waits_for_its_ack() {
+        let mut c = SyncCursor::new(Some(token("a.1")));
+        assert_eq!(c.store_op(true), Some(None));
+        assert_eq!(c.store_op(true), None);
+        // A run completing meanwhile is held in memory, written once the read is acked.
+        c.start();
+        c.page(Some(token("a.3")), false);
+        c.listing_done();
+        assert_eq!(c.store_op(true), None);
+        assert_eq!(c.start(), Some(token("a.3")));
+        c.abandon();
+        assert_eq!(c.store_op(false), Some(Some(token("a.3"))));
+        // Without a token there is nothing to remove.
+        let mut c = SyncCursor::new(None);
+        assert_eq!(c.store_op(true), None);
+        assert_eq!(c.store_op(false), None);
     }
 
     #[test]
@@ -182,6 +236,7 @@ mod tests {
         c.start();
         c.page(Some(token(&"x".repeat(SyncToken::MAX_BYTES + 1))), true);
         c.listing_done();
-        assert_eq!(c.take_completed(), None);
+        assert_eq!(c.store_op(false), None);
+        assert_eq!(c.start(), None);
     }
 }

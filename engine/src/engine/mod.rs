@@ -372,7 +372,6 @@ impl Engine {
             (InFlight::Deletions, Response::Deletions { entries }) => {
                 self.on_deletions(entries);
                 self.cursor.deletions_answered(true);
-                self.write_completed_token();
             }
             // Not fatal: the counts still differ, so the next listing asks again (and the
             // cursor keeps the old token, so a delta listing lists the conversation again).
@@ -784,6 +783,12 @@ impl Engine {
 
     /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
     fn flush(&mut self) {
+        // The sync token rides on this batch when the cursor says so: a run just completed
+        // (the batch holds the last of what it covers), or a read mark started or stopped
+        // waiting for its ack.
+        if let Some(token) = self.cursor.store_op(self.outbox.has_reads()) {
+            self.batch.op(WriteOp::PutSyncToken(token));
+        }
         self.batch
             .emit(&self.conversations, self.total_unread, &mut self.outputs);
     }

@@ -14,7 +14,6 @@ use crate::protocol::{DeletionsEntry, MaxSeqEntry, PullRange, PulledRange, Reque
 use super::pulls::{HistoryRequest, PullChunk, PullLimits, PullPurpose};
 use super::requests::InFlight;
 use super::Engine;
-use crate::storage::WriteOp;
 
 impl Engine {
     pub(super) fn on_max_seqs(
@@ -130,16 +129,7 @@ impl Engine {
             }
         }
         self.cursor.listing_done();
-        self.write_completed_token();
         self.plan_sync();
-    }
-
-    /// Records the new sync token in the batch being built once the listing run is complete
-    /// (the cursor decides): this batch holds, or follows, everything the token covers.
-    pub(super) fn write_completed_token(&mut self) {
-        if let Some(token) = self.cursor.take_completed() {
-            self.batch.op(WriteOp::PutSyncToken(token));
-        }
     }
 
     /// Asks for the deletion lists of conversations whose deletion count changed; returns how

@@ -98,6 +98,8 @@ const PUT_PENDING_CHANGE: &str = concat!(
 const PUT_SYNC_TOKEN: &str =
     "INSERT INTO sync_token (id, token) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET token = excluded.token";
 
+const REMOVE_SYNC_TOKEN: &str = "DELETE FROM sync_token";
+
 const REMOVE_PENDING_CHANGE: &str =
     "DELETE FROM pending_changes WHERE conversation = ?1 AND seq = ?2";
 
@@ -232,9 +234,14 @@ fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(),
                 .and_then(|mut s| s.execute(params![conversation.0, seq]))
                 .map_err(batch_error)?;
         }
-        WriteOp::PutSyncToken(token) => {
+        WriteOp::PutSyncToken(Some(token)) => {
             conn.prepare_cached(PUT_SYNC_TOKEN)
                 .and_then(|mut s| s.execute(params![token.0]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutSyncToken(None) => {
+            conn.prepare_cached(REMOVE_SYNC_TOKEN)
+                .and_then(|mut s| s.execute([]))
                 .map_err(batch_error)?;
         }
     }
