@@ -1101,7 +1101,7 @@ fn sync_token_lists_exactly_what_changed<St: ServerStore>(store: St) {
         format!("{epoch}.{}", u64::MAX),
         format!("{epoch}.-1"),
         format!("{epoch}.+1"),
-        format!("{epoch}"),
+        epoch.to_string(),
         String::new(),
         "x".repeat(SyncToken::MAX_BYTES + 1),
     ] {
