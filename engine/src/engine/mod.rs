@@ -37,6 +37,8 @@
 //! - `batch`: the batch being built (ops and the events riding on it) and the uncommitted ones.
 //! - `client_ids`: making and recognising this device's client ids.
 //! - `changes`: edits and revokes waiting for their target.
+//! - `cursor`: the server's sync token (change cursor): the `since` of the next listing, and
+//!   when a new token may be stored (its run complete) or must not be (a read mark unacked).
 //!
 //! The engine's own code is split by input: this file holds the public inputs, commands,
 //! `poll_output`, the connection and the sends; `sync` the listing, deletion lists and pull

@@ -168,6 +168,19 @@ fn read_seq(
     Ok(Seq(seq.map_or(0, unbits)))
 }
 
+/// The user's (?1) conversations whose entry changed after counter value ?2, ascending,
+/// after ?3 (NULL: from the start), at most ?4.
+pub(super) const CHANGED_SINCE: &str = "SELECT id FROM (
+     SELECT c.id AS id FROM conversations c INDEXED BY conversations_by_change
+       CROSS JOIN members m ON m.user = ?1 AND m.conversation = c.id
+      WHERE c.change_seq > ?2
+     UNION
+     SELECT conversation AS id FROM members
+      WHERE user = ?1 AND change_seq > ?2
+ )
+ WHERE ?3 IS NULL OR id > ?3
+ ORDER BY id LIMIT ?4";
+
 /// Takes the next value of the change counter (inside the caller's write).
 fn tick(conn: &Connection) -> Result<i64, ServerStoreError> {
     conn.prepare_cached(
@@ -700,21 +713,11 @@ impl ServerStore for SqliteServerStore {
         require_user(&self.conn, user)?;
         // The conversations changed since the token (by the change index, each checked for
         // membership by primary key) and the user's own member rows changed since it: the
-        // work is what changed, not the account size.
+        // work is what changed, not the account size. The join order is forced: without
+        // statistics SQLite would rather walk all of the user's member rows.
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT id FROM (
-                     SELECT c.id AS id FROM conversations c
-                       JOIN members m ON m.user = ?1 AND m.conversation = c.id
-                      WHERE c.change_seq > ?2
-                     UNION
-                     SELECT conversation AS id FROM members
-                      WHERE user = ?1 AND change_seq > ?2
-                 )
-                 WHERE ?3 IS NULL OR id > ?3
-                 ORDER BY id LIMIT ?4",
-            )
+            .prepare_cached(CHANGED_SINCE)
             .map_err(|e| backend(e, "listing changed conversations"))?;
         let rows = st
             .query_map(
