@@ -82,6 +82,28 @@ impl MemoryServerStore {
         }
     }
 
+    /// The user's conversations strictly after `after`, ascending.
+    fn memberships_after<'a>(
+        &'a self,
+        user: &UserId,
+        after: Option<&'a ConversationId>,
+    ) -> Result<impl Iterator<Item = &'a ConversationId> + 'a, ServerStoreError> {
+        let set = match self.memberships.get(user) {
+            Some(set) => Some(set),
+            None => {
+                self.require_user(user)?;
+                None
+            }
+        };
+        let lower = match after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(set
+            .into_iter()
+            .flat_map(move |s| s.range::<ConversationId, _>((lower, std::ops::Bound::Unbounded))))
+    }
+
     /// The next value of the change counter.
     fn tick(&mut self) -> u64 {
         self.clock.counter += 1;
@@ -228,18 +250,11 @@ impl ServerStore for MemoryServerStore {
         after: Option<&ConversationId>,
         limit: usize,
     ) -> Result<Vec<ConversationId>, ServerStoreError> {
-        let Some(set) = self.memberships.get(user) else {
-            self.require_user(user)?;
-            return Ok(Vec::new());
-        };
-        let iter: Box<dyn Iterator<Item = &ConversationId>> = match after {
-            Some(after) => Box::new(set.range::<ConversationId, _>((
-                std::ops::Bound::Excluded(after),
-                std::ops::Bound::Unbounded,
-            ))),
-            None => Box::new(set.iter()),
-        };
-        Ok(iter.take(limit).cloned().collect())
+        Ok(self
+            .memberships_after(user, after)?
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn append(
@@ -429,18 +444,10 @@ impl ServerStore for MemoryServerStore {
         after: Option<&ConversationId>,
         limit: usize,
     ) -> Result<Vec<ConversationId>, ServerStoreError> {
-        let Some(set) = self.memberships.get(user) else {
-            self.require_user(user)?;
-            return Ok(Vec::new());
-        };
-        let lower = match after {
-            Some(after) => std::ops::Bound::Excluded(after),
-            None => std::ops::Bound::Unbounded,
-        };
         // Every membership is looked at: the memory store serves simulations and small
         // servers; the SQLite store finds the changed ones through its indexes.
-        Ok(set
-            .range::<ConversationId, _>((lower, std::ops::Bound::Unbounded))
+        Ok(self
+            .memberships_after(user, after)?
             .filter(|id| {
                 let conv_changed = self.conversations.get(*id).map_or(0, |c| c.changed);
                 let member_changed = self

@@ -758,16 +758,24 @@ pub async fn crash_before_the_sync_token_commits<F: Backend>(factory: F) -> Scen
     let (alice, _) = offline_while_a_few_chats_change(&mut sim).await?;
     let old = sim.store(alice).load_snapshot().await?.sync_token;
     sim.crash_before(alice, writes_a_token);
-    sim.heal(alice);
-    sim.drive().await?;
-    check(&sim).await?;
-    assert_eq!(sim.process(alice), 1);
-    let requests = sim.requests(alice);
     // One delta per process: the second asks since the same old token.
-    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 2);
-    changes_arrived(&sim, alice).await?;
+    reconnect_through_the_crash(&mut sim, alice).await?;
     assert_ne!(sim.store(alice).load_snapshot().await?.sync_token, old);
     Ok(ScenarioLog::capture(&sim))
+}
+
+/// Heals `alice`, whose crash is armed, and checks that the restarted process converged
+/// after one listing per process.
+async fn reconnect_through_the_crash<F: Backend>(
+    sim: &mut Sim<F>,
+    alice: usize,
+) -> Result<(), super::ScenarioError> {
+    sim.heal(alice);
+    sim.drive().await?;
+    check(sim).await?;
+    assert_eq!(sim.process(alice), 1);
+    assert_eq!(sim.requests(alice).count(RequestKind::GetMaxSeqs), 2);
+    changes_arrived(sim, alice).await
 }
 
 /// alice's app crashes just after the batch holding the reconnect's new sync token committed,
@@ -785,12 +793,6 @@ pub async fn crash_after_the_sync_token_commits<F: Backend>(factory: F) -> Scena
         committed = writes_a_token(o);
         false
     });
-    sim.heal(alice);
-    sim.drive().await?;
-    check(&sim).await?;
-    assert_eq!(sim.process(alice), 1);
-    let requests = sim.requests(alice);
-    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 2);
-    changes_arrived(&sim, alice).await?;
+    reconnect_through_the_crash(&mut sim, alice).await?;
     Ok(ScenarioLog::capture(&sim))
 }
