@@ -621,13 +621,17 @@ for (const layer of ALL_LAYERS) {
 
 scenario('rtt', async () => {
   // Request round trips to the reference server: from a dedicated worker through Tidemark's
-  // browser transport (wasm), and, as the baseline in the same run, from Node's own
-  // WebSocket speaking the same protocol (no wasm, no browser). Sequential: one in flight.
+  // browser transport (wasm); as the baselines in the same run, a plain JavaScript WebSocket
+  // in a worker of the same page (what the browser itself costs) and Node's own WebSocket
+  // (no browser). The same protocol, one request in flight.
   const count = 8192;
   const server = await theInbox();
   const page = await newPage();
   const worker = await spawnWorker(page);
   const browser = await call(page, worker, 'ping_bench', server.url, 'alice', 'rtt-browser', server.tokens.alice, count);
+  const plain = await page.evaluate(([u, t, n]) => window.harness.wsPings(u, 'alice', 'rtt-plain', t, n, 100),
+    [server.url, server.tokens.alice, count]);
+  if (!plain.ok) throw new HarnessError('wsPings', plain.error);
   await page.close();
   const node = await session(server.url, 'alice', 'rtt-node', server.tokens.alice);
   for (let i = 0; i < 100; i++) await node.request('Ping');
@@ -638,13 +642,15 @@ scenario('rtt', async () => {
   }
   const nodeMeanUs = ((performance.now() - started) * 1000) / count;
   node.close();
+  const plainMeanUs = plain.value.mean_us;
   const lines = [
     `BENCH rtt browser worker -> server, ${count} sequential pings: mean ${Math.round(browser.mean_us)} µs, p50 ${Math.round(browser.p50_us)} µs, p99 ${Math.round(browser.p99_us)} µs (goal: mean < 200 µs)`,
+    `BENCH rtt plain JavaScript WebSocket in a worker of the same page -> server, ${count} sequential pings: mean ${Math.round(plainMeanUs)} µs`,
     `BENCH rtt node WebSocket -> server, ${count} sequential pings: mean ${Math.round(nodeMeanUs)} µs`,
-    `BENCH ratio rtt browser / node: ${(browser.mean_us / nodeMeanUs).toFixed(2)}`,
+    `BENCH ratio rtt browser / plain worker WebSocket: ${(browser.mean_us / plainMeanUs).toFixed(2)}; browser / node: ${(browser.mean_us / nodeMeanUs).toFixed(2)}`,
   ];
   for (const line of lines) console.log(line);
-  return `${browser.count} browser round trips, mean ${Math.round(browser.mean_us)} µs (node ${Math.round(nodeMeanUs)} µs)`;
+  return `${browser.count} browser round trips, mean ${Math.round(browser.mean_us)} µs (plain worker WebSocket ${Math.round(plainMeanUs)} µs, node ${Math.round(nodeMeanUs)} µs)`;
 }, 180_000);
 
 scenario('bench', async () => {

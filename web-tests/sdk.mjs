@@ -41,7 +41,8 @@
 //   once (bob's page and a fresh profile of bob see each text once, with one seq).
 // - screenshot: alice's page with `team` open; with --screenshot saved to docs/web-demo.png.
 // - first-list: a warm store of 10k conversations (20,000 messages); prints first_list_ms (the
-//   reloaded page's navigation start to its first conversation list), best of 3 reloads. About
+//   reloaded page's navigation start to its first conversation list) and
+//   login_to_first_list_ms (the page's login() call to the same list), best of 3 reloads. About
 //   10 s here, so it runs by default.
 
 import { spawn } from 'node:child_process';
@@ -669,8 +670,12 @@ async function firstList() {
     const count = await page.locator('[data-testid="conversations"]').getAttribute('data-count');
     const ms = runs.map((m) => Math.round(m.firstList));
     const best = runs[ms.indexOf(Math.min(...ms))];
-    console.log(`first_list_ms ${Math.min(...ms)} (runs ${ms.join(', ')}; best run: script start ${Math.round(best.scriptStart)}, login resolved ${Math.round(best.loginResolved)}; seed ${Math.round((seeded - started) / 1000)} s, first sync ${Math.round((synced - seeded) / 1000)} s)`);
-    return `warm store of 10k conversations: first list (${count} rows) at ${ms.join(', ')} ms after navigation start`;
+    // The SDK's part: from the page's call of login() (after the page loaded and fetched its
+    // demo token) to the list on screen.
+    const sdkMs = runs.map((m) => Math.round(m.firstList - m.loginCalled));
+    console.log(`first_list_ms ${Math.min(...ms)} (runs ${ms.join(', ')}; best run: script start ${Math.round(best.scriptStart)}, login called ${Math.round(best.loginCalled)}, login resolved ${Math.round(best.loginResolved)}; seed ${Math.round((seeded - started) / 1000)} s, first sync ${Math.round((synced - seeded) / 1000)} s)`);
+    console.log(`login_to_first_list_ms ${Math.min(...sdkMs)} (runs ${sdkMs.join(', ')})`);
+    return `warm store of 10k conversations: first list (${count} rows) at ${ms.join(', ')} ms after navigation start, ${sdkMs.join(', ')} ms after login()`;
   });
 }
 

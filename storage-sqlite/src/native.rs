@@ -100,7 +100,8 @@ impl SqliteStorage {
     /// pages, as many as its header counts; this costs one read of 100 bytes); then a
     /// `PRAGMA quick_check` of the whole file starts on a second, read-only connection in a
     /// background thread. Reads do not wait for it (the first page of a big store shows at
-    /// once), but the first [`tidemark_engine::Storage::apply`] does: nothing is written
+    /// once), but the first [`tidemark_engine::Storage::apply`] with changes does (a batch
+    /// of events alone writes nothing and does not wait): nothing is written
     /// until the file is known sound, and if the check finds damage every write fails with
     /// [`StorageError::Corrupt`] ([`SqliteStorage::wait_for_open_check`] waits for the
     /// verdict without writing). See [`crate::recover`] for the way back.

@@ -224,6 +224,12 @@ impl SqliteStorage {
 
     /// [`Storage::apply`], synchronously (it never awaits).
     pub(crate) fn apply_sync(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
+        // A batch of events alone (a sync that found nothing new) writes nothing, so it need
+        // not wait for the open check: a reconnect to an unchanged account is done in one
+        // round trip, not after a check of the whole file. Known damage still refuses it.
+        if batch.is_empty() {
+            return self.health.refusal().map_or(Ok(Applied::default()), Err);
+        }
         // A store with damage, known or being looked for, takes no write: SQLite does not
         // check every page it writes beside, so a write can build on a damaged page.
         self.health.wait_for_check();
@@ -235,9 +241,6 @@ impl SqliteStorage {
     }
 
     fn apply_unchecked(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
-        if batch.is_empty() {
-            return Ok(Applied::default());
-        }
         let mut conn = self.lock();
         // IMMEDIATE takes the write lock up front: a busy store fails (after the busy timeout)
         // here, before any op ran, rather than halfway through the batch.
@@ -337,5 +340,56 @@ impl Storage for SqliteStorage {
             }
             e
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use tidemark_engine::{Storage, WriteBatch, WriteOp};
+
+    use super::*;
+
+    fn apply_in_thread(store: &SqliteStorage, batch: WriteBatch) -> mpsc::Receiver<bool> {
+        let (tx, rx) = mpsc::channel();
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let result = futures::executor::block_on(store.apply(batch));
+            let _ = tx.send(result.is_ok());
+        });
+        rx
+    }
+
+    #[test]
+    fn an_empty_batch_does_not_wait_for_the_open_check_and_a_write_does() {
+        let store = SqliteStorage::open_in_memory().unwrap();
+        store.health().start_check();
+        let empty = apply_in_thread(&store, WriteBatch::default());
+        assert_eq!(empty.recv_timeout(Duration::from_secs(10)), Ok(true));
+
+        let mut batch = WriteBatch::default();
+        batch.ops.push(WriteOp::PutMessages(Vec::new()));
+        let write = apply_in_thread(&store, batch);
+        assert!(
+            write.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a write waits while the check runs"
+        );
+        store.health().finish_check(Ok(()));
+        assert_eq!(write.recv_timeout(Duration::from_secs(10)), Ok(true));
+    }
+
+    #[test]
+    fn an_empty_batch_on_a_damaged_store_is_refused() {
+        let store = SqliteStorage::open_in_memory().unwrap();
+        store.health().note(&StorageError::Corrupt {
+            detail: "found by the open check".into(),
+            source: None,
+        });
+        let refused = futures::executor::block_on(store.apply(WriteBatch::default()));
+        assert!(matches!(refused, Err(StorageError::Corrupt { .. })));
     }
 }

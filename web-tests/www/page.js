@@ -63,6 +63,19 @@ window.harness = {
       worker.terminate();
     }
   },
+  /** The round-trip bench's baseline: plain JavaScript pings from a classic worker. */
+  async wsPings(url, user, device, token, count, warmup) {
+    const worker = new Worker('/ws-worker.js');
+    try {
+      return await new Promise((resolve) => {
+        worker.onmessage = ({ data }) => resolve(data);
+        worker.onerror = (event) => resolve({ ok: false, error: { code: 'WorkerError', message: String(event.message) } });
+        worker.postMessage({ url, user, device, token, count, warmup });
+      });
+    } finally {
+      worker.terminate();
+    }
+  },
   terminate(index) {
     workers[index].terminate();
     settleAll(index, { code: 'Terminated', message: 'the worker was terminated' });

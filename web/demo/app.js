@@ -135,6 +135,7 @@ async function signIn(user, params) {
   }
   if (params.get('timeout')) options.callTimeoutMs = Number(params.get('timeout'));
   try {
+    marks.loginCalled = performance.now();
     session = await login(options);
   } catch (error) {
     report('login failed', error);
