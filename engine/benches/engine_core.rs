@@ -84,6 +84,8 @@ fn listing(conversations: u64, per_conversation: u64) -> Response {
             })
             .collect(),
         has_more: false,
+        token: None,
+        full: true,
     }
 }
 

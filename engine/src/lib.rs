@@ -49,7 +49,7 @@ pub use model::{
 pub use output::{ConnectionState, Containment, Event, MessageChange, Output};
 pub use protocol::{
     DeletionsEntry, Identity, MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId,
-    Response, ServerError,
+    Response, ServerError, SyncToken,
 };
 pub use seq_ranges::{SeqRange, SeqRanges};
 pub use storage::{

@@ -18,6 +18,7 @@ use crate::model::{
     ClientMsgId, Conversation, ConversationId, Message, OutboxEntry, PendingChange, Seq, Timestamp,
     UserId,
 };
+use crate::protocol::SyncToken;
 use crate::seq_ranges::SeqRanges;
 use crate::storage::{
     may_change, merge_put, Applied, ConversationCursor, Direction, RefusedChange, Storage,
@@ -76,6 +77,7 @@ struct State {
     tombstones: BTreeMap<ConversationId, SeqRanges>,
     outbox: BTreeMap<ClientMsgId, OutboxEntry>,
     pending_changes: BTreeMap<(ConversationId, Seq), PendingChange>,
+    sync_token: Option<SyncToken>,
 }
 
 /// A row's key within its conversation: client ids are unique per (sender, conversation)
@@ -129,6 +131,7 @@ enum Undo {
     Tombstones(ConversationId, Option<SeqRanges>),
     Outbox(ClientMsgId, Option<OutboxEntry>),
     PendingChange((ConversationId, Seq), Option<PendingChange>),
+    SyncToken(Option<SyncToken>),
 }
 
 impl State {
@@ -270,6 +273,9 @@ impl<'a> Tx<'a> {
                 Undo::Outbox(id, v) => {
                     state.set_outbox(id, v);
                 }
+                Undo::SyncToken(v) => {
+                    state.sync_token = v;
+                }
                 Undo::PendingChange(key, v) => {
                     state.set_pending_change(key, v);
                 }
@@ -392,6 +398,10 @@ impl<'a> Tx<'a> {
                 let prev = self.state.set_pending_change(key.clone(), None);
                 self.undo.push(Undo::PendingChange(key, prev));
             }
+            WriteOp::PutSyncToken(token) => {
+                let prev = std::mem::replace(&mut self.state.sync_token, token);
+                self.undo.push(Undo::SyncToken(prev));
+            }
         }
         Ok(())
     }
@@ -511,6 +521,7 @@ impl MemoryStorage {
             conversations: state.conversations.values().cloned().collect(),
             outbox: state.outbox_oldest_first(),
             pending_changes: state.pending_changes.values().cloned().collect(),
+            sync_token: state.sync_token.clone(),
         })
     }
 

@@ -24,6 +24,13 @@ pub enum Request {
         after: Option<ConversationId>,
         /// Page size.
         limit: u32,
+        /// The change cursor of an earlier listing: with a token the server knows, only the
+        /// conversations whose entry may have changed since it are listed (a delta, paged
+        /// with `after` the same way); with none, or one the server does not know (expired,
+        /// malformed, another server's), the full listing. Absent on the wire means `None`;
+        /// older servers ignore it and list everything, which is still correct.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<SyncToken>,
     },
     /// Messages of many conversations in one request.
     Pull {
@@ -67,6 +74,34 @@ pub enum Request {
     },
     /// Keep-alive.
     Ping,
+}
+
+/// A per-user change cursor ("sync token"): opaque to the client, which stores the one of
+/// its last complete listing and sends it as [`Request::GetMaxSeqs::since`] on the next
+/// connect. Only the server that made it can read it; its form is the server's business.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SyncToken(pub String);
+
+impl SyncToken {
+    /// The longest token, in bytes, anyone sends or stores: a longer one is malformed on the
+    /// wire and dropped by the engine (`docs/protocol.md`, limits).
+    pub const MAX_BYTES: usize = 128;
+
+    /// A token with this text.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The token's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the token fits [`SyncToken::MAX_BYTES`].
+    pub fn fits(&self) -> bool {
+        self.0.len() <= Self::MAX_BYTES
+    }
 }
 
 /// An inclusive seq range of one conversation to pull.
@@ -291,6 +326,18 @@ pub enum Response {
         entries: Vec<MaxSeqEntry>,
         /// Whether more pages follow.
         has_more: bool,
+        /// The cursor to send as `since` next time: it covers everything this listing run
+        /// reports. With several pages the client keeps the first page's (the lowest), so
+        /// what changed between pages is listed again next time. Absent (an older server,
+        /// or one without cursors): keep the cursor held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<SyncToken>,
+        /// `true`: every conversation of the user is listed (no `since`, or one the server
+        /// did not know). `false`: only those whose entry may have changed since `since`;
+        /// the others are as the client last saw them. Absent on the wire means `true` (an
+        /// older server always lists everything), so it is only written when `false`.
+        #[serde(default = "listing_is_full", skip_serializing_if = "is_true")]
+        full: bool,
     },
     /// Answer to [`Request::Pull`]: one entry per requested range the user may read.
     Pulled {
@@ -325,6 +372,16 @@ pub enum Response {
     },
     /// The request was refused.
     Error(ServerError),
+}
+
+/// The default of [`Response::MaxSeqs::full`] for a frame without it.
+fn listing_is_full() -> bool {
+    true
+}
+
+/// Leaves `full: true` (the default) out of the wire form.
+fn is_true(full: &bool) -> bool {
+    *full
 }
 
 /// What the server sends unasked.

@@ -10,6 +10,7 @@ use crate::model::{
     ClientMsgId, Conversation, ConversationId, Message, OutboxEntry, PendingChange, Seq, Timestamp,
     UserId,
 };
+use crate::protocol::SyncToken;
 use crate::seq_ranges::SeqRanges;
 
 /// Identifies a write batch; the engine learns its fate by this id.
@@ -95,6 +96,12 @@ pub enum WriteOp {
         /// Seq of the change message.
         seq: Seq,
     },
+    /// Replace the stored sync token (the server's change cursor); `None` removes it. The
+    /// engine puts a new token in the batch that completes the data it covers, so a store
+    /// never holds a token newer than its data (a crash before that batch committed keeps
+    /// the old one), and removes it in the batch of a local change the server has not
+    /// acknowledged yet (a read mark), so a restart lists everything and repairs it.
+    PutSyncToken(Option<SyncToken>),
 }
 
 /// A set of changes applied atomically.
@@ -148,6 +155,9 @@ pub struct SyncSnapshot {
     pub outbox: Vec<OutboxEntry>,
     /// Changes waiting for their targets.
     pub pending_changes: Vec<PendingChange>,
+    /// The sync token of the last complete listing ([`WriteOp::PutSyncToken`]), if any.
+    #[serde(default)]
+    pub sync_token: Option<SyncToken>,
 }
 
 /// Where a conversation-list page starts: after this (last activity, id) in newest-first order.

@@ -20,6 +20,8 @@ fn connected_engine(entries: Vec<MaxSeqEntry>) -> (Engine, Vec<(RequestId, Reque
         Response::MaxSeqs {
             entries,
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     let (reqs, events) = drain(&mut engine, now);

@@ -67,6 +67,8 @@ fn serve(
                         deleted_count: 1,
                     }],
                     has_more: false,
+                    token: None,
+                    full: true,
                 },
                 Request::GetDeletions { .. } => {
                     deletions_told = true;
@@ -158,6 +160,8 @@ fn send_acked_at_a_deleted_seq(ack_last: bool) {
                 deleted_count: 0,
             }],
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     let sent = engine

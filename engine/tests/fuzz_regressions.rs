@@ -35,6 +35,8 @@ fn listed_engine(entries: Vec<MaxSeqEntry>) -> (Engine, Vec<(RequestId, Request)
         Response::MaxSeqs {
             entries,
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     let (reqs, _) = drain(&mut engine, now);
@@ -120,6 +122,8 @@ fn max_seq_page_raising_the_floor_twice_does_not_announce_a_message_it_deletes()
         Response::MaxSeqs {
             entries: vec![floor(11, 11), floor(119, 119)],
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     let (_, events) = drain(&mut engine, now);
@@ -219,6 +223,8 @@ fn connected_twice_restarts_the_sync_run() {
     let listing = || Response::MaxSeqs {
         entries: vec![entry("a", 5)],
         has_more: false,
+        token: None,
+        full: true,
     };
     engine.handle_response(now, second_listing, listing());
     let (reqs, mut events) = drain(&mut engine, now);
@@ -507,6 +513,8 @@ async fn another_senders_message_with_the_id_of_a_send_is_its_own_row() {
         Response::MaxSeqs {
             entries: vec![entry("c", 0)],
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     drive(&mut engine, &store, now).await;

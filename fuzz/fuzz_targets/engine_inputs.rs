@@ -522,6 +522,8 @@ impl Harness {
                 Response::MaxSeqs {
                     entries,
                     has_more: fit.has_more,
+                    token: None,
+                    full: true,
                 }
             }
             Request::Pull { ranges, .. } => {
@@ -635,6 +637,8 @@ impl Harness {
             FreeResponse::MaxSeqs { entries, has_more } => Response::MaxSeqs {
                 entries: entries.iter().take(4).map(Self::max_seq_entry).collect(),
                 has_more: *has_more,
+                token: None,
+                full: true,
             },
             FreeResponse::Pulled(ranges) => Response::Pulled {
                 ranges: ranges

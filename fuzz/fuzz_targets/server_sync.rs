@@ -309,6 +309,7 @@ impl Run {
             RawRequest::GetMaxSeqs { limit } => Request::GetMaxSeqs {
                 after: None,
                 limit: *limit,
+                since: None,
             },
         };
         let limit = self.sim.server().config().max_content_bytes;

@@ -11,14 +11,16 @@ use serde::{Deserialize, Serialize};
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry, DeviceId,
     MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges,
-    ServerError, ServerMessage, Timestamp, UserId,
+    ServerError, ServerMessage, SyncToken, Timestamp, UserId,
 };
 
 use tidemark_engine::protocol::ErrorCode;
 
 use tidemark_transport::wire::{size, Limits};
 
-use crate::{AdminError, AppendOutcome, NewMessage, SentRecord, ServerStore, ServerStoreError};
+use crate::{
+    AdminError, AppendOutcome, ChangeClock, NewMessage, SentRecord, ServerStore, ServerStoreError,
+};
 
 /// One connection, as the host numbers them. Unique for the life of the core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -348,7 +350,11 @@ impl<St: ServerStore> ServerCore<St> {
         req: Request,
     ) -> Result<Response, ServerStoreError> {
         match req {
-            Request::GetMaxSeqs { after, limit } => self.max_seqs(&session.user, after, limit),
+            Request::GetMaxSeqs {
+                after,
+                limit,
+                since,
+            } => self.max_seqs(&session.user, after, limit, since.as_ref()),
             Request::Pull { ranges, max_bytes } => self.pull(&session.user, &ranges, max_bytes),
             Request::Send {
                 conversation,
@@ -574,17 +580,31 @@ impl<St: ServerStore> ServerCore<St> {
         Ok(None)
     }
 
+    /// A max-seq page: of every conversation of the user, or, with a `since` token this
+    /// store made and still serves, of those whose entry may have changed since it.
     fn max_seqs(
         &mut self,
         user: &UserId,
         after: Option<ConversationId>,
         limit: u32,
+        since: Option<&SyncToken>,
     ) -> Result<Response, ServerStoreError> {
         let limit = limit.clamp(1, self.config.max_seqs_page.max(1)) as usize;
+        // The token is read before the entries, in the same turn of the core (nothing writes
+        // in between): every change after it has a higher counter value.
+        let clock = self.store.change_clock()?;
+        let token = Some(sync_token_of(&clock));
+        let since = since.and_then(|t| token_counter(&clock, t));
         // One extra row tells whether another page follows.
-        let mut ids = self
-            .store
-            .conversations_of(user, after.as_ref(), limit + 1)?;
+        let mut ids = match since {
+            Some(since) => {
+                self.store
+                    .conversations_changed_since(user, since, after.as_ref(), limit + 1)?
+            }
+            None => self
+                .store
+                .conversations_of(user, after.as_ref(), limit + 1)?,
+        };
         let has_more = ids.len() > limit;
         ids.truncate(limit);
         let mut entries = Vec::with_capacity(ids.len());
@@ -607,7 +627,12 @@ impl<St: ServerStore> ServerCore<St> {
                 last_activity: info.last_activity,
             });
         }
-        Ok(Response::MaxSeqs { entries, has_more })
+        Ok(Response::MaxSeqs {
+            entries,
+            has_more,
+            token,
+            full: since.is_none(),
+        })
     }
 
     /// Every seq of the conversation deleted one by one, above the floor.
@@ -962,6 +987,21 @@ impl<St: ServerStore> ServerCore<St> {
         Ok(floor)
     }
 
+    /// Expires every sync token below change counter value `floor` (see
+    /// [`ServerStore::raise_change_floor`]): a device presenting one gets the full listing.
+    /// A server raises it when it compacts its change history; returns the floor after the
+    /// call.
+    pub fn expire_sync_tokens(&mut self, floor: u64) -> Result<u64, AdminError> {
+        Ok(self.store.raise_change_floor(floor)?)
+    }
+
+    /// Expires every sync token older than the last change: the next listing of every
+    /// device holding one is full. (A token of the current counter misses nothing.)
+    pub fn expire_all_sync_tokens(&mut self) -> Result<u64, AdminError> {
+        let counter = self.store.change_clock()?.counter;
+        self.expire_sync_tokens(counter)
+    }
+
     /// Ends a session: pushes [`Push::Kicked`] to `conn`, then [`ServerOutput::Close`], and
     /// forgets the connection. Returns whether it was connected.
     pub fn kick(&mut self, conn: ConnId, reason: &str) -> bool {
@@ -987,6 +1027,28 @@ impl<St: ServerStore> ServerCore<St> {
     pub fn fail_next_sends(&mut self, n: usize, error: ServerError) {
         self.send_faults.extend(std::iter::repeat_n(error, n));
     }
+}
+
+/// The sync token naming `clock`'s current counter: `<epoch>.<counter>`.
+fn sync_token_of(clock: &ChangeClock) -> SyncToken {
+    SyncToken::new(format!("{}.{}", clock.epoch, clock.counter))
+}
+
+/// The counter value `token` names, when it is one of this store's and still served: same
+/// epoch, not below the floor, not beyond the counter (a token from the future comes from
+/// a restored backup or a forgery). Anything else is unknown and gets the full listing.
+fn token_counter(clock: &ChangeClock, token: &SyncToken) -> Option<u64> {
+    if !token.fits() {
+        return None;
+    }
+    let (epoch, counter) = token.as_str().split_once('.')?;
+    if epoch != clock.epoch || !counter.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let counter: u64 = counter.parse().ok()?;
+    (clock.floor..=clock.counter)
+        .contains(&counter)
+        .then_some(counter)
 }
 
 fn not_member(conversation: &ConversationId) -> Response {

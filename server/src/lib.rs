@@ -53,4 +53,6 @@ pub use inbox::{ConnId, ServerConfig, ServerConfigError, ServerCore, ServerOutpu
 pub use memory::MemoryServerStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteServerOptions, SqliteServerStore, SERVER_SCHEMA_VERSION};
-pub use store::{AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore};
+pub use store::{
+    AppendOutcome, ChangeClock, ConversationInfo, NewMessage, SentRecord, ServerStore,
+};

@@ -9,12 +9,12 @@ use tidemark_engine::{
 };
 
 use crate::{
-    AccountStore, AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore,
-    ServerStoreError, TokenHash,
+    AccountStore, AppendOutcome, ChangeClock, ConversationInfo, NewMessage, SentRecord,
+    ServerStore, ServerStoreError, TokenHash,
 };
 
 /// An in-memory [`ServerStore`]. Cloning copies the whole inbox (handy to compare states).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryServerStore {
     users: BTreeMap<UserId, BTreeSet<DeviceId>>,
     conversations: BTreeMap<ConversationId, ConversationState>,
@@ -24,6 +24,17 @@ pub struct MemoryServerStore {
     read: BTreeMap<(UserId, ConversationId), Seq>,
     /// (user, token hash) -> expiry.
     tokens: BTreeMap<(UserId, TokenHash), Option<Timestamp>>,
+    /// The change clock ([`ChangeClock`]): epoch, counter and token floor.
+    clock: ChangeClock,
+    /// (user, conversation) -> the change counter of the user's last change there (read
+    /// seq, joining).
+    member_changed: BTreeMap<(UserId, ConversationId), u64>,
+}
+
+impl Default for MemoryServerStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -36,12 +47,67 @@ struct ConversationState {
     /// Live messages only: deleting a seq or raising the floor removes its message.
     messages: BTreeMap<Seq, ServerMessage>,
     deleted: SeqRanges,
+    /// The change counter of its last change.
+    changed: u64,
 }
 
 impl MemoryServerStore {
-    /// An empty inbox.
+    /// An empty inbox with a random change epoch (see [`ChangeClock::epoch`]).
     pub fn new() -> Self {
-        Self::default()
+        let mut bytes = [0u8; 8];
+        // Without OS randomness the epoch is 0: tokens still work, only a token of another
+        // store with epoch 0 would be mistaken for one of this store.
+        let epoch = match getrandom::fill(&mut bytes) {
+            Ok(()) => u64::from_le_bytes(bytes),
+            Err(_) => 0,
+        };
+        Self::with_epoch(epoch)
+    }
+
+    /// An empty inbox whose change epoch is `epoch` (deterministic runs, tests).
+    pub fn with_epoch(epoch: u64) -> Self {
+        Self {
+            users: BTreeMap::new(),
+            conversations: BTreeMap::new(),
+            memberships: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            read: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            clock: ChangeClock {
+                epoch: format!("{epoch:016x}"),
+                counter: 0,
+                floor: 0,
+            },
+            member_changed: BTreeMap::new(),
+        }
+    }
+
+    /// The user's conversations strictly after `after`, ascending.
+    fn memberships_after<'a>(
+        &'a self,
+        user: &UserId,
+        after: Option<&'a ConversationId>,
+    ) -> Result<impl Iterator<Item = &'a ConversationId> + 'a, ServerStoreError> {
+        let set = match self.memberships.get(user) {
+            Some(set) => Some(set),
+            None => {
+                self.require_user(user)?;
+                None
+            }
+        };
+        let lower = match after {
+            Some(after) => std::ops::Bound::Excluded(after),
+            None => std::ops::Bound::Unbounded,
+        };
+        Ok(set
+            .into_iter()
+            .flat_map(move |s| s.range::<ConversationId, _>((lower, std::ops::Bound::Unbounded))))
+    }
+
+    /// The next value of the change counter.
+    fn tick(&mut self) -> u64 {
+        self.clock.counter += 1;
+        self.clock.counter
     }
 
     fn conv(&self, id: &ConversationId) -> Result<&ConversationState, ServerStoreError> {
@@ -114,11 +180,14 @@ impl ServerStore for MemoryServerStore {
         for user in members {
             self.require_user(user)?;
         }
+        let changed = self.tick();
         for user in members {
             self.memberships
                 .entry(user.clone())
                 .or_default()
                 .insert(id.clone());
+            self.member_changed
+                .insert((user.clone(), id.clone()), changed);
         }
         self.conversations.insert(
             id.clone(),
@@ -130,6 +199,7 @@ impl ServerStore for MemoryServerStore {
                 last_activity: Timestamp(0),
                 messages: BTreeMap::new(),
                 deleted: SeqRanges::new(),
+                changed,
             },
         );
         Ok(())
@@ -137,7 +207,12 @@ impl ServerStore for MemoryServerStore {
 
     fn add_member(&mut self, id: &ConversationId, user: &UserId) -> Result<(), ServerStoreError> {
         self.require_user(user)?;
-        self.conv_mut(id)?.members.insert(user.clone());
+        if !self.conv_mut(id)?.members.insert(user.clone()) {
+            return Ok(());
+        }
+        let changed = self.tick();
+        self.member_changed
+            .insert((user.clone(), id.clone()), changed);
         self.memberships
             .entry(user.clone())
             .or_default()
@@ -175,18 +250,11 @@ impl ServerStore for MemoryServerStore {
         after: Option<&ConversationId>,
         limit: usize,
     ) -> Result<Vec<ConversationId>, ServerStoreError> {
-        let Some(set) = self.memberships.get(user) else {
-            self.require_user(user)?;
-            return Ok(Vec::new());
-        };
-        let iter: Box<dyn Iterator<Item = &ConversationId>> = match after {
-            Some(after) => Box::new(set.range::<ConversationId, _>((
-                std::ops::Bound::Excluded(after),
-                std::ops::Bound::Unbounded,
-            ))),
-            None => Box::new(set.iter()),
-        };
-        Ok(iter.take(limit).cloned().collect())
+        Ok(self
+            .memberships_after(user, after)?
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn append(
@@ -198,10 +266,13 @@ impl ServerStore for MemoryServerStore {
         if let Some(record) = self.sent.get(&key) {
             return Ok(AppendOutcome::Duplicate(record.clone()));
         }
+        self.conv(&message.conversation)?;
+        let changed = self.tick();
         let conv = self.conv_mut(&message.conversation)?;
         let seq = conv.max_seq.next();
         conv.max_seq = seq;
         conv.last_activity = server_time;
+        conv.changed = changed;
         let stored = ServerMessage {
             conversation: message.conversation,
             seq,
@@ -288,6 +359,7 @@ impl ServerStore for MemoryServerStore {
         conversation: &ConversationId,
         seqs: &SeqRanges,
     ) -> Result<SeqRanges, ServerStoreError> {
+        let next = self.clock.counter + 1;
         let conv = self.conv_mut(conversation)?;
         let mut newly = SeqRanges::new();
         for r in seqs.ranges() {
@@ -307,6 +379,10 @@ impl ServerStore for MemoryServerStore {
             let keep = tail.split_off(&r.end.next());
             conv.messages.extend(keep);
         }
+        if !newly.is_empty() {
+            conv.changed = next;
+            self.clock.counter = next;
+        }
         Ok(newly)
     }
 
@@ -315,10 +391,18 @@ impl ServerStore for MemoryServerStore {
         conversation: &ConversationId,
         min_seq: Seq,
     ) -> Result<Seq, ServerStoreError> {
+        let next = self.clock.counter + 1;
         let conv = self.conv_mut(conversation)?;
         let floor = min_seq.min(conv.max_seq.next()).max(conv.min_seq);
+        let raised = floor > conv.min_seq;
+        if raised {
+            conv.changed = next;
+        }
         conv.min_seq = floor;
         conv.messages = conv.messages.split_off(&floor);
+        if raised {
+            self.clock.counter = next;
+        }
         Ok(floor)
     }
 
@@ -342,12 +426,50 @@ impl ServerStore for MemoryServerStore {
     ) -> Result<Seq, ServerStoreError> {
         self.conv(conversation)?;
         self.require_user(user)?;
-        let entry = self
-            .read
-            .entry((user.clone(), conversation.clone()))
-            .or_default();
-        *entry = (*entry).max(seq);
-        Ok(*entry)
+        let key = (user.clone(), conversation.clone());
+        let before = self.read.get(&key).copied().unwrap_or_default();
+        if seq <= before {
+            return Ok(before);
+        }
+        self.read.insert(key.clone(), seq);
+        let changed = self.tick();
+        self.member_changed.insert(key, changed);
+        Ok(seq)
+    }
+
+    fn conversations_changed_since(
+        &self,
+        user: &UserId,
+        since: u64,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, ServerStoreError> {
+        // Every membership is looked at: the memory store serves simulations and small
+        // servers; the SQLite store finds the changed ones through its indexes.
+        Ok(self
+            .memberships_after(user, after)?
+            .filter(|id| {
+                let conv_changed = self.conversations.get(*id).map_or(0, |c| c.changed);
+                let member_changed = self
+                    .member_changed
+                    .get(&(user.clone(), (*id).clone()))
+                    .copied()
+                    .unwrap_or(0);
+                conv_changed > since || member_changed > since
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn change_clock(&self) -> Result<ChangeClock, ServerStoreError> {
+        Ok(self.clock.clone())
+    }
+
+    fn raise_change_floor(&mut self, floor: u64) -> Result<u64, ServerStoreError> {
+        let floor = floor.min(self.clock.counter).max(self.clock.floor);
+        self.clock.floor = floor;
+        Ok(floor)
     }
 }
 

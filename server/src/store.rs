@@ -64,6 +64,23 @@ pub enum AppendOutcome {
     Duplicate(SentRecord),
 }
 
+/// The store's change clock, read in one call: what a sync token is made of.
+///
+/// Every change to what a user's max-seq entry says (a conversation's max or min seq, last
+/// activity or deletions; a member's read seq or joining) takes the next value of one
+/// store-wide counter and records it on the row it changed. A token names the counter value
+/// its listing was read at; what changed since has a higher value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeClock {
+    /// Random per database, so a token of another database (or of this one before it was
+    /// wiped) is never taken for one of this database.
+    pub epoch: String,
+    /// The value of the last change (0: none yet).
+    pub counter: u64,
+    /// Tokens below this value are expired: the change history they need is gone.
+    pub floor: u64,
+}
+
 /// The inbox's durable state. See the module docs.
 pub trait ServerStore {
     /// Creates a user. Returns `false` (and changes nothing) when it exists already.
@@ -108,6 +125,26 @@ pub trait ServerStore {
         after: Option<&ConversationId>,
         limit: usize,
     ) -> Result<Vec<ConversationId>, ServerStoreError>;
+
+    /// Up to `limit` ids of the user's conversations, ascending, strictly after `after`,
+    /// whose max-seq entry may have changed after change counter value `since`: the
+    /// conversation changed, or the user's membership row did (read seq, joined).
+    fn conversations_changed_since(
+        &self,
+        user: &UserId,
+        since: u64,
+        after: Option<&ConversationId>,
+        limit: usize,
+    ) -> Result<Vec<ConversationId>, ServerStoreError>;
+
+    /// The change clock ([`ChangeClock`]).
+    fn change_clock(&self) -> Result<ChangeClock, ServerStoreError>;
+
+    /// Expires every token below `floor` (never lowers the floor; at most the counter: a
+    /// token of the current counter misses nothing and stays served).
+    /// A server that compacts its change history raises it; admins and tests may too.
+    /// Returns the floor after the call.
+    fn raise_change_floor(&mut self, floor: u64) -> Result<u64, ServerStoreError>;
 
     /// Appends a message under the conversation's next seq, atomically with its idempotency
     /// entry, unless (sender, client message id) is known: then nothing changes and the

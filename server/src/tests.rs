@@ -4,7 +4,7 @@
 
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, MaxSeqEntry, PullRange, Push,
-    Request, RequestId, Response, Seq, SeqRanges, ServerError, Timestamp, UserId,
+    Request, RequestId, Response, Seq, SeqRanges, ServerError, SyncToken, Timestamp, UserId,
 };
 
 use super::*;
@@ -443,9 +443,16 @@ fn max_seqs_are_paged_by_conversation_id<St: ServerStore>(store: St) {
             Request::GetMaxSeqs {
                 after: after.clone(),
                 limit: 100,
+                since: None,
             },
         );
-        let Response::MaxSeqs { entries, has_more } = r else {
+        let Response::MaxSeqs {
+            entries,
+            has_more,
+            full: true,
+            ..
+        } = r
+        else {
             panic!("expected MaxSeqs");
         };
         pages += 1;
@@ -475,21 +482,24 @@ fn max_seqs_are_paged_by_conversation_id<St: ServerStore>(store: St) {
     assert_eq!(seen[3].kind, ConversationKind::Direct);
     // dave has no conversation.
     s.connect(ConnId(9), uid("dave"), "pc".into()).unwrap();
-    assert_eq!(
+    assert!(matches!(
         request(
             &mut s,
             T0,
             9,
             Request::GetMaxSeqs {
                 after: None,
-                limit: 10
+                limit: 10,
+                since: None,
             }
         ),
         Response::MaxSeqs {
-            entries: vec![],
-            has_more: false
-        }
-    );
+            entries,
+            has_more: false,
+            token: Some(_),
+            full: true,
+        } if entries.is_empty()
+    ));
 }
 
 fn read_seq_keeps_the_maximum_and_tells_other_devices<St: ServerStore>(store: St) {
@@ -961,6 +971,155 @@ fn pull_caps_replies_by_bytes<St: ServerStore>(store: St) {
     assert_eq!(ranges[0].conversation, cid("g"));
 }
 
+/// Every page of a listing on `conn` from `since`: the ids listed, the first page's token and
+/// whether the listing was full.
+fn listing<St: ServerStore>(
+    s: &mut ServerCore<St>,
+    conn: u64,
+    since: Option<SyncToken>,
+) -> (Vec<String>, Option<SyncToken>, bool) {
+    drain(s);
+    let mut ids = Vec::new();
+    let mut first: Option<(Option<SyncToken>, bool)> = None;
+    let mut after = None;
+    loop {
+        let Response::MaxSeqs {
+            entries,
+            has_more,
+            token,
+            full,
+        } = request(
+            s,
+            T0,
+            conn,
+            Request::GetMaxSeqs {
+                after: after.clone(),
+                limit: 2,
+                since: since.clone(),
+            },
+        )
+        else {
+            panic!("expected MaxSeqs");
+        };
+        first.get_or_insert((token, full));
+        after = entries.last().map(|e| e.conversation.clone());
+        ids.extend(entries.into_iter().map(|e| e.conversation.0));
+        if !has_more {
+            break;
+        }
+    }
+    let (token, full) = first.unwrap();
+    (ids, token, full)
+}
+
+fn sync_token_lists_exactly_what_changed<St: ServerStore>(store: St) {
+    let mut s = server(
+        store,
+        ServerConfig {
+            max_seqs_page: 2,
+            ..ServerConfig::default()
+        },
+    );
+    for c in ["c1", "c2", "c3"] {
+        s.create_conversation(
+            &cid(c),
+            ConversationKind::Group,
+            &[uid("alice"), uid("bob")],
+        )
+        .unwrap();
+    }
+    s.create_conversation(&cid("b1"), ConversationKind::Group, &[uid("bob")])
+        .unwrap();
+    fill(&mut s, "g", "bob", 3);
+    fill(&mut s, "c3", "bob", 1);
+    let (all, token, full) = listing(&mut s, 1, None);
+    assert_eq!(all, ["c1", "c2", "c3", "d", "g"]);
+    assert!(full);
+    let token = token.unwrap();
+
+    // Nothing changed: an empty delta, not a full listing.
+    assert_eq!(
+        listing(&mut s, 1, Some(token.clone())),
+        (vec![], Some(token.clone()), false)
+    );
+
+    // A new message in c2, a read by alice's other device in g, alice joining b1, a new
+    // conversation e; bob's read in c3 and a message in a conversation alice is not in do
+    // not concern alice.
+    fill(&mut s, "c2", "bob", 1);
+    request(
+        &mut s,
+        T0,
+        2,
+        Request::MarkRead {
+            conversation: cid("g"),
+            seq: Seq(2),
+        },
+    );
+    s.add_member(&cid("b1"), &uid("alice")).unwrap();
+    s.create_conversation(
+        &cid("e"),
+        ConversationKind::Direct,
+        &[uid("alice"), uid("carol")],
+    )
+    .unwrap();
+    drain(&mut s);
+    request(
+        &mut s,
+        T0,
+        3,
+        Request::MarkRead {
+            conversation: cid("c3"),
+            seq: Seq(1),
+        },
+    );
+    s.create_conversation(&cid("b2"), ConversationKind::Group, &[uid("bob")])
+        .unwrap();
+    fill(&mut s, "b2", "bob", 1);
+    drain(&mut s);
+    let (delta, newer, full) = listing(&mut s, 1, Some(token.clone()));
+    assert_eq!(delta, ["b1", "c2", "e", "g"]);
+    assert!(!full);
+    let newer = newer.unwrap();
+    assert_ne!(newer, token);
+    // Deletions and a raised floor are changes too.
+    s.delete_seqs(&cid("g"), &SeqRanges::from_range(Seq(1), Seq(1)))
+        .unwrap();
+    s.set_min_seq(&cid("c3"), Seq(2)).unwrap();
+    drain(&mut s);
+    assert_eq!(listing(&mut s, 1, Some(newer.clone())).0, ["c3", "g"]);
+    // bob's listing since the same token sees his read in c3 and his own conversations.
+    assert_eq!(
+        listing(&mut s, 3, Some(token.clone())).0,
+        ["b2", "c2", "c3", "g"]
+    );
+
+    // A token the store did not make, or cannot serve, gets the full listing.
+    let (epoch, counter) = token.as_str().split_once('.').unwrap();
+    for unknown in [
+        format!("0{epoch}.{counter}"),
+        format!("{epoch}.{}", u64::MAX),
+        format!("{epoch}.-1"),
+        format!("{epoch}.+1"),
+        epoch.to_string(),
+        String::new(),
+        "x".repeat(SyncToken::MAX_BYTES + 1),
+    ] {
+        let (ids, fresh, full) = listing(&mut s, 1, Some(SyncToken::new(unknown.clone())));
+        assert!(full, "{unknown}");
+        assert_eq!(ids, ["b1", "c1", "c2", "c3", "d", "e", "g"], "{unknown}");
+        assert!(fresh.is_some());
+    }
+
+    // Below the floor: expired, so the full listing.
+    s.expire_all_sync_tokens().unwrap();
+    let (ids, fresh, full) = listing(&mut s, 1, Some(newer));
+    assert!(full);
+    assert_eq!(ids.len(), 7);
+    // The token handed out after the floor was raised is served.
+    assert_eq!(listing(&mut s, 1, fresh.clone()), (vec![], fresh, false));
+}
+
 /// Instantiates each generic test above once per store, as `memory::name` and `sqlite::name`.
 macro_rules! for_each_store {
     ($($name:ident),* $(,)?) => {
@@ -986,6 +1145,7 @@ macro_rules! for_each_store {
 }
 
 for_each_store!(
+    sync_token_lists_exactly_what_changed,
     sends_get_consecutive_seqs_and_server_time,
     resend_is_idempotent_and_does_not_fan_out_again,
     send_fans_out_to_every_other_connection_of_every_member,

@@ -727,6 +727,7 @@ async fn bad_tokens_are_refused_and_strangers_read_nothing() {
     let max_seqs = Request::GetMaxSeqs {
         after: None,
         limit: 100,
+        since: None,
     };
     for (id, request) in [(1, send), (2, pull)] {
         carol.send_request(RequestId(id), request).await.unwrap();

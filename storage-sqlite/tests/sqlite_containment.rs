@@ -90,6 +90,8 @@ async fn synced_with<S: Storage>(
         Response::MaxSeqs {
             entries: entries.clone(),
             has_more: false,
+            token: None,
+            full: true,
         },
     );
     let (reqs, _) = drive(&mut engine, store, now).await;

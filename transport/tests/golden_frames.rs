@@ -23,7 +23,7 @@ use tidemark_engine::protocol::ErrorCode;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, DeletionsEntry, DeviceId,
     MaxSeqEntry, PullRange, PulledRange, Push, Request, RequestId, Response, Seq, SeqRanges,
-    ServerError, ServerMessage, Timestamp, UserId,
+    ServerError, ServerMessage, SyncToken, Timestamp, UserId,
 };
 use tidemark_transport::wire::{
     decode_client, decode_server, encode, error_code, ClientFrame, Limits, ServerFrame,
@@ -125,6 +125,18 @@ fn client_goldens() -> Vec<Golden> {
                 Request::GetMaxSeqs {
                     after: None,
                     limit: 1000,
+                    since: None,
+                },
+            ),
+        ),
+        client(
+            "request_get_max_seqs_since",
+            request(
+                1,
+                Request::GetMaxSeqs {
+                    after: None,
+                    limit: 1000,
+                    since: Some(SyncToken::new("9f2c47d1e0a3b586.41877")),
                 },
             ),
         ),
@@ -135,6 +147,7 @@ fn client_goldens() -> Vec<Golden> {
                 Request::GetMaxSeqs {
                     after: Some(conv("c2")),
                     limit: 1000,
+                    since: None,
                 },
             ),
         ),
@@ -337,6 +350,50 @@ fn server_goldens() -> Vec<Golden> {
                         },
                     ],
                     has_more: false,
+                    token: None,
+                    full: true,
+                },
+            ),
+        ),
+        server(
+            "response_max_seqs_full_with_token",
+            response(
+                1,
+                Response::MaxSeqs {
+                    entries: vec![MaxSeqEntry {
+                        conversation: conv("c1"),
+                        kind: ConversationKind::Group,
+                        max_seq: Seq(120),
+                        min_seq: Seq(0),
+                        read_seq: Seq(100),
+                        last_activity: Timestamp(T + 120_007),
+                        not_unread: ranges(&[(105, 106)]),
+                        deleted_count: 1,
+                    }],
+                    has_more: false,
+                    token: Some(SyncToken::new("9f2c47d1e0a3b586.41877")),
+                    full: true,
+                },
+            ),
+        ),
+        server(
+            "response_max_seqs_delta",
+            response(
+                1,
+                Response::MaxSeqs {
+                    entries: vec![MaxSeqEntry {
+                        conversation: conv("c1"),
+                        kind: ConversationKind::Group,
+                        max_seq: Seq(121),
+                        min_seq: Seq(0),
+                        read_seq: Seq(100),
+                        last_activity: Timestamp(T + 121_003),
+                        not_unread: ranges(&[(105, 106)]),
+                        deleted_count: 1,
+                    }],
+                    has_more: false,
+                    token: Some(SyncToken::new("9f2c47d1e0a3b586.41912")),
+                    full: false,
                 },
             ),
         ),

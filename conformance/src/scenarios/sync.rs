@@ -192,7 +192,8 @@ pub async fn reconnect_after_offline_with_gaps<F: Backend>(factory: F) -> Scenar
 }
 
 /// alice holds 10,000 chats, goes offline, and 100 of them change: reconnecting takes exactly
-/// the ten max-seq pages and one pull, which asks for exactly the 100 changed chats.
+/// one max-seq page (the delta since the sync token of the first sync, listing the 100
+/// changed chats) and one pull, which asks for exactly the 100 changed chats.
 pub async fn ten_thousand_conversations_hundred_changed<F: Backend>(factory: F) -> ScenarioResult {
     let mut sim = Sim::new(factory, 104);
     sim.create_user("alice")?;
@@ -221,7 +222,7 @@ pub async fn ten_thousand_conversations_hundred_changed<F: Backend>(factory: F) 
     check(&sim).await?;
 
     let requests = sim.requests(alice);
-    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 10);
+    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 1);
     assert_eq!(requests.count(RequestKind::Pull), 1);
     assert_eq!(requests.pulled_conversations(), changed);
     assert!(requests
@@ -621,5 +622,177 @@ pub async fn group_created_after_login_is_a_group<F: Backend>(factory: F) -> Sce
     let team = conversation(&sim, alice, "team").await?;
     assert_eq!(team.kind, ConversationKind::Group);
     assert_eq!(announced(&sim, alice, "team"), [1]);
+    Ok(ScenarioLog::capture(&sim))
+}
+
+/// What the sync-token scenarios share: alice's phone, synced over 120 chats (three listing
+/// pages of 50 on a fresh login), goes offline; then three chats get a message, one loses a
+/// seq, and a new chat is created. Returns the phone's device index and the chats whose
+/// entries changed.
+async fn offline_while_a_few_chats_change<F: Backend>(
+    sim: &mut Sim<F>,
+) -> Result<(usize, BTreeSet<ConversationId>), super::ScenarioError> {
+    for i in 0..120u32 {
+        let id = format!("t{i:03}");
+        sim.create_conversation(id.as_str(), ConversationKind::Direct, ["alice", "bob"])?;
+        sim.append_text("bob", id.as_str(), "hello")?;
+        sim.append_text("bob", id.as_str(), "again")?;
+    }
+    let alice = sim
+        .add_device("alice", "phone", |c| c.max_seqs_page = 50)
+        .await?;
+    sim.drive().await?;
+    assert_eq!(sim.requests(alice).count(RequestKind::GetMaxSeqs), 3);
+    assert!(sim.store(alice).load_snapshot().await?.sync_token.is_some());
+    sim.take_requests(alice);
+
+    go_offline(sim, alice).await?;
+    let mut changed = BTreeSet::new();
+    for id in ["t005", "t061", "t119"] {
+        sim.append_text("bob", id, "while you were away")?;
+        changed.insert(cid(id));
+    }
+    sim.delete_seqs(
+        "t030",
+        &tidemark_engine::SeqRanges::from_range(Seq(1), Seq(1)),
+    )?;
+    changed.insert(cid("t030"));
+    sim.create_conversation("t200", ConversationKind::Direct, ["alice", "bob"])?;
+    sim.append_text("bob", "t200", "new chat")?;
+    changed.insert(cid("t200"));
+    Ok((alice, changed))
+}
+
+/// After the shared change set: alice's store matches the server everywhere that changed.
+async fn changes_arrived<F: Backend>(
+    sim: &Sim<F>,
+    alice: usize,
+) -> Result<(), super::ScenarioError> {
+    for id in ["t005", "t061", "t119"] {
+        assert_eq!(stored_seqs(sim, alice, id).await?, [1, 2, 3], "{id}");
+        assert_eq!(announced(sim, alice, id), [1, 2, 3], "{id}");
+    }
+    assert_eq!(stored_seqs(sim, alice, "t030").await?, [2]);
+    assert_eq!(stored_seqs(sim, alice, "t200").await?, [1]);
+    assert_eq!(stored_seqs(sim, alice, "t031").await?, [1, 2]);
+    assert_eq!(sim.store(alice).total_unread().await?, 120 * 2 + 3 - 1 + 1);
+    Ok(())
+}
+
+/// alice reconnects after a few of her 120 chats changed: one delta page since her sync token
+/// lists exactly the changed chats (the new one included), one deletion list and one pull
+/// follow, and the store converges; a second reconnect with nothing new lists nothing.
+pub async fn reconnect_with_sync_token_lists_only_changes<F: Backend>(
+    factory: F,
+) -> ScenarioResult {
+    let mut sim = Sim::new(factory, 110);
+    let (alice, changed) = offline_while_a_few_chats_change(&mut sim).await?;
+    sim.heal(alice);
+    sim.drive().await?;
+    check(&sim).await?;
+    let requests = sim.requests(alice);
+    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 1);
+    assert_eq!(requests.count(RequestKind::GetDeletions), 1);
+    assert_eq!(requests.count(RequestKind::Pull), 1);
+    let mut pulled_and_deleted = requests.pulled_conversations();
+    pulled_and_deleted.insert(cid("t030"));
+    assert_eq!(pulled_and_deleted, changed);
+    changes_arrived(&sim, alice).await?;
+
+    sim.take_requests(alice);
+    go_offline(&mut sim, alice).await?;
+    sim.heal(alice);
+    sim.drive().await?;
+    check(&sim).await?;
+    let requests = sim.requests(alice);
+    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 1);
+    assert_eq!(requests.count(RequestKind::Pull), 0);
+    Ok(ScenarioLog::capture(&sim))
+}
+
+/// The server expired alice's sync token (its change history was compacted): the reconnect
+/// gets the full listing (three pages), converges, and the token it brings makes the next
+/// reconnect a delta again.
+pub async fn expired_sync_token_falls_back_to_the_full_listing<F: Backend>(
+    factory: F,
+) -> ScenarioResult {
+    use crate::server::ServerStore;
+    let mut sim = Sim::new(factory, 111);
+    let (alice, _) = offline_while_a_few_chats_change(&mut sim).await?;
+    let counter = sim.server().store().change_clock()?.counter;
+    sim.server_mut().store_mut().raise_change_floor(counter)?;
+    sim.heal(alice);
+    sim.drive().await?;
+    check(&sim).await?;
+    let requests = sim.requests(alice);
+    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 3);
+    assert_eq!(requests.count(RequestKind::Pull), 1);
+    changes_arrived(&sim, alice).await?;
+
+    sim.take_requests(alice);
+    go_offline(&mut sim, alice).await?;
+    sim.append_text("bob", "t077", "later")?;
+    sim.heal(alice);
+    sim.drive().await?;
+    check(&sim).await?;
+    let requests = sim.requests(alice);
+    assert_eq!(requests.count(RequestKind::GetMaxSeqs), 1);
+    assert_eq!(
+        requests.pulled_conversations(),
+        BTreeSet::from([cid("t077")])
+    );
+    Ok(ScenarioLog::capture(&sim))
+}
+
+/// Whether `output` writes a new sync token.
+fn writes_a_token(output: &tidemark_engine::Output) -> bool {
+    matches!(output, tidemark_engine::Output::Write(_, batch)
+        if batch.ops.iter().any(|op| matches!(op, tidemark_engine::WriteOp::PutSyncToken(Some(_)))))
+}
+
+/// alice's app crashes just before the batch holding the reconnect's new sync token commits
+/// (the batch of the deletion list's reply): the restarted engine still holds the old token,
+/// asks the same delta again and converges; nothing is lost or announced twice.
+pub async fn crash_before_the_sync_token_commits<F: Backend>(factory: F) -> ScenarioResult {
+    let mut sim = Sim::new(factory, 112);
+    let (alice, _) = offline_while_a_few_chats_change(&mut sim).await?;
+    let old = sim.store(alice).load_snapshot().await?.sync_token;
+    sim.crash_before(alice, writes_a_token);
+    // One delta per process: the second asks since the same old token.
+    reconnect_through_the_crash(&mut sim, alice).await?;
+    assert_ne!(sim.store(alice).load_snapshot().await?.sync_token, old);
+    Ok(ScenarioLog::capture(&sim))
+}
+
+/// Heals `alice`, whose crash is armed, and checks that the restarted process converged
+/// after one listing per process.
+async fn reconnect_through_the_crash<F: Backend>(
+    sim: &mut Sim<F>,
+    alice: usize,
+) -> Result<(), super::ScenarioError> {
+    sim.heal(alice);
+    sim.drive().await?;
+    check(sim).await?;
+    assert_eq!(sim.process(alice), 1);
+    assert_eq!(sim.requests(alice).count(RequestKind::GetMaxSeqs), 2);
+    changes_arrived(sim, alice).await
+}
+
+/// alice's app crashes just after the batch holding the reconnect's new sync token committed,
+/// before the pull it planned went out: the restarted engine's delta lists nothing, and the
+/// pulls come from its own stored state (server max seqs above what it holds); it converges
+/// and nothing is lost or announced twice.
+pub async fn crash_after_the_sync_token_commits<F: Backend>(factory: F) -> ScenarioResult {
+    let mut sim = Sim::new(factory, 113);
+    let (alice, _) = offline_while_a_few_chats_change(&mut sim).await?;
+    let mut committed = false;
+    sim.crash_before(alice, move |o| {
+        if committed {
+            return true;
+        }
+        committed = writes_a_token(o);
+        false
+    });
+    reconnect_through_the_crash(&mut sim, alice).await?;
     Ok(ScenarioLog::capture(&sim))
 }

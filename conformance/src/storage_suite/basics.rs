@@ -129,6 +129,7 @@ pub async fn put_conversation_round_trips_every_field<F: Backend>(factory: F) ->
             conversations: vec![bare, full, pending_latest],
             outbox: Vec::new(),
             pending_changes: Vec::new(),
+            sync_token: None,
         }
     );
     assert_eq!(store.total_unread().await?, 17);

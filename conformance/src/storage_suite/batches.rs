@@ -1,6 +1,6 @@
 //! Batches: atomicity, idempotency, order of ops.
 
-use tidemark_engine::{MessageStatus, Seq, Storage, WriteBatch, WriteOp};
+use tidemark_engine::{MessageStatus, Seq, Storage, SyncToken, WriteBatch, WriteOp};
 
 use super::fixtures::*;
 use super::{
@@ -220,6 +220,53 @@ pub async fn ops_apply_in_order_within_a_batch<F: Backend>(factory: F) -> CaseRe
         Some(conv("c", 20, 2, 10))
     );
     assert_eq!(store.total_unread().await?, 2);
+    store.check_integrity().await?;
+    Ok(())
+}
+
+/// The sync token commits atomically with its batch: a batch that stores it and is rejected
+/// leaves the old token (and none of its data); a committed one returns it in the snapshot,
+/// replacing the old one, also after reopening the store; `None` removes it.
+pub async fn sync_token_commits_with_its_batch<F: Backend>(factory: F) -> CaseResult {
+    let store = factory.open(0).await?;
+    assert_eq!(store.load_snapshot().await?.sync_token, None, "a new store");
+    let first = SyncToken::new("epoch.17");
+    apply(
+        &store,
+        vec![
+            put_conv(conv("alpha", 100, 1, 1)),
+            WriteOp::PutSyncToken(Some(first.clone())),
+        ],
+    )
+    .await?;
+    assert_eq!(store.load_snapshot().await?.sync_token, Some(first.clone()));
+
+    store.apply(sample_batch()).await?;
+    let mut before = store.load_snapshot().await?;
+    super::normalize_snapshot(&mut before);
+    let mut ops = vec![WriteOp::PutSyncToken(Some(SyncToken::new("epoch.42")))];
+    ops.extend(followup_ops());
+    ops.push(conflicting_op());
+    expect_rejected(&store, ops, "a batch with a token ending in a conflict").await;
+    let mut after = store.load_snapshot().await?;
+    super::normalize_snapshot(&mut after);
+    assert_eq!(
+        after.sync_token,
+        Some(first),
+        "the rejected batch's token is not kept"
+    );
+    assert_eq!(after, before, "nothing of the rejected batch is kept");
+
+    // The longest token a server may send round-trips whole.
+    let longest = SyncToken::new("t".repeat(SyncToken::MAX_BYTES));
+    apply(&store, vec![WriteOp::PutSyncToken(Some(longest.clone()))]).await?;
+    let store = factory.reopen(0, store).await?;
+    assert_eq!(store.load_snapshot().await?.sync_token, Some(longest));
+    // Removing it leaves none, removing it again changes nothing.
+    apply(&store, vec![WriteOp::PutSyncToken(None)]).await?;
+    assert_eq!(store.load_snapshot().await?.sync_token, None);
+    apply(&store, vec![WriteOp::PutSyncToken(None)]).await?;
+    assert_eq!(store.load_snapshot().await?.sync_token, None);
     store.check_integrity().await?;
     Ok(())
 }

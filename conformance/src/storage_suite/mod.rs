@@ -573,6 +573,7 @@ macro_rules! __storage_suite_tests {
             store_works_after_a_rejected_batch,
             reapplying_a_batch_changes_nothing,
             ops_apply_in_order_within_a_batch,
+            sync_token_commits_with_its_batch,
             // payloads and scale
             unicode_round_trips_everywhere,
             conversation_ties_order_unicode_ids_bytewise,

@@ -146,6 +146,7 @@ pub async fn load_snapshot_returns_exactly_what_was_written<F: Backend>(factory:
         conversations,
         outbox: sample_outbox(),
         pending_changes: vec![sample_pending_change()],
+        sync_token: None,
     };
     let mut snapshot = store.load_snapshot().await?;
     normalize_snapshot(&mut snapshot);
@@ -165,6 +166,7 @@ pub async fn load_snapshot_returns_exactly_what_was_written<F: Backend>(factory:
             outbox_entry("gamma", "gamma-q", 950),
         ],
         pending_changes: vec![edit_change("delta", 5, 4, "delta four, edited")],
+        sync_token: None,
     };
     let mut snapshot = store.load_snapshot().await?;
     normalize_snapshot(&mut snapshot);

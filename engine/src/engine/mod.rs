@@ -37,6 +37,8 @@
 //! - `batch`: the batch being built (ops and the events riding on it) and the uncommitted ones.
 //! - `client_ids`: making and recognising this device's client ids.
 //! - `changes`: edits and revokes waiting for their target.
+//! - `cursor`: the server's sync token (change cursor): the `since` of the next listing, and
+//!   when a new token may be stored (its run complete) or must not be (a read mark unacked).
 //!
 //! The engine's own code is split by input: this file holds the public inputs, commands,
 //! `poll_output`, the connection and the sends; `sync` the listing, deletion lists and pull
@@ -58,6 +60,7 @@ use crate::storage::{Applied, BatchId, StorageError, SyncSnapshot, WriteOp};
 use batch::Batches;
 use changes::PendingChanges;
 use client_ids::ClientIds;
+use cursor::SyncCursor;
 use dispatch::Frontiers;
 use outbox::{Outbox, SendFailure};
 use pulls::{PullPlanner, PullPurpose};
@@ -66,6 +69,7 @@ use requests::{InFlight, Requests};
 mod batch;
 mod changes;
 mod client_ids;
+mod cursor;
 mod dispatch;
 mod ingest;
 mod outbox;
@@ -120,6 +124,7 @@ pub struct Engine {
     dispatch: Frontiers,
     requests: Requests,
     pulls: PullPlanner,
+    cursor: SyncCursor,
     batch: Batches,
     /// What `poll_output` hands the driver next.
     outputs: VecDeque<Output>,
@@ -129,6 +134,7 @@ impl Engine {
     /// Starts from a snapshot loaded with [`crate::Storage::load_snapshot`]. With
     /// `connect_on_start` the first output is [`Output::Connect`].
     pub fn new(config: EngineConfig, snapshot: SyncSnapshot, now: Timestamp) -> Self {
+        let sync_token = snapshot.sync_token.clone();
         let client_ids = ClientIds::new(
             &config.device,
             &snapshot,
@@ -167,6 +173,7 @@ impl Engine {
             stopped: false,
             requests: Requests::new(),
             pulls: PullPlanner::new(),
+            cursor: SyncCursor::new(sync_token),
             batch: Batches::new(changed, total_unread),
             outputs: VecDeque::new(),
         };
@@ -265,12 +272,14 @@ impl Engine {
         });
         self.batch.event(Event::SyncStarted);
         self.pulls.start_sync();
+        let since = self.cursor.start();
         self.request(
             now,
             InFlight::MaxSeqs,
             Request::GetMaxSeqs {
                 after: None,
                 limit: self.config.max_seqs_page,
+                since,
             },
         );
         self.send_ready_outbox(now);
@@ -310,7 +319,16 @@ impl Engine {
             response = Response::Error(unexpected());
         }
         match (what, response) {
-            (InFlight::MaxSeqs, Response::MaxSeqs { entries, has_more }) => {
+            (
+                InFlight::MaxSeqs,
+                Response::MaxSeqs {
+                    entries,
+                    has_more,
+                    token,
+                    full,
+                },
+            ) => {
+                self.cursor.page(token, full);
                 self.on_max_seqs(now, entries, has_more)
             }
             (InFlight::MaxSeqs, _) => {
@@ -353,9 +371,14 @@ impl Engine {
                     self.outbox.read_acked(&conversation, seq);
                 }
             }
-            (InFlight::Deletions, Response::Deletions { entries }) => self.on_deletions(entries),
-            // Not fatal: the counts still differ, so the next listing asks again.
-            (InFlight::Deletions, _) | (InFlight::Ping, _) => {}
+            (InFlight::Deletions, Response::Deletions { entries }) => {
+                self.on_deletions(entries);
+                self.cursor.deletions_answered(true);
+            }
+            // Not fatal: the counts still differ, so the next listing asks again (and the
+            // cursor keeps the old token, so a delta listing lists the conversation again).
+            (InFlight::Deletions, _) => self.cursor.deletions_answered(false),
+            (InFlight::Ping, _) => {}
         }
         self.after_input(now);
     }
@@ -762,6 +785,12 @@ impl Engine {
 
     /// Turns what the current input recorded into one [`Output::Write`] carrying its events.
     fn flush(&mut self) {
+        // The sync token rides on this batch when the cursor says so: a run just completed
+        // (the batch holds the last of what it covers), or a read mark started or stopped
+        // waiting for its ack.
+        if let Some(token) = self.cursor.store_op(self.outbox.has_reads()) {
+            self.batch.op(WriteOp::PutSyncToken(token));
+        }
         self.batch
             .emit(&self.conversations, self.total_unread, &mut self.outputs);
     }
@@ -926,6 +955,7 @@ impl Engine {
             state: ConnectionState::Disconnected,
         });
         self.requests.disconnected();
+        self.cursor.abandon();
         // The run is abandoned: the next connect lists max seqs again and re-plans.
         let history = self.pulls.connection_lost();
         self.outbox.connection_lost();

@@ -248,6 +248,11 @@ impl Outbox {
         }
     }
 
+    /// Whether a read mark waits for the server's ack.
+    pub(super) fn has_reads(&self) -> bool {
+        !self.reads.is_empty()
+    }
+
     /// The read marks waiting for the server's ack.
     pub(super) fn reads(&self) -> Vec<(ConversationId, Seq)> {
         self.reads.iter().map(|(c, s)| (c.clone(), *s)).collect()

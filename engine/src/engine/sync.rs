@@ -86,7 +86,8 @@ impl Engine {
                 self.pulls.add_candidate(entry.last_activity, id);
             }
         }
-        self.request_deletions(now, &deletions_missed);
+        let asked = self.request_deletions(now, &deletions_missed);
+        self.cursor.deletions_asked(asked);
         let reads = self.outbox.reads();
         let already = self.requests.marking_read();
         for (conversation, seq) in reads {
@@ -106,18 +107,42 @@ impl Engine {
                     Request::GetMaxSeqs {
                         after: Some(after),
                         limit: self.config.max_seqs_page,
+                        since: self.cursor.since(),
                     },
                 );
                 return;
             }
         }
+        if self.cursor.is_delta() {
+            // A delta lists only what changed on the server. What the engine itself still
+            // misses (a pull cut short by a disconnect or a crash after the listing that
+            // raised the max seq was stored) is in its own state: the held ranges and the
+            // server max seq are stored, so the missing windows are found here, in memory.
+            let wanting: Vec<(Timestamp, ConversationId)> = self
+                .conversations
+                .values()
+                .filter(|c| self.policy_window(c).is_some())
+                .map(|c| (c.last_activity, c.id.clone()))
+                .collect();
+            for (last_activity, id) in wanting {
+                self.pulls.add_candidate(last_activity, id);
+            }
+        }
+        self.cursor.listing_done();
         self.plan_sync();
     }
 
-    /// Asks for the deletion lists of conversations whose deletion count changed.
-    pub(super) fn request_deletions(&mut self, now: Timestamp, conversations: &[ConversationId]) {
+    /// Asks for the deletion lists of conversations whose deletion count changed; returns how
+    /// many requests went out.
+    pub(super) fn request_deletions(
+        &mut self,
+        now: Timestamp,
+        conversations: &[ConversationId],
+    ) -> u32 {
         let per_request = self.config.pull_max_conversations.max(1) as usize;
+        let mut asked = 0;
         for chunk in conversations.chunks(per_request) {
+            asked += 1;
             self.request(
                 now,
                 InFlight::Deletions,
@@ -126,6 +151,7 @@ impl Engine {
                 },
             );
         }
+        asked
     }
 
     pub(super) fn on_deletions(&mut self, entries: Vec<DeletionsEntry>) {
@@ -161,7 +187,13 @@ impl Engine {
             return;
         };
         let mut total = 0;
+        // A delta run may find a conversation both in the listing and in the engine's own
+        // state: it is planned once.
+        let mut planned = std::collections::HashSet::new();
         for (_, id) in candidates {
+            if !planned.insert(id.clone()) {
+                continue;
+            }
             let Some(window) = self
                 .conversations
                 .get(&id)

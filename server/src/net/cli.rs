@@ -77,6 +77,13 @@ pub enum ServerCommand {
         /// The user id.
         user: String,
     },
+    /// Expire every sync token handed out so far (devices presenting one get the full
+    /// listing once), as a server does when it compacts its change history.
+    ExpireSyncTokens {
+        /// The server database.
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: PathBuf,
+    },
 }
 
 /// How `serve` listens and what it allows.
@@ -179,6 +186,11 @@ pub async fn run(command: ServerCommand) -> Result<(), OpsError> {
                 &UserId::from(user.as_str()),
             )?;
             println!("added {user} to {conversation}");
+            Ok(())
+        }
+        ServerCommand::ExpireSyncTokens { db } => {
+            let floor = ops::expire_sync_tokens(&mut open(&db)?)?;
+            println!("sync tokens below {floor} expired");
             Ok(())
         }
     }

@@ -74,6 +74,16 @@ where
     store.create_conversation(id, kind, members)
 }
 
+/// Expires every sync token older than the last change (see
+/// [`ServerStore::raise_change_floor`]); returns the new floor.
+pub fn expire_sync_tokens<St>(store: &mut St) -> Result<u64, ServerStoreError>
+where
+    St: ServerStore,
+{
+    let counter = store.change_clock()?.counter;
+    store.raise_change_floor(counter)
+}
+
 /// Adds an existing user to an existing conversation.
 pub fn add_member<St>(
     store: &mut St,

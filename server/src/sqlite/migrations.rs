@@ -19,11 +19,18 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: a shipped migration never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial",
-    sql: include_str!("../../migrations/001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial",
+        sql: include_str!("../../migrations/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_change_cursor",
+        sql: include_str!("../../migrations/002_change_cursor.sql"),
+    },
+];
 
 /// The schema version this build writes and the highest it opens.
 pub const SERVER_SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;

@@ -11,13 +11,13 @@ use tidemark_engine::{
 };
 
 use super::codec::{
-    backend, bits, bound, content_kind_cols, kind_col, kind_from, limit, message_from, seq_col,
-    seq_from, unbits, MESSAGE_COLUMNS,
+    backend, bits, bound, content_kind_cols, corrupt, kind_col, kind_from, limit, message_from,
+    seq_col, seq_from, unbits, MESSAGE_COLUMNS,
 };
 use super::SqliteServerStore;
 use crate::{
-    AccountStore, AppendOutcome, ConversationInfo, NewMessage, SentRecord, ServerStore,
-    ServerStoreError, TokenHash,
+    AccountStore, AppendOutcome, ChangeClock, ConversationInfo, NewMessage, SentRecord,
+    ServerStore, ServerStoreError, TokenHash,
 };
 
 fn user_exists(conn: &Connection, user: &UserId) -> Result<bool, ServerStoreError> {
@@ -168,6 +168,66 @@ fn read_seq(
     Ok(Seq(seq.map_or(0, unbits)))
 }
 
+/// The user's (?1) conversations whose entry changed after counter value ?2, ascending,
+/// after ?3 (NULL: from the start), at most ?4.
+pub(super) const CHANGED_SINCE: &str = "SELECT id FROM (
+     SELECT c.id AS id FROM conversations c INDEXED BY conversations_by_change
+       CROSS JOIN members m ON m.user = ?1 AND m.conversation = c.id
+      WHERE c.change_seq > ?2
+     UNION
+     SELECT conversation AS id FROM members
+      WHERE user = ?1 AND change_seq > ?2
+ )
+ WHERE ?3 IS NULL OR id > ?3
+ ORDER BY id LIMIT ?4";
+
+/// Takes the next value of the change counter (inside the caller's write).
+fn tick(conn: &Connection) -> Result<i64, ServerStoreError> {
+    conn.prepare_cached(
+        "UPDATE change_clock SET counter = counter + 1 WHERE id = 1 RETURNING counter",
+    )
+    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+    .map_err(|e| backend(e, "advancing the change counter"))
+}
+
+/// Records that conversation `id` changed (its seqs, activity or deletions).
+fn conversation_changed(conn: &Connection, id: &ConversationId) -> Result<(), ServerStoreError> {
+    let changed = tick(conn)?;
+    exec(
+        conn,
+        "UPDATE conversations SET change_seq = ?2 WHERE id = ?1",
+        params![id.as_str(), changed],
+        "recording a conversation change",
+    )?;
+    Ok(())
+}
+
+/// Records that `user`'s membership row of `id` changed (read seq, joining).
+fn member_changed(
+    conn: &Connection,
+    user: &UserId,
+    id: &ConversationId,
+) -> Result<(), ServerStoreError> {
+    let changed = tick(conn)?;
+    exec(
+        conn,
+        "UPDATE members SET change_seq = ?3 WHERE user = ?1 AND conversation = ?2",
+        params![user.as_str(), id.as_str(), changed],
+        "recording a member change",
+    )?;
+    Ok(())
+}
+
+/// A counter value as stored (the counter never gets near `i64::MAX`).
+fn counter_col(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A stored counter value; a negative one is damage.
+fn counter_from(value: i64, column: &str) -> Result<u64, ServerStoreError> {
+    u64::try_from(value).map_err(|_| corrupt(format!("{column} is negative: {value}")))
+}
+
 /// Runs a statement that changes rows, mapping its error.
 fn exec(
     conn: &Connection,
@@ -247,19 +307,21 @@ impl ServerStore for SqliteServerStore {
             for user in members {
                 require_user(tx, user)?;
             }
+            let changed = tick(tx)?;
             exec(
                 tx,
-                "INSERT INTO conversations (id, kind, max_seq, min_seq, last_activity)
-                 VALUES (?1, ?2, 0, 0, 0)",
-                [id.as_str(), kind_col(kind)],
+                "INSERT INTO conversations (id, kind, max_seq, min_seq, last_activity, change_seq)
+                 VALUES (?1, ?2, 0, 0, 0, ?3)",
+                params![id.as_str(), kind_col(kind), changed],
                 "creating a conversation",
             )?;
             for user in members {
                 // OR IGNORE: a member listed twice is one member, as in a set.
                 exec(
                     tx,
-                    "INSERT OR IGNORE INTO members (user, conversation) VALUES (?1, ?2)",
-                    [user.as_str(), id.as_str()],
+                    "INSERT OR IGNORE INTO members (user, conversation, change_seq)
+                     VALUES (?1, ?2, ?3)",
+                    params![user.as_str(), id.as_str(), changed],
                     "adding a member",
                 )?;
             }
@@ -271,12 +333,15 @@ impl ServerStore for SqliteServerStore {
         self.write(|tx| {
             require_user(tx, user)?;
             require_conversation(tx, id)?;
-            exec(
+            let added = exec(
                 tx,
                 "INSERT OR IGNORE INTO members (user, conversation) VALUES (?1, ?2)",
                 [user.as_str(), id.as_str()],
                 "adding a member",
             )?;
+            if added == 1 {
+                member_changed(tx, user, id)?;
+            }
             Ok(())
         })
     }
@@ -374,6 +439,7 @@ impl ServerStore for SqliteServerStore {
                     ServerStoreError::UnknownConversation(message.conversation.clone())
                 })?;
             let seq = seq_from(seq, "conversations.max_seq")?;
+            conversation_changed(tx, &message.conversation)?;
             let (kind, kind_name, target) = content_kind_cols(&message.kind);
             exec(
                 tx,
@@ -566,6 +632,9 @@ impl ServerStore for SqliteServerStore {
                     "dropping deleted messages",
                 )?;
             }
+            if !newly.is_empty() {
+                conversation_changed(tx, conversation)?;
+            }
             Ok(newly)
         })
     }
@@ -592,6 +661,7 @@ impl ServerStore for SqliteServerStore {
                     params![conversation.as_str(), seq_col(floor)?],
                     "dropping messages below the floor",
                 )?;
+                conversation_changed(tx, conversation)?;
             }
             Ok(floor)
         })
@@ -616,7 +686,12 @@ impl ServerStore for SqliteServerStore {
             require_user(tx, user)?;
             // The maximum is taken here, not in SQL: read seqs are stored bit for bit, which
             // SQL would compare as signed numbers.
-            let kept = read_seq(tx, user, conversation)?.max(seq);
+            let before = read_seq(tx, user, conversation)?;
+            if seq <= before {
+                return Ok(before);
+            }
+            let kept = seq;
+            member_changed(tx, user, conversation)?;
             exec(
                 tx,
                 "INSERT INTO read_seqs (user, conversation, seq) VALUES (?1, ?2, ?3)
@@ -625,6 +700,73 @@ impl ServerStore for SqliteServerStore {
                 "storing a read seq",
             )?;
             Ok(kept)
+        })
+    }
+
+    fn conversations_changed_since(
+        &self,
+        user: &UserId,
+        since: u64,
+        after: Option<&ConversationId>,
+        limit_n: usize,
+    ) -> Result<Vec<ConversationId>, ServerStoreError> {
+        require_user(&self.conn, user)?;
+        // The conversations changed since the token (by the change index, each checked for
+        // membership by primary key) and the user's own member rows changed since it: the
+        // work is what changed, not the account size. The join order is forced: without
+        // statistics SQLite would rather walk all of the user's member rows.
+        let mut st = self
+            .conn
+            .prepare_cached(CHANGED_SINCE)
+            .map_err(|e| backend(e, "listing changed conversations"))?;
+        let rows = st
+            .query_map(
+                params![
+                    user.as_str(),
+                    counter_col(since),
+                    after.map(ConversationId::as_str),
+                    limit(limit_n)
+                ],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(|e| backend(e, "listing changed conversations"))?;
+        rows.map(|r| r.map(ConversationId::from))
+            .collect::<Result<_, _>>()
+            .map_err(|e| backend(e, "listing changed conversations"))
+    }
+
+    fn change_clock(&self) -> Result<ChangeClock, ServerStoreError> {
+        let (epoch, counter, floor) = self
+            .conn
+            .prepare_cached("SELECT epoch, counter, floor FROM change_clock WHERE id = 1")
+            .and_then(|mut st| {
+                st.query_row([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+            })
+            .map_err(|e| backend(e, "reading the change clock"))?;
+        Ok(ChangeClock {
+            epoch,
+            counter: counter_from(counter, "change_clock.counter")?,
+            floor: counter_from(floor, "change_clock.floor")?,
+        })
+    }
+
+    fn raise_change_floor(&mut self, floor: u64) -> Result<u64, ServerStoreError> {
+        let clock = self.change_clock()?;
+        let floor = floor.min(clock.counter).max(clock.floor);
+        self.write(|tx| {
+            exec(
+                tx,
+                "UPDATE change_clock SET floor = ?1 WHERE id = 1",
+                [counter_col(floor)],
+                "raising the token floor",
+            )?;
+            Ok(floor)
         })
     }
 }

@@ -77,8 +77,22 @@ fn show<T: Debug>(r: Result<T, ServerStoreError>) -> String {
 /// Every read over the id pools, as text.
 fn snapshot<S: ServerStore + AccountStore>(s: &S) -> String {
     let mut out = Vec::new();
+    // The change clocks agree (but for their random epochs), and so do the delta listings
+    // since a few recent counter values: both stores count the same changes.
+    let clock = s.change_clock().unwrap();
+    out.push(format!("{} {}", clock.counter, clock.floor));
+    let counter = clock.counter;
     for u in USERS {
         let u = UserId::from(*u);
+        for back in [0, 1, 2, 5] {
+            let since = counter.saturating_sub(back);
+            out.push(show(s.conversations_changed_since(
+                &u,
+                since,
+                None,
+                usize::MAX,
+            )));
+        }
         out.push(show(s.user_exists(&u)));
         out.push(show(s.devices(&u)));
         out.push(show(s.conversations_of(&u, None, usize::MAX)));
@@ -255,6 +269,38 @@ fn run_differential<S: ServerStore + AccountStore>(
         seen.with_tokens += usize::from(want.contains("Ok(Some(Some(Timestamp"));
     }
     seen
+}
+
+/// The delta listing walks the change index, not all of the user's member rows.
+#[test]
+fn the_delta_listing_seeks_the_change_index() {
+    let s = SqliteServerStore::open_in_memory().unwrap();
+    let plan: Vec<String> = s
+        .conn
+        .prepare(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::store::CHANGED_SINCE
+        ))
+        .unwrap()
+        .query_map(rusqlite::params!["alice", 5, None::<String>, 10], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("SEARCH c USING COVERING INDEX conversations_by_change (change_seq>?)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("SEARCH m USING PRIMARY KEY (user=? AND conversation=?)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("members_by_change (user=? AND change_seq>?)"),
+        "{plan}"
+    );
 }
 
 #[test]

@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "003_pending_change_sender",
         sql: include_str!("../../migrations/003_pending_change_sender.sql"),
     },
+    Migration {
+        version: 4,
+        name: "004_sync_token",
+        sql: include_str!("../../migrations/004_sync_token.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it can open.
@@ -235,8 +240,11 @@ mod tests {
 
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         let after = super::super::read::load_snapshot(&conn).unwrap();
+        // Migration 004 adds the sync token, absent in an older store: the next connect
+        // lists everything, as an older build did.
+        assert_eq!(after.sync_token, None);
         assert_eq!(after.conversations, conversations_before);
         assert_eq!(after.outbox, outbox_before);
         // The change message at seq 9 was never stored: its sender cannot be known, and the

@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tidemark_engine::{
     ClientMsgId, Conversation, ConversationCursor, ConversationId, Direction, Message, OutboxEntry,
-    PendingChange, Seq, SeqRanges, StorageError, SyncSnapshot, UserId,
+    PendingChange, Seq, SeqRanges, StorageError, SyncSnapshot, SyncToken, UserId,
 };
 
 use super::codec::{
@@ -21,6 +21,7 @@ pub(crate) const CONVERSATION: &str = concat!(
     conversation_columns!(),
     " FROM conversations WHERE id = ?1"
 );
+pub(crate) const SYNC_TOKEN: &str = "SELECT token FROM sync_token WHERE id = 1";
 pub(crate) const ALL_CONVERSATIONS: &str =
     concat!("SELECT ", conversation_columns!(), " FROM conversations");
 pub(crate) const LIST_FIRST: &str = concat!(
@@ -144,12 +145,18 @@ pub(crate) fn load_snapshot(conn: &Connection) -> Result<SyncSnapshot, StorageEr
     let outbox = collect(&tx, OUTBOX, [], decode_outbox)?;
     let pending_changes: Vec<PendingChange> =
         collect(&tx, PENDING_CHANGES, [], decode_pending_change)?;
+    let sync_token = first(&tx, SYNC_TOKEN, [], |row| {
+        row.get::<_, String>(0)
+            .map(SyncToken)
+            .map_err(|e| storage_error(e, "reading the sync token"))
+    })?;
     // Nothing was written: ending the read by rollback or commit is the same.
     drop(tx);
     Ok(SyncSnapshot {
         conversations,
         outbox,
         pending_changes,
+        sync_token,
     })
 }
 

@@ -95,6 +95,11 @@ const PUT_PENDING_CHANGE: &str = concat!(
     pending_change_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 );
+const PUT_SYNC_TOKEN: &str =
+    "INSERT INTO sync_token (id, token) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET token = excluded.token";
+
+const REMOVE_SYNC_TOKEN: &str = "DELETE FROM sync_token";
+
 const REMOVE_PENDING_CHANGE: &str =
     "DELETE FROM pending_changes WHERE conversation = ?1 AND seq = ?2";
 
@@ -231,6 +236,16 @@ fn apply_op(conn: &Connection, op: WriteOp, applied: &mut Applied) -> Result<(),
             };
             conn.prepare_cached(REMOVE_PENDING_CHANGE)
                 .and_then(|mut s| s.execute(params![conversation.0, seq]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutSyncToken(Some(token)) => {
+            conn.prepare_cached(PUT_SYNC_TOKEN)
+                .and_then(|mut s| s.execute(params![token.0]))
+                .map_err(batch_error)?;
+        }
+        WriteOp::PutSyncToken(None) => {
+            conn.prepare_cached(REMOVE_SYNC_TOKEN)
+                .and_then(|mut s| s.execute([]))
                 .map_err(batch_error)?;
         }
     }

@@ -31,7 +31,7 @@
 use serde::{Deserialize, Serialize};
 use tidemark_engine::{
     ContentKind, ConversationId, DeviceId, Incoming, Push, Request, RequestId, Response,
-    ServerMessage, Timestamp, TransportError, UserId,
+    ServerMessage, SyncToken, Timestamp, TransportError, UserId,
 };
 
 /// The protocol version this crate speaks.
@@ -366,9 +366,16 @@ fn validate_client(frame: &ClientFrame, limits: &Limits) -> Result<(), FrameErro
 /// Checks a request's values.
 pub fn validate_request(request: &Request, limits: &Limits) -> Result<(), FrameError> {
     match request {
-        Request::GetMaxSeqs { after, limit } => {
+        Request::GetMaxSeqs {
+            after,
+            limit,
+            since,
+        } => {
             if let Some(after) = after {
                 check_conversation(after, limits)?;
+            }
+            if let Some(since) = since {
+                check_sync_token(since)?;
             }
             if *limit == 0 {
                 return Err(FrameError::Invalid("max-seq page limit of 0".into()));
@@ -414,12 +421,29 @@ pub fn validate_request(request: &Request, limits: &Limits) -> Result<(), FrameE
     }
 }
 
+/// A sync token longer than [`SyncToken::MAX_BYTES`] is malformed. Its content is the
+/// server's business: one it cannot read is answered with the full listing, not refused.
+fn check_sync_token(token: &SyncToken) -> Result<(), FrameError> {
+    if token.fits() {
+        Ok(())
+    } else {
+        Err(FrameError::Invalid(format!(
+            "sync token of {} bytes exceeds {}",
+            token.as_str().len(),
+            SyncToken::MAX_BYTES
+        )))
+    }
+}
+
 fn validate_server(frame: &ServerFrame, limits: &Limits) -> Result<(), FrameError> {
     match frame {
         ServerFrame::Welcome { .. } | ServerFrame::Error { .. } => Ok(()),
         ServerFrame::Response { response, .. } => match response {
-            Response::MaxSeqs { entries, .. } => {
+            Response::MaxSeqs { entries, token, .. } => {
                 check_count("max-seq entries", entries.len(), limits)?;
+                if let Some(token) = token {
+                    check_sync_token(token)?;
+                }
                 entries
                     .iter()
                     .try_for_each(|e| check_conversation(&e.conversation, limits))

@@ -32,6 +32,15 @@ fn client_frames() -> Vec<ClientFrame> {
             request: Request::GetMaxSeqs {
                 after: Some(conv("c0")),
                 limit: 100,
+                since: None,
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::GetMaxSeqs {
+                after: None,
+                limit: 100,
+                since: Some(SyncToken::new("5f3a.42")),
             },
         },
         ClientFrame::Request {
@@ -82,6 +91,8 @@ fn server_frames() -> Vec<ServerFrame> {
                     deleted_count: 1,
                 }],
                 has_more: false,
+                token: None,
+                full: true,
             },
         },
         ServerFrame::Response {
@@ -109,6 +120,15 @@ fn server_frames() -> Vec<ServerFrame> {
             code: error_code::MALFORMED.into(),
             message: "bad".into(),
             fatal: false,
+        },
+        ServerFrame::Response {
+            id: RequestId(1),
+            response: Response::MaxSeqs {
+                entries: Vec::new(),
+                has_more: true,
+                token: Some(SyncToken::new("5f3a.43")),
+                full: false,
+            },
         },
     ]
 }
@@ -265,6 +285,15 @@ fn invalid_values_are_refused() {
             request: Request::GetMaxSeqs {
                 after: None,
                 limit: 0,
+                since: None,
+            },
+        },
+        ClientFrame::Request {
+            id: RequestId(1),
+            request: Request::GetMaxSeqs {
+                after: None,
+                limit: 10,
+                since: Some(SyncToken::new("x".repeat(SyncToken::MAX_BYTES + 1))),
             },
         },
         ClientFrame::Request {
