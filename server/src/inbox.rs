@@ -657,13 +657,8 @@ impl<St: ServerStore> ServerCore<St> {
         if start > max_seq {
             return Ok(out);
         }
-        for m in self
-            .store
-            .messages(conversation, start, max_seq, usize::MAX)?
-        {
-            if &m.sender != user && m.kind.change_target().is_none() {
-                out.remove_range(m.seq, m.seq);
-            }
+        for seq in self.store.unread_seqs(conversation, user, start, max_seq)? {
+            out.remove_range(seq, seq);
         }
         Ok(out)
     }

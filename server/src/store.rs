@@ -179,6 +179,26 @@ pub trait ServerStore {
         limit: usize,
     ) -> Result<Vec<ServerMessage>, ServerStoreError>;
 
+    /// The seqs in `from..=to` of existing messages that count as unread for `user`: sent by
+    /// another user, and not an edit or a revoke. What the max-seq listing subtracts from
+    /// `(read_seq, max_seq]`; a store that can answer without reading the messages' contents
+    /// should (on a first login every unread message is otherwise read twice: here and by
+    /// the pull).
+    fn unread_seqs(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<Seq>, ServerStoreError> {
+        Ok(self
+            .messages(conversation, from, to, usize::MAX)?
+            .into_iter()
+            .filter(|m| &m.sender != user && m.kind.change_target().is_none())
+            .map(|m| m.seq)
+            .collect())
+    }
+
     /// The seqs in `from..=to` deleted one by one (the floor is not included).
     fn deleted(
         &self,

@@ -554,6 +554,42 @@ impl ServerStore for SqliteServerStore {
         Ok(out)
     }
 
+    fn unread_seqs(
+        &self,
+        conversation: &ConversationId,
+        user: &UserId,
+        from: Seq,
+        to: Seq,
+    ) -> Result<Vec<Seq>, ServerStoreError> {
+        require_conversation(&self.conn, conversation)?;
+        if from > to {
+            return Ok(Vec::new());
+        }
+        // The same range scan as `messages`, reading three small columns instead of whole
+        // rows (contents included). The kinds are the codec's names of edits and revokes.
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM messages
+                 WHERE conversation = ?1 AND seq BETWEEN ?2 AND ?3 AND sender <> ?4
+                   AND kind NOT IN ('edit', 'revoke')
+                 ORDER BY seq",
+            )
+            .map_err(|e| backend(e, "reading unread seqs"))?;
+        let rows = st
+            .query_map(
+                params![conversation.as_str(), bound(from), bound(to), user.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| backend(e, "reading unread seqs"))?;
+        let mut out = Vec::new();
+        for seq in rows {
+            let seq = seq.map_err(|e| backend(e, "reading unread seqs"))?;
+            out.push(seq_from(seq, "messages.seq")?);
+        }
+        Ok(out)
+    }
+
     fn deleted(
         &self,
         conversation: &ConversationId,

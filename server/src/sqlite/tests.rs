@@ -99,6 +99,14 @@ fn snapshot<S: ServerStore + AccountStore>(s: &S) -> String {
         for c in CONVS {
             out.push(show(s.read_seq(&u, &ConversationId::from(*c))));
             out.push(show(s.is_member(&ConversationId::from(*c), &u)));
+            // The memory store answers with the trait's reading of whole messages, SQLite
+            // with its own narrow query: they must agree.
+            out.push(show(s.unread_seqs(
+                &ConversationId::from(*c),
+                &u,
+                Seq(0),
+                Seq(u64::MAX),
+            )));
         }
         for m in CMIDS {
             out.push(show(s.sent_record(&u, &ClientMsgId::from(*m))));
