@@ -18,7 +18,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -165,18 +165,14 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![250_000, 1_000_000]);
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    std::fs::create_dir_all(&data).expect("bench dir");
+    let data = common::bench_data();
 
     // Each size's client runs in a fresh process of this bench (`CLIENT_ALONE_ONE`), so its
     // peak RSS holds nothing left over from another run; the baselines run here afterwards.
     if let Ok(one) = std::env::var("CLIENT_ALONE_ONE") {
         let messages: u64 = one.parse().expect("a number of messages");
         let server_db = data.join(format!("initial_sync-{conversations}-{messages}.server.db"));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = common::runtime();
         let dir = tempfile::tempdir().expect("tempdir");
         let cost = client_sync(&runtime, &server_db, dir.path(), messages);
         println!(

@@ -15,29 +15,22 @@
 //! database is built once under `target/bench-data/` and copied for each run.
 //! Run: `cargo bench -p tidemark-server --features net --bench first_login`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tidemark::TokioRuntime;
 use tidemark_engine::{
-    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
-    Storage, Timestamp, UserId,
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Storage,
+    Timestamp, UserId,
 };
-use tidemark_server::net::{ops, Server, ServerHandle, ServerOptions};
+use tidemark_server::net::ServerHandle;
 use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
 
 const FRIENDS: u64 = 64;
 const START: u64 = 1_700_000_000_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn conversation(c: u64) -> ConversationId {
     ConversationId(format!("c{c:06}"))
@@ -96,35 +89,13 @@ fn build_server_db(path: &Path, conversations: u64, messages: u64) {
             .expect("conversation");
     }
     store.commit_group().expect("commit");
-    for chunk_start in (0..messages).step_by(5_000) {
-        store.begin_group().expect("group");
-        for i in chunk_start..(chunk_start + 5_000).min(messages) {
-            store
-                .append(new_message(i, conversations), Timestamp(START + i))
-                .expect("append");
-        }
-        store.commit_group().expect("commit");
-    }
+    common::append_all(&mut store, messages, |i| new_message(i, conversations));
     drop(store);
     std::fs::write(&done, b"").expect("marker");
     eprintln!(
         "built the server database ({conversations} conversations, {messages} messages) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// The server on a copy of the prepared database, and alice's token.
-async fn start_server(server_db: &Path, dir: &Path) -> (ServerHandle<SqliteServerStore>, String) {
-    let copy = dir.join("server.db");
-    std::fs::copy(server_db, &copy).expect("copy server db");
-    let mut store = SqliteServerStore::open(&copy).expect("server store");
-    let token = ops::token(&mut store, &UserId::from("alice"), None).expect("token");
-    let options = ServerOptions {
-        rate_per_sec: 0,
-        ..ServerOptions::default()
-    };
-    let server = Server::start(store, options).await.expect("server");
-    (server, token)
 }
 
 /// Starts alice's phone on `dir/alice.db` and runs it to `SyncFinished`; returns the time from
@@ -140,20 +111,7 @@ async fn sync_once(server: &ServerHandle<SqliteServerStore>, token: &str, dir: &
         DeviceId::from("phone"),
         token.to_owned(),
     );
-    let (handle, driver) = tidemark::Client::start(config, storage, transport, TokioRuntime)
-        .await
-        .expect("client");
-    let mut events = handle.events();
-    let task = tokio::spawn(driver);
-    while let Some(event) = events.next().await {
-        if matches!(event, Event::SyncFinished) {
-            break;
-        }
-    }
-    let took = started.elapsed();
-    handle.shutdown().await;
-    let _ = task.await;
-    took
+    common::run_until_synced(config, storage, transport, |finished| finished - started).await
 }
 
 /// The run counts only if the conversation list is complete: every conversation holds its
@@ -176,86 +134,21 @@ async fn check_list(dir: &Path, conversations: u64, messages: u64) {
 
 /// The baseline: the same messages and one row per conversation, batched plain inserts.
 fn baseline_insert(dir: &Path, conversations: u64, messages: u64) -> Duration {
-    let mut order: Vec<u64> = (0..messages).collect();
-    order.sort_by_key(|i| (i % conversations, *i));
-    let rows: Vec<NewMessage> = order
-        .into_iter()
-        .map(|i| new_message(i, conversations))
-        .collect();
-    let started = Instant::now();
-    let mut conn = rusqlite::Connection::open(dir.join("baseline.db")).expect("open");
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
-         CREATE TABLE conversations (
-             id TEXT PRIMARY KEY, kind TEXT NOT NULL, max_seq INTEGER NOT NULL,
-             unread INTEGER NOT NULL, last_activity INTEGER NOT NULL);
-         CREATE TABLE messages (
-             id INTEGER PRIMARY KEY, conversation TEXT NOT NULL, seq INTEGER NOT NULL,
-             client_msg_id TEXT NOT NULL, sender TEXT NOT NULL, kind TEXT NOT NULL,
-             content BLOB NOT NULL, created_at INTEGER NOT NULL, server_time INTEGER NOT NULL,
-             UNIQUE (conversation, seq));",
-    )
-    .expect("schema");
-    let mut seqs = vec![0i64; conversations as usize];
-    for chunk in rows.chunks(2_000) {
-        let tx = conn.transaction().expect("tx");
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind,
-                     content, created_at, server_time) VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?6)",
-                )
-                .expect("prepare");
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO conversations (id, kind, max_seq, unread, last_activity)
-                     VALUES (?1, 'direct', ?2, ?2, ?3) ON CONFLICT (id) DO UPDATE SET
-                     max_seq = excluded.max_seq, unread = excluded.unread,
-                     last_activity = excluded.last_activity",
-                )
-                .expect("prepare");
-            for row in chunk {
-                let c = (row.created_at.0 - START) % conversations;
-                seqs[c as usize] += 1;
-                insert
-                    .execute(rusqlite::params![
-                        row.conversation.0,
-                        seqs[c as usize],
-                        row.client_msg_id.0,
-                        row.sender.0,
-                        row.content,
-                        row.created_at.0 as i64,
-                    ])
-                    .expect("insert");
-                upsert
-                    .execute(rusqlite::params![
-                        row.conversation.0,
-                        seqs[c as usize],
-                        row.created_at.0 as i64,
-                    ])
-                    .expect("upsert");
-            }
-        }
-        tx.commit().expect("commit");
-    }
-    started.elapsed()
+    let rows = common::numbered((0..messages).map(|i| new_message(i, conversations)));
+    common::insert_rows(dir, &rows, true).wall
 }
 
 fn main() {
-    let conversations = env_or("FIRST_LOGIN_CONVERSATIONS", 50_000);
-    let messages = env_or("FIRST_LOGIN_MESSAGES", 200_000);
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    std::fs::create_dir_all(&data).expect("bench dir");
+    let conversations = common::env_or("FIRST_LOGIN_CONVERSATIONS", 50_000);
+    let messages = common::env_or("FIRST_LOGIN_MESSAGES", 200_000);
+    let data = common::bench_data();
     let server_db = data.join(format!("first_login-{conversations}-{messages}.server.db"));
     build_server_db(&server_db, conversations, messages);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let (first, again) = runtime.block_on(async {
-        let (server, token) = start_server(&server_db, dir.path()).await;
+        let (server, token) = common::start_server(&server_db, dir.path()).await;
         let first = sync_once(&server, &token, dir.path()).await;
         check_list(dir.path(), conversations, messages).await;
         let mut again = Vec::new();

@@ -15,26 +15,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{baseline_insert, build_server_db, env_or, held_messages, sync_fresh_device};
-use tidemark_engine::UserId;
-use tidemark_server::net::{ops, Server, ServerOptions};
-use tidemark_server::SqliteServerStore;
 
 /// Tidemark: server up, a fresh device syncs everything; returns the time to `SyncFinished`.
 async fn tidemark_sync(server_db: &Path, dir: &Path, messages: u64) -> Duration {
-    let copy = dir.join("server.db");
-    std::fs::copy(server_db, &copy).expect("copy server db");
-    let mut store = SqliteServerStore::open(&copy).expect("server store");
-    let token = ops::token(&mut store, &UserId::from("alice"), None).expect("token");
-    let options = ServerOptions {
-        rate_per_sec: 0,
-        ..ServerOptions::default()
-    };
-    let server = Server::start(store, options).await.expect("server");
-
+    let (server, token) = common::start_server(server_db, dir).await;
     let took = sync_fresh_device(server.url(), token, &dir.join("alice.db")).await;
     assert_eq!(
         held_messages(&dir.join("alice.db")).await,
@@ -48,15 +36,11 @@ async fn tidemark_sync(server_db: &Path, dir: &Path, messages: u64) -> Duration 
 fn main() {
     let conversations = env_or("INITIAL_SYNC_CONVERSATIONS", 1_000);
     let messages = env_or("INITIAL_SYNC_MESSAGES", 1_000_000);
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    std::fs::create_dir_all(&data).expect("bench dir");
+    let data = common::bench_data();
     let server_db = data.join(format!("initial_sync-{conversations}-{messages}.server.db"));
     build_server_db(&server_db, conversations, messages);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = common::runtime();
     let tidemark_dir = tempfile::tempdir().expect("tempdir");
     let tidemark = runtime.block_on(tidemark_sync(&server_db, tidemark_dir.path(), messages));
     let baseline_dir = tempfile::tempdir().expect("tempdir");

@@ -23,6 +23,8 @@
     reason = "bench: a failed step is a failed run"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -30,12 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
-use tidemark::TokioRuntime;
+use futures::Stream;
 use tidemark_engine::{
-    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
-    Incoming, Push, Request, RequestId, RequestSink, Response, Storage, Timestamp, Transport,
-    TransportError, UserId,
+    ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Incoming,
+    Push, Request, RequestId, RequestSink, Response, Storage, Timestamp, Transport, TransportError,
+    UserId,
 };
 use tidemark_server::net::{ops, Server, ServerOptions};
 use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
@@ -274,7 +275,7 @@ fn build(runtime: &tokio::runtime::Runtime, data: &Path, conversations: u64) -> 
         let token = ops::token(&mut store, &UserId::from("alice"), None).expect("token");
         let server = Server::start(store, bench_options()).await.expect("server");
         let storage = SqliteStorage::open(&client_db).expect("client store");
-        let (cost, ()) = sync_once(server.url(), storage.clone(), token).await;
+        let cost = sync_once(server.url(), storage.clone(), token).await;
         let snapshot = storage.load_snapshot().await.expect("snapshot");
         assert_eq!(snapshot.conversations.len() as u64, conversations);
         assert!(
@@ -308,7 +309,7 @@ fn bench_options() -> ServerOptions {
 }
 
 /// One connection of the device until `SyncFinished`.
-async fn sync_once(url: String, storage: SqliteStorage, token: String) -> (Cost, ()) {
+async fn sync_once(url: String, storage: SqliteStorage, token: String) -> Cost {
     let mut config = EngineConfig::new(UserId::from("alice"), DeviceId::from("bench"));
     config.seed = 7;
     let counters = Shared::default();
@@ -317,30 +318,17 @@ async fn sync_once(url: String, storage: SqliteStorage, token: String) -> (Cost,
         counters: counters.clone(),
     };
     let started = Instant::now();
-    let (handle, driver) = tidemark::Client::start(config, storage, transport, TokioRuntime)
-        .await
-        .expect("client");
-    let mut events = handle.events();
-    let task = tokio::spawn(driver);
-    while let Some(event) = events.next().await {
-        if matches!(event, Event::SyncFinished) {
-            break;
-        }
-    }
-    let finished = Instant::now();
-    let counters = std::mem::take(&mut *counters.lock().unwrap());
-    let connected = counters.connected.unwrap_or(started);
-    handle.shutdown().await;
-    let _ = task.await;
-    (
+    common::run_until_synced(config, storage, transport, |finished| {
+        let counters = std::mem::take(&mut *counters.lock().unwrap());
+        let connected = counters.connected.unwrap_or(started);
         Cost {
             requests: counters.requests,
             bytes: counters.bytes,
             wall: (finished - connected).saturating_sub(counters.measuring),
             from_start: (finished - started).saturating_sub(counters.measuring),
-        },
-        (),
-    )
+        }
+    })
+    .await
 }
 
 /// The changed conversations: evenly spread.
@@ -383,7 +371,7 @@ fn reconnect(
     runtime.block_on(async {
         let server = Server::start(store, bench_options()).await.expect("server");
         let storage = SqliteStorage::open(&client_db).expect("client store");
-        let (cost, ()) = sync_once(server.url(), storage.clone(), token).await;
+        let cost = sync_once(server.url(), storage.clone(), token).await;
         // The run counts only if every change arrived.
         for &c in &targets {
             let conv = storage
@@ -404,16 +392,9 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000]);
-    let changes: u64 = std::env::var("RECONNECT_CHANGED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    std::fs::create_dir_all(&data).expect("bench dir");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let changes = common::env_or("RECONNECT_CHANGED", 100);
+    let data = common::bench_data();
+    let runtime = common::runtime();
 
     let mut rows = Vec::new();
     for &n in &sizes {

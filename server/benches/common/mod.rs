@@ -1,21 +1,22 @@
-//! What the initial-sync benches share: the account's messages, the server database built
-//! from them, the fresh device's sync, the baseline insert, and the process's CPU and memory
-//! figures.
+//! What the server benches share: the initial-sync account's messages, the server database
+//! built from them, a client run to `SyncFinished`, the baseline insert, and the process's
+//! CPU and memory figures.
 
 #![allow(
     dead_code,
     reason = "each bench uses its own part of the shared helpers"
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tidemark::TokioRuntime;
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, ConversationKind, DeviceId, EngineConfig, Event,
-    Storage, SyncPolicy, Timestamp, UserId,
+    Storage, SyncPolicy, Timestamp, Transport, UserId,
 };
+use tidemark_server::net::{ops, Server, ServerHandle, ServerOptions};
 use tidemark_server::{NewMessage, ServerStore, SqliteServerStore};
 use tidemark_storage_sqlite::SqliteStorage;
 use tidemark_transport::native::WsTransport;
@@ -69,24 +70,42 @@ pub fn build_server_db(path: &Path, conversations: u64, messages: u64) {
             .create_conversation(&conversation(c), ConversationKind::Group, &members)
             .expect("conversation");
     }
-    for chunk_start in (0..messages).step_by(5_000) {
-        store.begin_group().expect("group");
-        for i in chunk_start..(chunk_start + 5_000).min(messages) {
-            store
-                .append(
-                    new_message(i, conversations),
-                    Timestamp(1_700_000_000_000 + i),
-                )
-                .expect("append");
-        }
-        store.commit_group().expect("commit");
-    }
+    append_all(&mut store, messages, |i| new_message(i, conversations));
     drop(store);
     std::fs::write(&done, b"").expect("marker");
     eprintln!(
         "built the server database ({messages} messages) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Appends messages `0..messages` made by `make` (message `i` at server time
+/// 1_700_000_000_000 + i), in group commits of 5,000.
+pub fn append_all(store: &mut SqliteServerStore, messages: u64, make: impl Fn(u64) -> NewMessage) {
+    for chunk_start in (0..messages).step_by(5_000) {
+        store.begin_group().expect("group");
+        for i in chunk_start..(chunk_start + 5_000).min(messages) {
+            store
+                .append(make(i), Timestamp(1_700_000_000_000 + i))
+                .expect("append");
+        }
+        store.commit_group().expect("commit");
+    }
+}
+
+/// `target/bench-data/`, where the benches keep the databases they build once.
+pub fn bench_data() -> PathBuf {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    std::fs::create_dir_all(&data).expect("bench dir");
+    data
+}
+
+/// The multi-threaded tokio runtime the benches run servers and clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// What the baseline insert took: wall time, and the CPU time of the inserting thread.
@@ -101,19 +120,43 @@ pub struct BaselineCost {
 /// rows per transaction, a `UNIQUE (conversation, seq)` index, WAL, `synchronous=NORMAL`)
 /// into a fresh file. The rows are made before the clock starts.
 pub fn baseline_insert(dir: &Path, conversations: u64, messages: u64) -> BaselineCost {
-    // In conversation order, seqs ascending: the order a pull-based sync receives them, and
-    // the baseline's best case (the unique index is appended to, not scattered into).
-    let mut order: Vec<u64> = (0..messages).collect();
-    order.sort_by_key(|i| (i % conversations, *i));
-    let rows: Vec<NewMessage> = order
-        .into_iter()
-        .map(|i| new_message(i, conversations))
-        .collect();
+    let rows = numbered((0..messages).map(|i| new_message(i, conversations)));
+    insert_rows(dir, &rows, false)
+}
+
+/// `messages` in conversation order with their seqs (1, 2, ... per conversation, in the order
+/// given): the order a pull-based sync receives them, and a plain insert's best case (the
+/// unique index is appended to, not scattered into).
+pub fn numbered(messages: impl Iterator<Item = NewMessage>) -> Vec<(NewMessage, i64)> {
+    let mut rows: Vec<NewMessage> = messages.collect();
+    rows.sort_by(|a, b| a.conversation.cmp(&b.conversation));
+    let mut out: Vec<(NewMessage, i64)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let seq = match out.last() {
+            Some((last, seq)) if last.conversation == row.conversation => seq + 1,
+            _ => 1,
+        };
+        out.push((row, seq));
+    }
+    out
+}
+
+/// Inserts `rows` as [`baseline_insert`] does; with `conversation_rows`, each insert also
+/// upserts its conversation's row (max seq, unread, last activity), as a store that keeps a
+/// conversation list must.
+pub fn insert_rows(
+    dir: &Path,
+    rows: &[(NewMessage, i64)],
+    conversation_rows: bool,
+) -> BaselineCost {
     let cpu_before = thread_cpu();
     let started = Instant::now();
     let mut conn = rusqlite::Connection::open(dir.join("baseline.db")).expect("open");
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
+         CREATE TABLE conversations (
+             id TEXT PRIMARY KEY, max_seq INTEGER NOT NULL, unread INTEGER NOT NULL,
+             last_activity INTEGER NOT NULL);
          CREATE TABLE messages (
              id INTEGER PRIMARY KEY, conversation TEXT NOT NULL, seq INTEGER NOT NULL,
              client_msg_id TEXT NOT NULL, sender TEXT NOT NULL, kind TEXT NOT NULL,
@@ -121,7 +164,6 @@ pub fn baseline_insert(dir: &Path, conversations: u64, messages: u64) -> Baselin
              UNIQUE (conversation, seq));",
     )
     .expect("schema");
-    let mut seqs = vec![0i64; conversations as usize];
     for chunk in rows.chunks(2_000) {
         let tx = conn.transaction().expect("tx");
         {
@@ -131,19 +173,31 @@ pub fn baseline_insert(dir: &Path, conversations: u64, messages: u64) -> Baselin
                      content, created_at, server_time) VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?6)",
                 )
                 .expect("prepare");
-            for (offset, row) in chunk.iter().enumerate() {
-                let c = (row.created_at.0 - 1_700_000_000_000) % conversations;
-                seqs[c as usize] += 1;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO conversations (id, max_seq, unread, last_activity)
+                     VALUES (?1, ?2, ?2, ?3) ON CONFLICT (id) DO UPDATE SET
+                     max_seq = excluded.max_seq, unread = excluded.unread,
+                     last_activity = excluded.last_activity",
+                )
+                .expect("prepare");
+            for (row, seq) in chunk {
+                let at = row.created_at.0 as i64;
                 insert
                     .execute(rusqlite::params![
                         row.conversation.0,
-                        seqs[c as usize],
+                        seq,
                         row.client_msg_id.0,
                         row.sender.0,
                         row.content,
-                        (row.created_at.0 + offset as u64) as i64,
+                        at,
                     ])
                     .expect("insert");
+                if conversation_rows {
+                    upsert
+                        .execute(rusqlite::params![row.conversation.0, seq, at])
+                        .expect("upsert");
+                }
             }
         }
         tx.commit().expect("commit");
@@ -210,6 +264,23 @@ pub fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
 }
 
+/// The server on a copy of the prepared database, and alice's token.
+pub async fn start_server(
+    server_db: &Path,
+    dir: &Path,
+) -> (ServerHandle<SqliteServerStore>, String) {
+    let copy = dir.join("server.db");
+    std::fs::copy(server_db, &copy).expect("copy server db");
+    let mut store = SqliteServerStore::open(&copy).expect("server store");
+    let token = ops::token(&mut store, &UserId::from("alice"), None).expect("token");
+    let options = ServerOptions {
+        rate_per_sec: 0,
+        ..ServerOptions::default()
+    };
+    let server = Server::start(store, options).await.expect("server");
+    (server, token)
+}
+
 /// A fresh device (alice's "bench", [`SyncPolicy::Full`]) syncs everything from the server at
 /// `url` into a new store at `store`; returns the time from the client's start to
 /// `SyncFinished`. The client is shut down before returning.
@@ -220,6 +291,18 @@ pub async fn sync_fresh_device(url: String, token: String, store: &Path) -> Dura
     config.seed = 7;
     let transport = WsTransport::new(url, UserId::from("alice"), DeviceId::from("bench"), token);
     let started = Instant::now();
+    run_until_synced(config, storage, transport, |finished| finished - started).await
+}
+
+/// Starts a client on `storage` over `transport` and runs it until its first `SyncFinished`;
+/// then calls `at_finish` with that moment (before anything else happens: the client is shut
+/// down after it) and returns what it made.
+pub async fn run_until_synced<T: Transport + 'static, R>(
+    config: EngineConfig,
+    storage: SqliteStorage,
+    transport: T,
+    at_finish: impl FnOnce(Instant) -> R,
+) -> R {
     let (handle, driver) = tidemark::Client::start(config, storage, transport, TokioRuntime)
         .await
         .expect("client");
@@ -230,10 +313,10 @@ pub async fn sync_fresh_device(url: String, token: String, store: &Path) -> Dura
             break;
         }
     }
-    let took = started.elapsed();
+    let made = at_finish(Instant::now());
     handle.shutdown().await;
     let _ = task.await;
-    took
+    made
 }
 
 /// How many messages the store at `store` holds (messages, tombstones and seqs known
