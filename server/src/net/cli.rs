@@ -12,6 +12,7 @@
 //! The admin commands open the database directly; SQLite's locking (and the store's busy
 //! timeout) lets them run while the server serves the same file.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -217,6 +218,8 @@ async fn serve(args: ServeArgs) -> Result<(), OpsError> {
     // Scripts (and the tests) read the address from this line.
     let on_listening = |addr: SocketAddr| println!("listening on ws://{addr}");
     ops::serve(store, options, on_listening, stop).await?;
-    println!("stopped");
+    // Whoever started the server may have stopped reading its output (a script that took
+    // the address and closed the pipe): a clean stop must not end in a panic on a write.
+    let _ = writeln!(std::io::stdout(), "stopped");
     Ok(())
 }
