@@ -438,20 +438,13 @@ impl Engine {
     }
 
     pub(super) fn set_latest(&mut self, id: &ConversationId, message: &Message) {
-        let Some(conv) = self.conversations.get_mut(id) else {
-            return;
-        };
-        let newer = match (&conv.latest, message.seq) {
-            (None, _) => true,
-            // A pending message of this device is the newest thing until a later seq lands.
-            (Some(_), None) => true,
-            (Some(latest), Some(seq)) => latest.seq.is_none_or(|s| seq >= s),
-        };
-        if newer {
-            conv.latest = Some(LatestMessage::of(message));
+        if self
+            .conversations
+            .get(id)
+            .is_some_and(|conv| newer_than_entry(conv, message))
+        {
             let time = message.server_time.unwrap_or(message.created_at);
-            conv.last_activity = conv.last_activity.max(time);
-            self.batch.touch(id);
+            self.set_latest_newer(id, message, time);
         }
     }
 
@@ -533,6 +526,17 @@ pub(super) fn apply_change_to(
     }
 }
 
+/// Whether `message` takes the place of `conv`'s list entry: the rule of
+/// [`Engine::set_latest`], also used to fold an ingest's messages ([`LatestCandidate`]).
+fn newer_than_entry(conv: &Conversation, message: &Message) -> bool {
+    match (&conv.latest, message.seq) {
+        (None, _) => true,
+        // A pending message of this device is the newest thing until a later seq lands.
+        (Some(_), None) => true,
+        (Some(latest), Some(seq)) => latest.seq.is_none_or(|s| seq >= s),
+    }
+}
+
 /// The plain messages of one [`Engine::ingest`] that would each have become the list entry
 /// in turn ([`Engine::set_latest`] per message), folded: only the last one's entry is made.
 /// Seqs ascend within an ingest, so once a message is newer than the entry, every later
@@ -548,14 +552,7 @@ struct LatestCandidate {
 impl LatestCandidate {
     /// `message`, about to be stored at `index`, was ingested unchanged.
     fn note(&mut self, conv: Option<&Conversation>, message: &Message, index: usize) {
-        let Some(conv) = conv else {
-            return;
-        };
-        let newer = match (&conv.latest, message.seq) {
-            (None, _) | (Some(_), None) => true,
-            (Some(latest), Some(seq)) => latest.seq.is_none_or(|s| seq >= s),
-        };
-        if !newer {
+        if !conv.is_some_and(|conv| newer_than_entry(conv, message)) {
             return;
         }
         let time = message.server_time.unwrap_or(message.created_at);

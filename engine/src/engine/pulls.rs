@@ -7,7 +7,7 @@
 //! (the held set is passed in), never builds a request or emits (it hands the engine the
 //! chunks of the next pull), and never reads a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::model::{ConversationId, Seq, Timestamp};
 use crate::seq_ranges::SeqRanges;
@@ -117,12 +117,15 @@ impl PullPlanner {
     }
 
     /// The listing is complete: its candidates, most recently active first (ties by id, so
-    /// runs are deterministic). `None` without a sync run.
+    /// runs are deterministic), each conversation once (a delta run may add one both from
+    /// the listing and from the engine's own state). `None` without a sync run.
     pub(super) fn finish_listing(&mut self) -> Option<Vec<(Timestamp, ConversationId)>> {
         let sync = self.sync.as_mut()?;
         sync.listing_done = true;
         let mut candidates = std::mem::take(&mut sync.candidates);
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut seen = HashSet::new();
+        candidates.retain(|(_, id)| seen.insert(id.clone()));
         Some(candidates)
     }
 

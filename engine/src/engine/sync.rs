@@ -187,13 +187,7 @@ impl Engine {
             return;
         };
         let mut total = 0;
-        // A delta run may find a conversation both in the listing and in the engine's own
-        // state: it is planned once.
-        let mut planned = std::collections::HashSet::new();
         for (_, id) in candidates {
-            if !planned.insert(id.clone()) {
-                continue;
-            }
             let Some(window) = self
                 .conversations
                 .get(&id)
