@@ -64,38 +64,27 @@ fn new_message(i: u64, conversations: u64) -> NewMessage {
 
 /// Builds the server's database unless a complete one is there.
 fn build_server_db(path: &Path, conversations: u64, messages: u64) {
-    let done = path.with_extension("complete");
-    if done.exists() && path.exists() {
-        return;
-    }
-    let _ = std::fs::remove_file(path);
-    let started = Instant::now();
-    let mut store = SqliteServerStore::open(path).expect("server store");
-    store.create_user(&UserId::from("alice")).expect("alice");
-    for f in 0..FRIENDS {
-        store.create_user(&friend(f)).expect("friend");
-    }
-    store.begin_group().expect("group");
-    for c in 0..conversations {
-        let kind = if c.is_multiple_of(10) {
-            ConversationKind::Group
-        } else {
-            ConversationKind::Direct
-        };
-        let mut members = vec![UserId::from("alice")];
-        members.extend(others(c));
-        store
-            .create_conversation(&conversation(c), kind, &members)
-            .expect("conversation");
-    }
-    store.commit_group().expect("commit");
-    common::append_all(&mut store, messages, |i| new_message(i, conversations));
-    drop(store);
-    std::fs::write(&done, b"").expect("marker");
-    eprintln!(
-        "built the server database ({conversations} conversations, {messages} messages) in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    common::build_once(path, |store| {
+        store.create_user(&UserId::from("alice")).expect("alice");
+        for f in 0..FRIENDS {
+            store.create_user(&friend(f)).expect("friend");
+        }
+        store.begin_group().expect("group");
+        for c in 0..conversations {
+            let kind = if c.is_multiple_of(10) {
+                ConversationKind::Group
+            } else {
+                ConversationKind::Direct
+            };
+            let mut members = vec![UserId::from("alice")];
+            members.extend(others(c));
+            store
+                .create_conversation(&conversation(c), kind, &members)
+                .expect("conversation");
+        }
+        store.commit_group().expect("commit");
+        common::append_all(store, messages, |i| new_message(i, conversations));
+    });
 }
 
 /// Starts alice's phone on `dir/alice.db` and runs it to `SyncFinished`; returns the time from

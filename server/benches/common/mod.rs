@@ -50,6 +50,27 @@ pub fn new_message(i: u64, conversations: u64) -> NewMessage {
 /// Builds the server's database (alice, eight friends, `conversations` groups of all nine,
 /// `messages` messages) unless a complete one is there.
 pub fn build_server_db(path: &Path, conversations: u64, messages: u64) {
+    build_once(path, |store| {
+        store.create_user(&UserId::from("alice")).expect("alice");
+        for f in 0..8 {
+            store
+                .create_user(&UserId(format!("friend{f}")))
+                .expect("friend");
+        }
+        for c in 0..conversations {
+            let mut members = vec![UserId::from("alice")];
+            members.extend((0..8).map(|k| UserId(format!("friend{}", (c + k) % 8))));
+            store
+                .create_conversation(&conversation(c), ConversationKind::Group, &members)
+                .expect("conversation");
+        }
+        append_all(store, messages, |i| new_message(i, conversations));
+    });
+}
+
+/// Builds a server database at `path` with `fill` unless a complete one is there (a marker
+/// file beside it says so; a build cut short is started again).
+pub fn build_once(path: &Path, fill: impl FnOnce(&mut SqliteServerStore)) {
     let done = path.with_extension("complete");
     if done.exists() && path.exists() {
         return;
@@ -57,24 +78,12 @@ pub fn build_server_db(path: &Path, conversations: u64, messages: u64) {
     let _ = std::fs::remove_file(path);
     let started = Instant::now();
     let mut store = SqliteServerStore::open(path).expect("server store");
-    store.create_user(&UserId::from("alice")).expect("alice");
-    for f in 0..8 {
-        store
-            .create_user(&UserId(format!("friend{f}")))
-            .expect("friend");
-    }
-    for c in 0..conversations {
-        let mut members = vec![UserId::from("alice")];
-        members.extend((0..8).map(|k| UserId(format!("friend{}", (c + k) % 8))));
-        store
-            .create_conversation(&conversation(c), ConversationKind::Group, &members)
-            .expect("conversation");
-    }
-    append_all(&mut store, messages, |i| new_message(i, conversations));
+    fill(&mut store);
     drop(store);
     std::fs::write(&done, b"").expect("marker");
     eprintln!(
-        "built the server database ({messages} messages) in {:.1} s",
+        "built {} in {:.1} s",
+        path.display(),
         started.elapsed().as_secs_f64()
     );
 }
