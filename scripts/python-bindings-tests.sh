@@ -6,9 +6,9 @@
 # itself. Then generates the Kotlin and Swift bindings from the same library, and compiles
 # the Kotlin ones when kotlinc is on the PATH (docs/native-sdk.md). Arguments go to pytest.
 #
-# Reuses what `cargo test --workspace --all-features` built (scripts/check.sh runs it first):
-# that build leaves the cdylib, uniffi-bindgen and tidemark-server in target/debug, and the
-# `cargo build --profile test` below, with the same features, finds them fresh.
+# TIDEMARK_FFI_LIB, TIDEMARK_BINDGEN and TIDEMARK_SERVER_BIN name a built cdylib,
+# uniffi-bindgen and tidemark-server to use instead of building them: scripts/check.sh passes
+# what `cargo test --workspace --all-features` just built, so CI compiles nothing twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -16,14 +16,20 @@ started=$(date +%s)
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$(pwd)/$target_dir ;; esac
 
-echo "== the bindings' library, uniffi-bindgen and the server (test profile, as cargo test builds them)"
-# The test profile is what `cargo test` uses, so its artifacts are reused; its output goes
-# to target/debug like the dev profile's.
-cargo build --profile test -p tidemark-ffi -p tidemark-server --all-features \
-    --lib --bin uniffi-bindgen --bin tidemark-server
-lib="$target_dir/debug/libtidemark_ffi.so"
-bindgen="$target_dir/debug/uniffi-bindgen"
-export TIDEMARK_SERVER_BIN="${TIDEMARK_SERVER_BIN:-$target_dir/debug/tidemark-server}"
+lib=${TIDEMARK_FFI_LIB:-}
+bindgen=${TIDEMARK_BINDGEN:-}
+server=${TIDEMARK_SERVER_BIN:-}
+if [ -z "$lib" ] || [ -z "$bindgen" ] || [ -z "$server" ]; then
+    echo "== the bindings' library, uniffi-bindgen and the server (test profile, into target/debug)"
+    # The test profile (opt-level 1) is what `cargo test` builds with: the dependencies built
+    # for the Rust tests are reused where their features match.
+    cargo build --profile test -p tidemark-ffi -p tidemark-server --all-features \
+        --lib --bin uniffi-bindgen --bin tidemark-server
+    lib=${lib:-$target_dir/debug/libtidemark_ffi.so}
+    bindgen=${bindgen:-$target_dir/debug/uniffi-bindgen}
+    server=${server:-$target_dir/debug/tidemark-server}
+fi
+export TIDEMARK_SERVER_BIN="$server"
 
 generated="$target_dir/uniffi"
 rm -rf "$generated"
@@ -39,16 +45,22 @@ export TIDEMARK_FFI_PY_DIR="$generated/python"
 export PYTHONDONTWRITEBYTECODE=1
 find "$generated" -type f -name '*.py' -o -type f -name '*.kt' -o -type f -name '*.swift' | sort | sed 's/^/   /'
 
-if command -v kotlinc > /dev/null; then
-    echo "== compiling the Kotlin bindings (kotlinc)"
+# Kotlin: uniffi's Kotlin needs a recent kotlinc (it uses trailing commas, Kotlin 1.4+; 1.9+
+# is what is tried here) with JNA and kotlinx-coroutines on KOTLIN_CLASSPATH. Debian's kotlinc
+# is 1.3.31 and fails on it; Maven Central is not reachable here (docs/native-sdk.md).
+kotlin_version=$(kotlinc -version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1 || true)
+if [ -n "$kotlin_version" ] && printf '1.9.0\n%s\n' "$kotlin_version" | sort -V -C; then
+    echo "== compiling the Kotlin bindings (kotlinc $kotlin_version)"
     find "$generated/kotlin" -name '*.kt' -print0 \
-        | xargs -0 kotlinc -cp "${JNA_JAR:-}" -d "$generated/kotlin-classes"
+        | xargs -0 kotlinc -cp "${KOTLIN_CLASSPATH:-}" -d "$generated/kotlin-classes"
 else
-    echo "== Kotlin bindings generated, not compiled: no kotlinc on this machine"
+    echo "== Kotlin bindings generated, not compiled: no kotlinc 1.9+ on this machine${kotlin_version:+ (found $kotlin_version)}"
 fi
 if command -v swiftc > /dev/null; then
     echo "== type-checking the Swift bindings (swiftc)"
-    swiftc -typecheck "$generated"/swift/*.swift
+    swiftc -typecheck -I "$generated/swift" \
+        -Xcc -fmodule-map-file="$generated/swift/tidemark_ffiFFI.modulemap" \
+        "$generated/swift/tidemark_ffi.swift"
 else
     echo "== Swift bindings generated, not compiled: no swiftc on this machine"
 fi
