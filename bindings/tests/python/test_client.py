@@ -251,3 +251,20 @@ def test_typed_errors_for_refused_commands(inbox):
         await alice.shutdown()
 
     asyncio.run(body())
+
+
+def test_a_listener_that_raises_still_gets_the_later_events(inbox):
+    class Raising(Recorder):
+        def on_event(self, event):
+            super().on_event(event)
+            raise RuntimeError("a bug in the app's listener")
+
+    async def body():
+        store = await tm.open_store(inbox.store_path("alice-raising"))
+        events = Raising()
+        client = await tm.start_client(store, inbox.config("alice", "raising"), events)
+        await events.wait_for(lambda e: e.is_SYNC_FINISHED(), what="the sync, after raising")
+        assert len(events.snapshot()) > 2
+        await client.shutdown()
+
+    asyncio.run(body())
