@@ -2,6 +2,7 @@
 //! on it against a server.
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,12 +173,32 @@ fn conversation_id(id: String) -> ConversationId {
     ConversationId::from(id)
 }
 
+/// A message of this user from the foreign side: its conversation and client id.
+fn own_message_key(conversation: String, client_msg_id: String) -> (ConversationId, ClientMsgId) {
+    (
+        conversation_id(conversation),
+        ClientMsgId::from(client_msg_id),
+    )
+}
+
 /// A page size from the foreign side.
 fn page_limit(limit: u32) -> Result<usize, TidemarkError> {
     if limit == 0 {
         return Err(TidemarkError::invalid("a page limit must be at least 1"));
     }
     usize::try_from(limit).map_err(|_| TidemarkError::invalid("page limit too large"))
+}
+
+impl TidemarkClient {
+    /// Runs `work` on a clone of the client, on the bindings' runtime.
+    async fn run<T, F, W>(&self, work: W) -> Result<T, TidemarkError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, TidemarkError>> + Send + 'static,
+        W: FnOnce(Client) -> F,
+    {
+        on_runtime(work(self.client.clone())).await
+    }
 }
 
 #[uniffi::export]
@@ -188,14 +209,8 @@ impl TidemarkClient {
         conversation: String,
         text: String,
     ) -> Result<String, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let id = client
-                .send_text(&conversation_id(conversation), &text)
-                .await?;
-            Ok(id.0)
-        })
-        .await
+        self.run(|c| async move { Ok(c.send_text(&conversation_id(conversation), &text).await?.0) })
+            .await
     }
 
     /// Sends a message of any kind; returns its client id once it is stored as pending.
@@ -205,13 +220,10 @@ impl TidemarkClient {
         kind: ContentKind,
         content: Vec<u8>,
     ) -> Result<String, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let id = client
-                .send_message(&conversation_id(conversation), kind.into(), content)
-                .await?;
-            Ok(id.0)
-        })
+        let conversation = conversation_id(conversation);
+        self.run(
+            |c| async move { Ok(c.send_message(&conversation, kind.into(), content).await?.0) },
+        )
         .await
     }
 
@@ -222,37 +234,23 @@ impl TidemarkClient {
         target: u64,
         content: Vec<u8>,
     ) -> Result<String, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let id = client
-                .edit(&conversation_id(conversation), Seq(target), content)
-                .await?;
-            Ok(id.0)
-        })
-        .await
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move { Ok(c.edit(&conversation, Seq(target), content).await?.0) })
+            .await
     }
 
     /// Withdraws this user's message at `target`; returns the revoke's client id.
     pub async fn revoke(&self, conversation: String, target: u64) -> Result<String, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let id = client
-                .revoke(&conversation_id(conversation), Seq(target))
-                .await?;
-            Ok(id.0)
-        })
-        .await
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move { Ok(c.revoke(&conversation, Seq(target)).await?.0) })
+            .await
     }
 
     /// Marks a conversation read up to `seq`, locally at once and then on the server.
     pub async fn mark_read(&self, conversation: String, seq: u64) -> Result<(), TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .mark_read(&conversation_id(conversation), Seq(seq))
-                .await?)
-        })
-        .await
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move { Ok(c.mark_read(&conversation, Seq(seq)).await?) })
+            .await
     }
 
     /// Sends a failed message again under its client id.
@@ -261,16 +259,9 @@ impl TidemarkClient {
         conversation: String,
         client_msg_id: String,
     ) -> Result<(), TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .retry(
-                    &conversation_id(conversation),
-                    &ClientMsgId::from(client_msg_id),
-                )
-                .await?)
-        })
-        .await
+        let (conversation, id) = own_message_key(conversation, client_msg_id);
+        self.run(|c| async move { Ok(c.retry(&conversation, &id).await?) })
+            .await
     }
 
     /// Cancels a send that has not been acked.
@@ -279,16 +270,9 @@ impl TidemarkClient {
         conversation: String,
         client_msg_id: String,
     ) -> Result<(), TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .cancel(
-                    &conversation_id(conversation),
-                    &ClientMsgId::from(client_msg_id),
-                )
-                .await?)
-        })
-        .await
+        let (conversation, id) = own_message_key(conversation, client_msg_id);
+        self.run(|c| async move { Ok(c.cancel(&conversation, &id).await?) })
+            .await
     }
 
     /// Makes sure the `limit` seqs below `before` (none: the newest `limit`) are held,
@@ -300,12 +284,11 @@ impl TidemarkClient {
         before: Option<u64>,
         limit: u32,
     ) -> Result<HistoryLoaded, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let loaded = client
-                .load_history(&conversation_id(conversation), before.map(Seq), limit)
-                .await?;
-            Ok(loaded.into())
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move {
+            Ok(c.load_history(&conversation, before.map(Seq), limit)
+                .await?
+                .into())
         })
         .await
     }
@@ -347,10 +330,9 @@ impl TidemarkClient {
         after: Option<ConversationCursor>,
         limit: u32,
     ) -> Result<Vec<Conversation>, TidemarkError> {
-        let client = self.client.clone();
         let limit = page_limit(limit)?;
-        on_runtime(async move {
-            let page = client.conversations(after.map(Into::into), limit).await?;
+        self.run(|c| async move {
+            let page = c.conversations(after.map(Into::into), limit).await?;
             Ok(page.into_iter().map(Into::into).collect())
         })
         .await
@@ -358,14 +340,9 @@ impl TidemarkClient {
 
     /// One conversation, if known.
     pub async fn conversation(&self, id: String) -> Result<Option<Conversation>, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .conversation(&conversation_id(id))
-                .await?
-                .map(Into::into))
-        })
-        .await
+        let id = conversation_id(id);
+        self.run(|c| async move { Ok(c.conversation(&id).await?.map(Into::into)) })
+            .await
     }
 
     /// A page of held messages, ascending by seq: with `Before` the newest `limit` below
@@ -377,16 +354,10 @@ impl TidemarkClient {
         direction: Direction,
         limit: u32,
     ) -> Result<Vec<Message>, TidemarkError> {
-        let client = self.client.clone();
-        let limit = page_limit(limit)?;
-        on_runtime(async move {
-            let page = client
-                .messages(
-                    &conversation_id(conversation),
-                    anchor.map(Seq),
-                    direction.into(),
-                    limit,
-                )
+        let (conversation, limit) = (conversation_id(conversation), page_limit(limit)?);
+        self.run(|c| async move {
+            let page = c
+                .messages(&conversation, anchor.map(Seq), direction.into(), limit)
                 .await?;
             Ok(page.into_iter().map(Into::into).collect())
         })
@@ -399,14 +370,9 @@ impl TidemarkClient {
         conversation: String,
         seq: u64,
     ) -> Result<Option<Message>, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .message(&conversation_id(conversation), Seq(seq))
-                .await?
-                .map(Into::into))
-        })
-        .await
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move { Ok(c.message(&conversation, Seq(seq)).await?.map(Into::into)) })
+            .await
     }
 
     /// This user's message by its client id (pending, failed or sent).
@@ -415,17 +381,9 @@ impl TidemarkClient {
         conversation: String,
         client_msg_id: String,
     ) -> Result<Option<Message>, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            Ok(client
-                .own_message(
-                    &conversation_id(conversation),
-                    &ClientMsgId::from(client_msg_id),
-                )
-                .await?
-                .map(Into::into))
-        })
-        .await
+        let (conversation, id) = own_message_key(conversation, client_msg_id);
+        self.run(|c| async move { Ok(c.own_message(&conversation, &id).await?.map(Into::into)) })
+            .await
     }
 
     /// This user's messages without a seq yet (pending or failed), oldest first.
@@ -433,11 +391,9 @@ impl TidemarkClient {
         &self,
         conversation: String,
     ) -> Result<Vec<Message>, TidemarkError> {
-        let client = self.client.clone();
-        on_runtime(async move {
-            let unsent = client
-                .unsent_messages(&conversation_id(conversation))
-                .await?;
+        let conversation = conversation_id(conversation);
+        self.run(|c| async move {
+            let unsent = c.unsent_messages(&conversation).await?;
             Ok(unsent.into_iter().map(Into::into).collect())
         })
         .await
