@@ -51,6 +51,40 @@ pub async fn open_store(path: String) -> Result<Arc<Store>, TidemarkError> {
     .await
 }
 
+/// What [`recover_store`] did.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct RecoveryReport {
+    /// Where the damaged store now lies (renamed, never deleted).
+    pub set_aside: String,
+    /// Unsent messages carried into the fresh store; they are sent once a client runs on it.
+    pub outbox_salvaged: u64,
+    /// Unsent messages that could not be read back (lost unless the server has them).
+    pub outbox_lost: u64,
+    /// Why salvage stopped early or read nothing, if it did.
+    pub salvage_problem: Option<String>,
+}
+
+/// Sets the store at `path` aside (renamed to `<path>.damaged-<time>`) and creates a fresh one
+/// in its place that keeps this device's unsent messages; the next client on it resyncs the
+/// rest from the server. For a store that `open_store` refused with `Corrupt`, or that stopped
+/// a client with `StoreUnusable` (damaged). Call it with no client and no `Store` open on the
+/// path. It does not check for damage itself: a sound store is restarted all the same.
+#[uniffi::export]
+pub async fn recover_store(path: String) -> Result<RecoveryReport, TidemarkError> {
+    on_runtime(async move {
+        let report = tokio::task::spawn_blocking(move || tidemark_storage_sqlite::recover(&path))
+            .await
+            .map_err(|e| TidemarkError::internal(format!("recovering the store failed: {e}")))??;
+        Ok(RecoveryReport {
+            set_aside: report.set_aside.display().to_string(),
+            outbox_salvaged: u64::try_from(report.outbox_salvaged).unwrap_or(u64::MAX),
+            outbox_lost: u64::try_from(report.outbox_lost).unwrap_or(u64::MAX),
+            salvage_problem: report.salvage_problem,
+        })
+    })
+    .await
+}
+
 #[uniffi::export]
 impl Store {
     /// The path it was opened at.

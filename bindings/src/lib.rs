@@ -6,7 +6,8 @@
 //! Android and iOS and what the generated API looks like.
 //!
 //! The foreign API:
-//! - [`open_store`] opens a store file; [`start_client`] starts a [`TidemarkClient`] on it
+//! - [`open_store`] opens a store file ([`recover_store`] sets a damaged one aside and keeps
+//!   its unsent messages); [`start_client`] starts a [`TidemarkClient`] on it
 //!   against a server ([`ClientConfig`]), with a [`ClientListener`] for the events
 //!   ([`ClientEvent`]);
 //! - the client's commands (send, edit, revoke, mark read, retry, cancel, load history) and
@@ -25,7 +26,9 @@ mod login;
 mod model;
 mod runtime;
 
-pub use client::{open_store, start_client, ClientConfig, Store, TidemarkClient};
+pub use client::{
+    open_store, recover_store, start_client, ClientConfig, RecoveryReport, Store, TidemarkClient,
+};
 pub use error::TidemarkError;
 pub use events::ClientListener;
 pub use model::{

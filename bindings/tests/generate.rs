@@ -27,6 +27,7 @@ fn library() -> PathBuf {
 /// Every type the foreign side sees.
 const TYPES: &[&str] = &[
     "Store",
+    "RecoveryReport",
     "TidemarkClient",
     "ClientListener",
     "ClientConfig",
@@ -54,6 +55,7 @@ const TYPES: &[&str] = &[
 const FUNCTIONS: &[(&str, &str)] = &[
     ("open_store", "openStore"),
     ("start_client", "startClient"),
+    ("recover_store", "recoverStore"),
     ("path", "path"),
     ("on_event", "onEvent"),
     ("send_text", "sendText"),

@@ -224,6 +224,16 @@ def test_a_damaged_store_is_a_clear_exception(inbox):
             await tm.open_store(path)
         assert damaged.value.code == "Corrupt"
 
+        # The way back: set it aside, start fresh, sync again.
+        report = await tm.recover_store(path)
+        assert os.path.exists(report.set_aside) and report.set_aside != path
+        assert report.outbox_lost == 0
+        client, _ = await inbox.start_synced(
+            "carol", "damaged", path=path, sync_policy=tm.SyncPolicy.FULL()
+        )
+        assert (await client.conversation("big")).held_count >= BIG
+        await client.shutdown()
+
     asyncio.run(body())
 
 
