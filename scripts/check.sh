@@ -92,11 +92,11 @@ sdk_line=${sdk_line:-"web SDK scenarios: failed before running (exit $sdk_status
 rm -f "$sdk_log"
 # The native bindings from Python (bindings/tests/python): the generated Python module over
 # the cdylib, against the real server. `cargo test --workspace --all-features` built the
-# cdylib and uniffi-bindgen (bindings/tests/generate.rs needs both) and the server: reuse
-# them rather than build them again with other features.
+# cdylib and uniffi-bindgen (bindings/tests/generate.rs needs both; cargo test leaves the
+# cdylib in deps/) and the server: reuse them rather than build them again.
 echo "== python bindings (scripts/python-bindings-tests.sh)"
 py_log="$(mktemp)"
-ffi_lib="$(pwd)/target/debug/libtidemark_ffi.so"
+ffi_lib="$(pwd)/target/debug/deps/libtidemark_ffi.so"
 [ -f "$ffi_lib" ] || ffi_lib=""
 bindgen_bin="$(pwd)/target/debug/uniffi-bindgen"
 [ -x "$bindgen_bin" ] || bindgen_bin=""

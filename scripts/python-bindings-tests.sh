@@ -8,7 +8,8 @@
 #
 # TIDEMARK_FFI_LIB, TIDEMARK_BINDGEN and TIDEMARK_SERVER_BIN name a built cdylib,
 # uniffi-bindgen and tidemark-server to use instead of building them: scripts/check.sh passes
-# what `cargo test --workspace --all-features` just built, so CI compiles nothing twice.
+# what `cargo test --workspace --all-features` just built (the cdylib is in target/debug/deps;
+# cargo test copies only binaries up), so CI compiles nothing twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)

@@ -3,14 +3,17 @@
 //! behaviour is tested from Python: bindings/tests/python, scripts/python-bindings-tests.sh.)
 //!
 //! Having an integration test also makes `cargo test` build the `uniffi-bindgen` binary and
-//! the cdylib into the target directory, where scripts/check.sh's Python stage reuses them.
+//! the cdylib (`target/debug/uniffi-bindgen`, `target/debug/deps/libtidemark_ffi.so`), which
+//! scripts/check.sh's Python stage reuses.
 
 #![allow(clippy::unwrap_used, reason = "a test: a panic is the failure report")]
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The cdylib beside the bindgen binary (both are final artifacts of this package).
+/// The cdylib this build made. `cargo test` leaves it in `deps/` beside the bindgen binary's
+/// directory (it copies only binaries up); `cargo build` copies it up too, so `deps/` holds
+/// the newest either way.
 fn library() -> PathBuf {
     let bindgen = PathBuf::from(env!("CARGO_BIN_EXE_uniffi-bindgen"));
     let dir = bindgen.parent().unwrap();
@@ -19,7 +22,7 @@ fn library() -> PathBuf {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
-    let lib = dir.join(name);
+    let lib = dir.join("deps").join(&name);
     assert!(lib.is_file(), "no cdylib at {}", lib.display());
     lib
 }
