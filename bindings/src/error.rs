@@ -168,3 +168,37 @@ impl From<ClientError> for TidemarkError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_carries_its_stable_code() {
+        let storage: TidemarkError = StorageError::InUse {
+            detail: "held".into(),
+        }
+        .into();
+        assert!(matches!(storage, TidemarkError::Storage { .. }));
+        assert_eq!(storage.code(), "InUse");
+        let refused: TidemarkError =
+            ClientError::Command(CommandError::NotFailed("m".into())).into();
+        assert!(matches!(refused, TidemarkError::Command { .. }));
+        assert_eq!(refused.code(), "NotFailed");
+        let closed: TidemarkError = ClientError::Closed.into();
+        assert_eq!(closed.code(), "Closed");
+        let unusable: TidemarkError = ClientError::StoreUnusable {
+            error: "bad page".into(),
+            damaged: true,
+        }
+        .into();
+        assert!(matches!(
+            unusable,
+            TidemarkError::StoreUnusable { damaged: true, .. }
+        ));
+        assert_eq!(unusable.code(), "StoreUnusable");
+        assert_eq!(TidemarkError::invalid("x").code(), "InvalidArgument");
+        // The text names the code first, for logs.
+        assert!(closed.to_string().starts_with("Closed: "));
+    }
+}
