@@ -51,9 +51,9 @@ use tidemark_engine::protocol::{Request, RequestId, Response};
 use tidemark_engine::storage::{BatchId, WriteBatch};
 use tidemark_engine::transport::{Incoming, RequestSink};
 use tidemark_engine::{
-    Applied, ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine, EngineConfig,
-    Event, Message, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp, Transport,
-    TransportError,
+    Applied, ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine,
+    EngineConfig, Event, Message, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp,
+    Transport, TransportError,
 };
 use tracing::Span;
 
@@ -1202,9 +1202,13 @@ mod tests {
         // The send's batch is held at the store: the send is not answered until it commits.
         let send = client.send_text(&chat, "hello");
         futures::pin_mut!(send);
-        assert!(pool.run_until(async { futures::poll!(send.as_mut()) }).is_pending());
+        assert!(pool
+            .run_until(async { futures::poll!(send.as_mut()) })
+            .is_pending());
         pool.run_until_stalled();
-        assert!(pool.run_until(async { futures::poll!(send.as_mut()) }).is_pending());
+        assert!(pool
+            .run_until(async { futures::poll!(send.as_mut()) })
+            .is_pending());
         assert!(store.inner.all_messages(&chat).is_empty());
         open_first.send(true).unwrap();
         let id = pool.run_until(send).unwrap();

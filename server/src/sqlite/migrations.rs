@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "002_change_cursor",
         sql: include_str!("../../migrations/002_change_cursor.sql"),
     },
+    Migration {
+        version: 3,
+        name: "003_messages_in_seq_order",
+        sql: include_str!("../../migrations/003_messages_in_seq_order.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it opens.
@@ -78,10 +83,16 @@ pub(super) fn inspect(conn: &Connection) -> Result<u64, ServerStoreError> {
 /// Brings the store to [`SERVER_SCHEMA_VERSION`], one transaction per migration. A store that
 /// is current is not written to.
 pub(super) fn migrate(conn: &Connection) -> Result<(), ServerStoreError> {
-    if inspect(conn)? >= SERVER_SCHEMA_VERSION {
+    migrate_to(conn, SERVER_SCHEMA_VERSION)
+}
+
+/// Brings the store to version `target` (at most [`SERVER_SCHEMA_VERSION`]); tests build
+/// stores of an older version with it.
+fn migrate_to(conn: &Connection, target: u64) -> Result<(), ServerStoreError> {
+    if inspect(conn)? >= target {
         return Ok(());
     }
-    for m in MIGRATIONS {
+    for m in MIGRATIONS.iter().take_while(|m| m.version <= target) {
         // IMMEDIATE: take the write lock before reading the version, so two processes opening
         // the same new file cannot both apply a migration.
         let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
@@ -135,6 +146,77 @@ mod tests {
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SERVER_SCHEMA_VERSION);
         assert_eq!(inspect(&conn).unwrap(), SERVER_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_store_keeps_every_message_in_version_3() {
+        use crate::sqlite::SqliteServerStore;
+        use crate::store::ServerStore;
+        use tidemark_engine::{ConversationId, Seq};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            migrate_to(&conn, 2).unwrap();
+            assert_eq!(user_version(&conn).unwrap(), 2);
+            // Two conversations whose appends interleave, as they do on a live server; one
+            // message with every optional column set.
+            conn.execute_batch(
+                "INSERT INTO users (id) VALUES ('a'), ('b');
+                 INSERT INTO conversations (id, kind, max_seq, min_seq, last_activity)
+                 VALUES ('c1', 'group', 3, 1, 30), ('c2', 'direct', 2, 1, 20);
+                 INSERT INTO members (user, conversation)
+                 VALUES ('a', 'c1'), ('b', 'c1'), ('a', 'c2'), ('b', 'c2');
+                 INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, kind_name,
+                     target_seq, content, created_at, server_time) VALUES
+                 ('c1', 1, 'm1', 'a', 'text', NULL, NULL, X'6869', 1, 10),
+                 ('c2', 1, 'm2', 'b', 'text', NULL, NULL, X'', 2, 11),
+                 ('c1', 2, 'm3', 'b', 'custom', 'poll', NULL, X'00FF', 3, 12),
+                 ('c2', 2, 'm4', 'a', 'text', NULL, NULL, X'21', 4, 13),
+                 ('c1', 3, 'm5', 'a', 'edit', NULL, 1, X'686921', 5, 14);",
+            )
+            .unwrap();
+        }
+        let store = SqliteServerStore::open(&path).unwrap();
+        let c1 = ConversationId::from("c1");
+        let c2 = ConversationId::from("c2");
+        let read = |c: &ConversationId| -> Vec<(u64, String, String, Vec<u8>)> {
+            store
+                .messages(c, Seq(1), Seq(10), 10)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.seq.0, m.client_msg_id.0, m.sender.0, m.content))
+                .collect()
+        };
+        assert_eq!(
+            read(&c1),
+            vec![
+                (1, "m1".into(), "a".into(), b"hi".to_vec()),
+                (2, "m3".into(), "b".into(), vec![0, 255]),
+                (3, "m5".into(), "a".into(), b"hi!".to_vec()),
+            ]
+        );
+        assert_eq!(
+            read(&c2),
+            vec![
+                (1, "m2".into(), "b".into(), Vec::new()),
+                (2, "m4".into(), "a".into(), b"!".to_vec()),
+            ]
+        );
+        let edit = store.message(&c1, Seq(3)).unwrap().unwrap();
+        assert_eq!(
+            edit.kind,
+            tidemark_engine::ContentKind::Edit { target: Seq(1) }
+        );
+        assert_eq!(edit.server_time.0, 14);
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SERVER_SCHEMA_VERSION);
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
     }
 
     #[test]
