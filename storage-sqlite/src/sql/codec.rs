@@ -341,6 +341,21 @@ macro_rules! message_columns {
 }
 pub(crate) use message_columns;
 
+/// The key of the conversation whose id is the parameter `$param` (`"?1"`), as a constant
+/// subquery that SQLite runs once per execution: for statements that name a conversation by
+/// id and seek the message indexes (keyed by `conversation_key` since migration 005). An id
+/// without a key has no messages, and the subquery's NULL matches no row.
+macro_rules! key_of {
+    ($param:literal) => {
+        concat!(
+            "(SELECT key FROM conversation_keys WHERE id = ",
+            $param,
+            ")"
+        )
+    };
+}
+pub(crate) use key_of;
+
 /// Decodes a row selected with [`message_columns!`].
 pub(crate) fn decode_message(row: &Row<'_>) -> Result<Message, StorageError> {
     let conversation: String = get(row, 0)?;
@@ -404,8 +419,11 @@ impl<'a> MessageRow<'a> {
         })
     }
 
-    pub(crate) fn params(&self) -> [&dyn ToSql; 14] {
+    /// The columns after the conversation's key (`key`), bound as `?1` (statements that
+    /// write a message name `conversation_key` before [`message_columns!`]).
+    pub(crate) fn keyed_params<'s>(&'s self, key: &'s i64) -> [&'s dyn ToSql; 15] {
         [
+            key,
             &self.m.conversation.0,
             &self.seq,
             &self.m.client_msg_id.0,

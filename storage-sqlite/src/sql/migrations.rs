@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "004_sync_token",
         sql: include_str!("../../migrations/004_sync_token.sql"),
     },
+    Migration {
+        version: 5,
+        name: "005_conversation_keys",
+        sql: include_str!("../../migrations/005_conversation_keys.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it can open.
@@ -143,6 +148,22 @@ pub(crate) fn user_version(conn: &Connection) -> Result<u64, StorageError> {
 mod tests {
     use super::*;
 
+    /// Messages of conversation `c` matching `filter` (a WHERE tail), decoded as the read path
+    /// decodes them, with SQL that every schema version understands.
+    fn raw_messages(conn: &Connection, filter: &str) -> Vec<tidemark_engine::Message> {
+        let sql = format!(
+            "SELECT {} FROM messages WHERE conversation = 'c' AND {filter}",
+            super::super::codec::message_columns!()
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            out.push(super::super::codec::decode_message(row).unwrap());
+        }
+        out
+    }
+
     #[test]
     fn migrations_are_numbered_in_order() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
@@ -234,13 +255,18 @@ mod tests {
             super::super::read::messages_page(conn, &c, None, Direction::After, 10).unwrap()
         };
         let unsent = |conn: &Connection| super::super::read::unsent_messages(conn, &c).unwrap();
-        let (page_before, unsent_before) = (page(&conn), unsent(&conn));
+        // The read path's message queries need version 5's keys: before the migration the
+        // same rows are read by hand, in the same orders.
+        let (page_before, unsent_before) = (
+            raw_messages(&conn, "seq IS NOT NULL ORDER BY seq"),
+            raw_messages(&conn, "seq IS NULL ORDER BY created_at, client_msg_id, sender"),
+        );
         assert_eq!(page_before.len(), 2);
         assert_eq!(unsent_before.len(), 2);
 
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         let after = super::super::read::load_snapshot(&conn).unwrap();
         // Migration 004 adds the sync token, absent in an older store: the next connect
         // lists everything, as an older build did.
