@@ -256,10 +256,13 @@ pub(crate) fn encode_conversation_kind(kind: ConversationKind) -> &'static str {
 }
 
 /// A [`MessageStatus`] as status and failure reason.
+/// `messages.status` of a sent message.
+const SENT: &str = "sent";
+
 pub(crate) fn encode_status(status: &MessageStatus) -> (&'static str, Option<&str>) {
     match status {
         MessageStatus::Pending => ("pending", None),
-        MessageStatus::Sent => ("sent", None),
+        MessageStatus::Sent => (SENT, None),
         MessageStatus::Failed { reason } => ("failed", Some(reason)),
     }
 }
@@ -440,7 +443,55 @@ impl<'a> MessageRow<'a> {
             &self.m.revoked,
         ]
     }
+
+    /// The columns after the conversation (`seq` to `revoked`, in [`message_columns!`]
+    /// order): a multi-row insert binds the conversation and its key once for every row.
+    pub(crate) fn columns_after_conversation(&self) -> [&dyn ToSql; 13] {
+        [
+            &self.seq,
+            &self.m.client_msg_id.0,
+            &self.m.sender.0,
+            &self.kind.kind,
+            &self.kind.name,
+            &self.kind.target,
+            &self.m.content,
+            &self.created_at,
+            &self.server_time,
+            &self.status,
+            &self.reason,
+            &self.edit_seq,
+            &self.m.revoked,
+        ]
+    }
+
+    /// For a plain sent message (no kind name or target, not failed, never edited or
+    /// revoked: what a sync mostly stores) the columns that vary, in [`PLAIN_MESSAGE_COLUMNS`]
+    /// order; the others are the literals [`PLAIN_MESSAGE_VALUES`]. Fewer bound values per row.
+    pub(crate) fn plain_columns(&self) -> Option<[&dyn ToSql; 7]> {
+        let plain = self.kind.name.is_none()
+            && self.kind.target.is_none()
+            && self.status == SENT
+            && self.reason.is_none()
+            && self.edit_seq.is_none()
+            && !self.m.revoked;
+        plain.then_some([
+            &self.seq,
+            &self.m.client_msg_id.0,
+            &self.m.sender.0,
+            &self.kind.kind,
+            &self.m.content,
+            &self.created_at,
+            &self.server_time,
+        ])
+    }
 }
+
+/// The columns [`MessageRow::plain_columns`] binds, then those it leaves to
+/// [`PLAIN_MESSAGE_VALUES`].
+pub(crate) const PLAIN_MESSAGE_COLUMNS: &str = "seq, client_msg_id, sender, kind, content, \
+     created_at, server_time, kind_name, target_seq, status, failure_reason, edit_seq, revoked";
+/// The values of a plain sent message's last six [`PLAIN_MESSAGE_COLUMNS`].
+pub(crate) const PLAIN_MESSAGE_VALUES: &str = "NULL, NULL, 'sent', NULL, NULL, 0";
 
 /// A conversation's columns, converted and borrowed, bound in [`conversation_columns!`] order.
 pub(crate) struct ConversationRow<'a> {

@@ -8,7 +8,9 @@
 //! rule would store it unchanged; only the others pay the rule's lookups. Any error leaves the
 //! transaction to be rolled back by the caller.
 
-use rusqlite::{params, Connection, OptionalExtension, Statement};
+use std::sync::OnceLock;
+
+use rusqlite::{params, Connection, OptionalExtension, Statement, ToSql};
 use tidemark_engine::storage::{may_change, merge_put};
 use tidemark_engine::{
     Applied, ClientMsgId, ConversationId, Message, RefusedChange, Seq, SeqRanges, StorageError,
@@ -18,7 +20,7 @@ use tidemark_engine::{
 use super::codec::{
     bound, conversation_columns, decode_message, decode_tombstones, encode_ranges, int, key_of,
     message_columns, outbox_columns, pending_change_columns, ConversationRow, MessageRow,
-    OutboxRow, PendingChangeRow,
+    OutboxRow, PendingChangeRow, PLAIN_MESSAGE_COLUMNS, PLAIN_MESSAGE_VALUES,
 };
 use super::error::batch_error;
 
@@ -314,16 +316,111 @@ fn put_run(
     let tombstones = tombstones_of(conn, &first.conversation)?;
     let key = conversation_key(conn, &first.conversation)?;
     let occupied = occupied_seqs(conn, key, run)?;
+    // Consecutive messages at free seqs, inserted CHUNK at a time.
+    let mut fresh: Vec<&Message> = Vec::with_capacity(CHUNK);
     for m in run {
-        let Some(seq) = m.seq else {
-            put_message(conn, key, m.clone())?;
-            continue;
-        };
-        if tombstones.contains(seq) {
+        let free = m.seq.is_some_and(|seq| {
+            !tombstones.contains(seq)
+                && i64::try_from(seq.0).is_ok_and(|s| occupied.binary_search(&s).is_err())
+        });
+        if free {
+            fresh.push(m);
+            if fresh.len() == CHUNK {
+                insert_chunk(conn, key, &fresh)?;
+                fresh.clear();
+            }
             continue;
         }
-        let free = i64::try_from(seq.0).is_ok_and(|s| occupied.binary_search(&s).is_err());
-        if !(free && insert_new(insert, key, m)?) {
+        // What came before is stored first: the rule sees the rows in order.
+        insert_each(conn, insert, key, &mut fresh)?;
+        if m.seq.is_some_and(|seq| tombstones.contains(seq)) {
+            continue;
+        }
+        put_message(conn, key, m.clone())?;
+    }
+    insert_each(conn, insert, key, &mut fresh)
+}
+
+/// Messages per multi-row insert of [`insert_chunk`]: one statement's start and end (cursors
+/// opened and closed, the program halted and reset) for many rows.
+const CHUNK: usize = 32;
+
+/// `INSERT` of [`CHUNK`] messages that skips any row meeting a stored seq or id (`ON
+/// CONFLICT DO NOTHING`), for [`insert_chunk`]: the conversation's key `?1` and id `?2` are
+/// bound once, then each row's [`MessageRow::columns_after_conversation`], or with `plain`
+/// its [`MessageRow::plain_columns`].
+fn insert_chunk_sql(plain: bool) -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    static PLAIN_SQL: OnceLock<String> = OnceLock::new();
+    let build = |columns: &str, per_row: usize, literals: &str| {
+        let row = format!("(?1, ?2{}{literals})", ", ?".repeat(per_row));
+        format!(
+            "INSERT INTO messages (conversation_key, conversation, {columns}) VALUES {} \
+             ON CONFLICT DO NOTHING",
+            vec![row; CHUNK].join(", ")
+        )
+    };
+    if plain {
+        PLAIN_SQL.get_or_init(|| {
+            build(
+                PLAIN_MESSAGE_COLUMNS,
+                7,
+                &format!(", {PLAIN_MESSAGE_VALUES}"),
+            )
+        })
+    } else {
+        SQL.get_or_init(|| {
+            // message_columns!() less its first, the conversation.
+            let columns = message_columns!().trim_start_matches("conversation, ");
+            build(columns, 13, "")
+        })
+    }
+}
+
+/// Stores `chunk`, [`CHUNK`] messages at seqs free before the op, in one statement when each
+/// is new (what the rule does with them in order). When any met a row (of its id, or of its
+/// seq stored earlier in the chunk), the rule decides for each in order: a row the chunk
+/// inserted is then met as itself and left as it is (putting a stored message again changes
+/// nothing), and a conflict the rule rejects is rejected (the whole batch rolls back, so
+/// which conflict is reported first is all that can differ).
+fn insert_chunk(conn: &Connection, key: i64, chunk: &[&Message]) -> Result<(), StorageError> {
+    let rows = chunk
+        .iter()
+        .map(|m| MessageRow::new(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let conversation = &chunk[0].conversation.0;
+    let mut params: Vec<&dyn ToSql> = Vec::with_capacity(2 + 13 * CHUNK);
+    params.push(&key);
+    params.push(conversation);
+    let plain = rows.iter().all(|r| r.plain_columns().is_some());
+    for r in &rows {
+        match r.plain_columns() {
+            Some(columns) if plain => params.extend(columns),
+            _ => params.extend(r.columns_after_conversation()),
+        }
+    }
+    let inserted = conn
+        .prepare_cached(insert_chunk_sql(plain))
+        .and_then(|mut s| s.execute(&params[..]))
+        .map_err(batch_error)?;
+    if inserted < chunk.len() {
+        for m in chunk {
+            put_message(conn, key, (*m).clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores the messages of `fresh` (at seqs free before the op) one by one, in order, and
+/// empties it: each a plain insert, or the rule when the insert meets a row.
+fn insert_each(
+    conn: &Connection,
+    insert: &mut Statement<'_>,
+    key: i64,
+    fresh: &mut Vec<&Message>,
+) -> Result<(), StorageError> {
+    for m in fresh.drain(..) {
+        if !insert_new(insert, key, m)? {
             put_message(conn, key, m.clone())?;
         }
     }
