@@ -425,23 +425,10 @@ impl<'a> MessageRow<'a> {
     /// The columns after the conversation's key (`key`), bound as `?1` (statements that
     /// write a message name `conversation_key` before [`message_columns!`]).
     pub(crate) fn keyed_params<'s>(&'s self, key: &'s i64) -> [&'s dyn ToSql; 15] {
-        [
-            key,
-            &self.m.conversation.0,
-            &self.seq,
-            &self.m.client_msg_id.0,
-            &self.m.sender.0,
-            &self.kind.kind,
-            &self.kind.name,
-            &self.kind.target,
-            &self.m.content,
-            &self.created_at,
-            &self.server_time,
-            &self.status,
-            &self.reason,
-            &self.edit_seq,
-            &self.m.revoked,
-        ]
+        let mut params: [&dyn ToSql; 15] = [key; 15];
+        params[1] = &self.m.conversation.0;
+        params[2..].copy_from_slice(&self.columns_after_conversation());
+        params
     }
 
     /// The columns after the conversation (`seq` to `revoked`, in [`message_columns!`]

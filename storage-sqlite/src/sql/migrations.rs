@@ -336,18 +336,25 @@ mod tests {
         super::super::integrity::check(&conn).unwrap();
     }
 
-    /// Migration 003 fills a pending change's sender from its change message, stored at the
-    /// change's seq in the same batch as the pending change.
-    #[test]
-    fn version_2_pending_changes_learn_their_sender() {
+    /// A new store in memory brought to `version` by the migrations up to it, as a build of
+    /// that version left it.
+    fn store_at(version: usize) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        for m in &MIGRATIONS[..2] {
+        for m in &MIGRATIONS[..version] {
             conn.execute_batch(&format!(
                 "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
                 m.sql, m.version
             ))
             .unwrap();
         }
+        conn
+    }
+
+    /// Migration 003 fills a pending change's sender from its change message, stored at the
+    /// change's seq in the same batch as the pending change.
+    #[test]
+    fn version_2_pending_changes_learn_their_sender() {
+        let conn = store_at(2);
         conn.execute_batch(
             "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, target_seq, \
                content, created_at, server_time, status, revoked) \
@@ -390,14 +397,7 @@ mod tests {
             ClientMsgId, ConversationId, Direction, MessageStatus, Seq, UserId, WriteBatch, WriteOp,
         };
 
-        let conn = Connection::open_in_memory().unwrap();
-        for m in &MIGRATIONS[..4] {
-            conn.execute_batch(&format!(
-                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
-                m.sql, m.version
-            ))
-            .unwrap();
-        }
+        let conn = store_at(4);
         conn.execute_batch(
             "INSERT INTO conversations (id, kind, server_max_seq, server_min_seq, held, \
                read_seq, not_unread, unread, last_activity, deleted) \
