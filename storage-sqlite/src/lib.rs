@@ -35,6 +35,8 @@ mod native;
 mod recover;
 mod sql;
 mod storage;
+#[cfg(not(target_family = "wasm"))]
+mod writer;
 
 #[cfg(not(target_family = "wasm"))]
 pub use recover::{recover, RecoveryReport};

@@ -28,10 +28,13 @@ const STATEMENT_CACHE: usize = 64;
 /// SQLite integers are signed, so a batch carrying a seq, timestamp or count above
 /// `i64::MAX` is rejected ([`StorageError::Rejected`]) instead of stored.
 ///
-/// rusqlite is synchronous: each async method takes the connection's lock and runs its
-/// statements inline, so a call blocks its thread for as long as SQLite works (microseconds
-/// for a page, longer for a large batch or the snapshot of a big store). Calls from several
-/// tasks are serialized by the lock.
+/// rusqlite is synchronous: each read takes the connection's lock and runs its statements
+/// inline, so a call blocks its thread for as long as SQLite works (microseconds for a page,
+/// longer for the snapshot of a big store). Natively, [`Storage::apply`] instead hands its
+/// batch to the store's writer thread and awaits the commit, so the caller's thread (the
+/// driver's) goes on meanwhile; batches commit in the order they were handed over. On wasm32
+/// there are no threads and `apply` runs inline too. Calls from several tasks are serialized
+/// by the lock.
 ///
 /// **Damage is sticky.** Once any call has reported [`StorageError::Corrupt`] (a read, a
 /// write, [`Storage::check_integrity`], [`SqliteStorage::quick_check`] or the check
@@ -43,6 +46,9 @@ const STATEMENT_CACHE: usize = 64;
 pub struct SqliteStorage {
     conn: Arc<Mutex<Connection>>,
     health: Arc<Health>,
+    /// Natively, batches are applied on the store's own thread (see [`crate::writer`]).
+    #[cfg(not(target_family = "wasm"))]
+    writer: Arc<crate::writer::Writer>,
 }
 
 /// What this store knows about its file's damage, shared by clones.
@@ -146,9 +152,16 @@ impl SqliteStorage {
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(|e| storage_error(e, "enabling the query planner stability guarantee"))?;
         migrations::migrate(&conn)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let health: Arc<Health> = Arc::default();
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            health: Arc::default(),
+            #[cfg(not(target_family = "wasm"))]
+            writer: crate::writer::Writer::start({
+                let (conn, health) = (Arc::clone(&conn), Arc::clone(&health));
+                move |batch| apply_checked(&conn, &health, batch)
+            }),
+            conn,
+            health,
         })
     }
 
@@ -219,39 +232,60 @@ impl SqliteStorage {
     /// applied: the batch's transaction rolls back when it is dropped during the unwind. So a
     /// poisoned lock is taken over rather than failing every later call.
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.conn)
     }
 
-    /// [`Storage::apply`], synchronously (it never awaits).
+    /// [`Storage::apply`] on the calling thread.
     pub(crate) fn apply_sync(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
-        // A batch of events alone (a sync that found nothing new) writes nothing, so it need
-        // not wait for the open check: a reconnect to an unchanged account is done in one
-        // round trip, not after a check of the whole file. Known damage still refuses it.
-        if batch.is_empty() {
-            return self.health.refusal().map_or(Ok(Applied::default()), Err);
-        }
-        // A store with damage, known or being looked for, takes no write: SQLite does not
-        // check every page it writes beside, so a write can build on a damaged page.
-        self.health.wait_for_check();
-        if let Some(refusal) = self.health.refusal() {
-            return Err(refusal);
-        }
-        let result = self.apply_unchecked(batch);
-        self.health.noted(result)
+        apply_checked(&self.conn, &self.health, batch)
     }
+}
 
-    fn apply_unchecked(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
-        let mut conn = self.lock();
-        // IMMEDIATE takes the write lock up front: a busy store fails (after the busy timeout)
-        // here, before any op ran, rather than halfway through the batch.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(batch_error)?;
-        // On error the transaction is dropped, which rolls every op of the batch back.
-        let applied = write::apply_batch(&tx, batch)?;
-        tx.commit().map_err(batch_error)?;
-        Ok(applied)
+/// `conn`, locked (see [`SqliteStorage::lock`]).
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A batch of events alone: nothing to write, so nothing to wait for and no thread to hop to.
+/// `Some` with its result, `None` for a batch with changes.
+fn apply_empty(health: &Health, batch: &WriteBatch) -> Option<Result<Applied, StorageError>> {
+    // A sync that found nothing new writes nothing, so it need not wait for the open check: a
+    // reconnect to an unchanged account is done in one round trip, not after a check of the
+    // whole file. Known damage still refuses it.
+    batch
+        .is_empty()
+        .then(|| health.refusal().map_or(Ok(Applied::default()), Err))
+}
+
+/// [`Storage::apply`]'s work, on whichever thread runs it.
+fn apply_checked(
+    conn: &Mutex<Connection>,
+    health: &Health,
+    batch: WriteBatch,
+) -> Result<Applied, StorageError> {
+    if let Some(result) = apply_empty(health, &batch) {
+        return result;
     }
+    // A store with damage, known or being looked for, takes no write: SQLite does not check
+    // every page it writes beside, so a write can build on a damaged page.
+    health.wait_for_check();
+    if let Some(refusal) = health.refusal() {
+        return Err(refusal);
+    }
+    let result = apply_unchecked(&mut lock(conn), batch);
+    health.noted(result)
+}
+
+fn apply_unchecked(conn: &mut Connection, batch: WriteBatch) -> Result<Applied, StorageError> {
+    // IMMEDIATE takes the write lock up front: a busy store fails (after the busy timeout)
+    // here, before any op ran, rather than halfway through the batch.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(batch_error)?;
+    // On error the transaction is dropped, which rolls every op of the batch back.
+    let applied = write::apply_batch(&tx, batch)?;
+    tx.commit().map_err(batch_error)?;
+    Ok(applied)
 }
 
 // The bodies are synchronous: the lock is never held across an await.
@@ -263,6 +297,23 @@ impl Storage for SqliteStorage {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
+        #[cfg(not(target_family = "wasm"))]
+        {
+            if let Some(result) = apply_empty(&self.health, &batch) {
+                return result;
+            }
+            match self.writer.submit(batch) {
+                Ok(result) => result.await.unwrap_or_else(|_| {
+                    Err(StorageError::Backend {
+                        detail: "the store's writer thread stopped before the batch's result"
+                            .to_owned(),
+                        source: None,
+                    })
+                }),
+                Err(batch) => self.apply_sync(batch),
+            }
+        }
+        #[cfg(target_family = "wasm")]
         self.apply_sync(batch)
     }
 
@@ -350,7 +401,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use tidemark_engine::{Storage, WriteBatch, WriteOp};
+    use tidemark_engine::{Storage, SyncToken, WriteBatch, WriteOp};
 
     use super::*;
 
@@ -380,6 +431,46 @@ mod tests {
         );
         store.health().finish_check(Ok(()));
         assert_eq!(write.recv_timeout(Duration::from_secs(10)), Ok(true));
+    }
+
+    fn token_batch(token: &str) -> WriteBatch {
+        WriteBatch {
+            ops: vec![WriteOp::PutSyncToken(Some(SyncToken(token.to_owned())))],
+        }
+    }
+
+    #[test]
+    fn batches_commit_on_the_writer_thread_in_the_order_they_were_handed_over() {
+        let store = SqliteStorage::open_in_memory().unwrap();
+        // Both are handed over before either is awaited: the second must commit last.
+        let mut first = store.apply(token_batch("1.1"));
+        let mut second = store.apply(token_batch("1.2"));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let _ = first.as_mut().poll(&mut cx);
+        let _ = second.as_mut().poll(&mut cx);
+        futures::executor::block_on(async {
+            first.await.unwrap();
+            second.await.unwrap();
+        });
+        let snapshot = futures::executor::block_on(store.load_snapshot()).unwrap();
+        assert_eq!(snapshot.sync_token, Some(SyncToken("1.2".to_owned())));
+    }
+
+    #[test]
+    fn dropping_the_last_clone_closes_the_file_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = SqliteStorage::open(&path).unwrap();
+        futures::executor::block_on(store.apply(token_batch("1.1"))).unwrap();
+        let wal = crate::native::sibling(&path, "-wal");
+        assert!(wal.exists(), "an open WAL store has its log");
+        drop(store.clone());
+        assert!(wal.exists(), "a clone's drop leaves the store open");
+        drop(store);
+        // SQLite removes the log when its last connection closes: the writer thread, which
+        // holds the connection too, has finished by the time the drop returned.
+        assert!(!wal.exists(), "the log is gone: the connection was closed");
     }
 
     #[test]

@@ -3,9 +3,21 @@
 //!
 //! The driver rule: after every input or command, drain [`Engine::poll_output`] until it
 //! returns [`Output::Timeout`], carrying out each output in order; then wait for whichever
-//! comes first: something from the server, a command from a [`Client`], or the timeout.
-//! Writes are applied one at a time, in order, before the next output is looked at, so the
-//! store is always at a commit boundary the engine knows of.
+//! comes first: a batch committed, something from the server, a command from a [`Client`],
+//! or the timeout.
+//!
+//! Writes are applied one at a time, in the order the engine emitted them, so the store is
+//! always at a commit boundary the engine knows of. The driver does not wait for a commit
+//! before it goes on: while the store applies one batch (natively on its own thread, see
+//! `SqliteStorage`), the engine reconciles the next server page, and its batch waits its turn.
+//! The engine allows that (events and sends wait for their own batch's commit). At most
+//! [`QUEUED_WRITES`] batches wait behind the one being applied; then the driver stops reading
+//! the server until the store catches up, so memory stays bounded by a few pages. A store that
+//! applies inline (the memory store, the browser's) has finished when the driver first polls
+//! it, and then nothing overlaps: each batch commits before the next output is looked at, as
+//! if awaited. A command first waits until every emitted batch committed, so it sees (and its
+//! answer reports) a store that holds everything the engine did before it. After a failed
+//! write the batches queued behind it are dropped unapplied: they were built on top of it.
 //!
 //! When a write fails the engine stops. The driver drops the connection and, after a short
 //! delay, starts a new engine from a fresh [`Storage::load_snapshot`]: exactly what happens
@@ -26,7 +38,7 @@
 //! disconnected) and one per request (until its answer), with the decisions in between.
 //! Never message content or tokens: ids, kinds, counts and error codes only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -39,9 +51,9 @@ use tidemark_engine::protocol::{Request, RequestId, Response};
 use tidemark_engine::storage::{BatchId, WriteBatch};
 use tidemark_engine::transport::{Incoming, RequestSink};
 use tidemark_engine::{
-    ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine, EngineConfig,
-    Event, Message, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp, Transport,
-    TransportError,
+    Applied, ClientMsgId, CommandError, ConnectionState, ContentKind, ConversationId, Engine,
+    EngineConfig, Event, Message, Output, Seq, Storage, StorageError, SyncSnapshot, Timestamp,
+    Transport, TransportError,
 };
 use tracing::Span;
 
@@ -61,6 +73,14 @@ fn unusable(e: &StorageError) -> Option<bool> {
         _ => None,
     }
 }
+
+/// How many batches may wait behind the one the store is applying before the driver stops
+/// reading the server. One keeps the store busy (the next batch is ready when a commit ends)
+/// and the engine no further ahead of the store than two server pages.
+const QUEUED_WRITES: usize = 1;
+
+/// A batch the store is applying: its id, and the apply to await.
+type Applying = (BatchId, BoxFuture<'static, Result<Applied, StorageError>>);
 
 /// The answer to a history load once it finished.
 type HistoryReply = oneshot::Sender<Result<HistoryLoaded, ClientError>>;
@@ -116,6 +136,7 @@ struct Connection<T: Transport> {
 
 /// What ended a wait.
 enum Wake {
+    Written(BatchId, Result<Applied, StorageError>),
     Incoming(Option<Result<Incoming, TransportError>>),
     Command(Option<Command>),
     Timer,
@@ -205,6 +226,8 @@ pub(crate) fn pair<T: Transport, R: Runtime>(
         history: HashMap::new(),
         sync_span: None,
         requests: HashMap::new(),
+        applying: None,
+        queued: VecDeque::new(),
     };
     (client, state)
 }
@@ -232,6 +255,10 @@ pub(crate) struct DriverState<T: Transport, R: Runtime> {
     sync_span: Option<Span>,
     /// A span per request on the wire, until its answer or the connection's end.
     requests: HashMap<RequestId, Span>,
+    /// The batch the store is applying. `None` only while `queued` is empty.
+    applying: Option<Applying>,
+    /// Batches emitted after it, in order, waiting their turn.
+    queued: VecDeque<(BatchId, WriteBatch)>,
 }
 
 impl<T: Transport, R: Runtime> DriverState<T, R> {
@@ -253,6 +280,11 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
                 self.wait(deadline).await
             };
             match wake {
+                Wake::Written(id, result) => {
+                    self.applying = None;
+                    self.written(id, result);
+                    self.start_write();
+                }
                 Wake::Timer => self.on_timer().await,
                 Wake::Command(Some(Command::Shutdown { reply })) => {
                     self.shut_down().await;
@@ -365,7 +397,10 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
             Output::Event(event) => self.dispatch(event),
             Output::Connect if live => self.connect().await,
             Output::Request(id, request) if live => self.send_request(id, request).await,
-            Output::Write(id, batch) if writable => self.write(id, batch).await,
+            Output::Write(id, batch) if writable => {
+                self.queued.push_back((id, batch));
+                self.start_write();
+            }
             Output::Disconnect { reason } => {
                 self.close_connection().await;
                 self.engine.handle_disconnected(self.runtime.now(), &reason);
@@ -415,8 +450,31 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         }
     }
 
-    async fn write(&mut self, id: BatchId, batch: WriteBatch) {
-        match self.storage.apply(batch).await {
+    /// Hands the next queued batch to the store when it is not applying one. The apply is
+    /// polled once at once: a store with a writer thread starts on the batch now, while the
+    /// driver goes on; a store that applies inline is done here, as if awaited.
+    fn start_write(&mut self) {
+        while self.applying.is_none() {
+            let Some((id, batch)) = self.queued.pop_front() else {
+                return;
+            };
+            let storage = Arc::clone(&self.storage);
+            let mut apply: BoxFuture<'static, _> =
+                Box::pin(async move { storage.apply(batch).await });
+            // The real waker is registered when `wait` polls it again.
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            match apply.as_mut().poll(&mut cx) {
+                Poll::Ready(result) => self.written(id, result),
+                Poll::Pending => self.applying = Some((id, apply)),
+            }
+        }
+    }
+
+    /// Batch `id` was applied with `result`: the engine learns of it. After a failure the
+    /// engine stops, and the batches queued behind are dropped unapplied: they build on the
+    /// failed one, so applying them would leave the store at no commit boundary at all.
+    fn written(&mut self, id: BatchId, result: Result<Applied, StorageError>) {
+        match result {
             Ok(applied) => {
                 self.restart.failures = 0;
                 self.engine
@@ -424,10 +482,25 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
             }
             Err(e) => {
                 tracing::warn!(batch = id.0, error = %e, "write failed: the engine stops");
+                self.queued.clear();
                 self.engine.handle_batch_failed(self.runtime.now(), id, &e);
                 self.note_unusable(&e);
                 self.write_failure = Some(e);
             }
+        }
+    }
+
+    /// Drains the engine and waits until the store has committed every batch emitted so far
+    /// (or one failed), carrying out what each commit releases.
+    async fn flush(&mut self) {
+        loop {
+            self.drive().await;
+            let Some((id, apply)) = self.applying.take() else {
+                return;
+            };
+            let result = apply.await;
+            self.written(id, result);
+            self.start_write();
         }
     }
 
@@ -436,7 +509,7 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
     async fn commit(&mut self) -> Result<(), ClientError> {
         self.write_failure = None;
         // `run` drains again before it waits; a drained engine just repeats its timeout.
-        self.drive().await;
+        self.flush().await;
         match self.write_failure.take() {
             Some(e) if self.engine.is_stopped() => Err(e.into()),
             _ => Ok(()),
@@ -457,26 +530,36 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         }
     }
 
-    /// Waits for the first of: server input, a command, the deadline.
+    /// Waits for the first of: a commit, server input, a command, the deadline. Server input
+    /// waits while [`QUEUED_WRITES`] batches wait for the store.
     async fn wait(&mut self, deadline: Timestamp) -> Wake {
         let Self {
             connection,
             commands,
             runtime,
+            applying,
+            queued,
             ..
         } = self;
+        let written = async {
+            match applying.as_mut() {
+                Some((id, apply)) => Wake::Written(*id, apply.await),
+                None => futures::future::pending().await,
+            }
+        };
         let incoming = async {
             match connection.as_mut() {
-                Some(conn) => conn.source.next().await,
-                None => futures::future::pending().await,
+                Some(conn) if queued.len() < QUEUED_WRITES => conn.source.next().await,
+                _ => futures::future::pending().await,
             }
         };
         let timer = runtime.sleep_until(deadline);
         // Biased, so runs are deterministic under a simulated network: commands first (the
-        // user waits on them), then the server. Timers cannot starve: `run` handles a passed
-        // deadline before waiting again.
+        // user waits on them), then commits (they release events and sends), then the
+        // server. Timers cannot starve: `run` handles a passed deadline before waiting again.
         futures::select_biased! {
             command = commands.next() => Wake::Command(command),
+            written = written.fuse() => written,
             incoming = incoming.fuse() => Wake::Incoming(incoming),
             () = timer.fuse() => Wake::Timer,
         }
@@ -567,6 +650,9 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
     }
 
     async fn on_command(&mut self, command: Command) {
+        // Every batch so far commits first: reads of the store (`own_stored`) see all the
+        // engine did, and a failure is seen before the command runs on a stopped engine.
+        self.flush().await;
         if let Some(refusal) = self.refusal() {
             // A reply whose caller is gone needs no answer.
             match command {
@@ -691,8 +777,9 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
         }
     }
 
-    /// This user's stored message by its client id. Every write so far has been applied, so
-    /// the store has every send this engine made (its row keyed by the signed-in user).
+    /// This user's stored message by its client id. Every write so far has been applied
+    /// (`on_command` flushed), so the store has every send this engine made (its row keyed by
+    /// the signed-in user).
     async fn own_stored(
         &mut self,
         conversation: &ConversationId,
@@ -774,7 +861,8 @@ impl<T: Transport, R: Runtime> DriverState<T, R> {
             self.engine
                 .handle_disconnected(self.runtime.now(), "client shut down");
         }
-        self.drive().await;
+        // Everything the engine emitted commits before the driver ends.
+        self.flush().await;
         // Commands still queued are dropped: their callers get `ClientError::Closed`.
         self.commands.close();
         while let Some(Some(command)) = self.commands.next().now_or_never() {
@@ -811,7 +899,8 @@ mod tests {
     use tidemark_engine::protocol::Push;
     use tidemark_engine::storage::WriteOp;
     use tidemark_engine::{
-        Conversation, ConversationKind, DeviceId, MemoryStorage, MessageStatus, UserId,
+        Conversation, ConversationCursor, ConversationKind, DeviceId, Direction, MemoryStorage,
+        MessageStatus, OutboxEntry, SeqRanges, UserId,
     };
 
     /// What the fake transport saw.
@@ -887,18 +976,245 @@ mod tests {
 
     /// A client and its driver's state, for tests that step the driver by hand.
     fn start(storage: MemoryStorage) -> (TestState, Client, EventStream, FakeTransport) {
+        start_on(Arc::new(storage))
+    }
+
+    /// [`start`] on any store.
+    fn start_on(storage: Arc<dyn Storage>) -> (TestState, Client, EventStream, FakeTransport) {
         let transport = FakeTransport::default();
         let runtime = ManualRuntime::new(Timestamp(1_000));
         let snapshot = block_on(storage.load_snapshot()).unwrap();
-        let (client, state) = pair(
-            config(),
-            snapshot,
-            Arc::new(storage),
-            transport.clone(),
-            runtime,
-        );
+        let (client, state) = pair(config(), snapshot, storage, transport.clone(), runtime);
         let events = client.events();
         (state, client, events, transport)
+    }
+
+    /// A memory store whose applies wait for the test, as a store applying on its own thread
+    /// does: each takes the next gate and, once the test opens it, applies (`true`) or fails
+    /// (`false`). Applies beyond the gates go straight through.
+    #[derive(Clone, Default)]
+    struct GatedStore {
+        inner: MemoryStorage,
+        gates: Arc<Mutex<std::collections::VecDeque<oneshot::Receiver<bool>>>>,
+    }
+
+    impl GatedStore {
+        /// A gate for the next apply, opened by sending on the returned sender.
+        fn gate(&self) -> oneshot::Sender<bool> {
+            let (open, gate) = oneshot::channel();
+            self.gates.lock().unwrap().push_back(gate);
+            open
+        }
+    }
+
+    #[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
+    #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
+    impl Storage for GatedStore {
+        async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
+            self.inner.load_snapshot().await
+        }
+        async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
+            let gate = self.gates.lock().unwrap().pop_front();
+            if let Some(gate) = gate {
+                if !gate.await.unwrap() {
+                    return Err(StorageError::Backend {
+                        detail: "failed by the test".into(),
+                        source: None,
+                    });
+                }
+            }
+            self.inner.apply(batch).await
+        }
+        async fn conversation(
+            &self,
+            id: &ConversationId,
+        ) -> Result<Option<Conversation>, StorageError> {
+            self.inner.conversation(id).await
+        }
+        async fn conversations_page(
+            &self,
+            after: Option<ConversationCursor>,
+            limit: usize,
+        ) -> Result<Vec<Conversation>, StorageError> {
+            self.inner.conversations_page(after, limit).await
+        }
+        async fn messages_page(
+            &self,
+            conversation: &ConversationId,
+            anchor: Option<Seq>,
+            direction: Direction,
+            limit: usize,
+        ) -> Result<Vec<Message>, StorageError> {
+            let inner = &self.inner;
+            inner
+                .messages_page(conversation, anchor, direction, limit)
+                .await
+        }
+        async fn message_by_client_id(
+            &self,
+            conversation: &ConversationId,
+            sender: &UserId,
+            client_msg_id: &ClientMsgId,
+        ) -> Result<Option<Message>, StorageError> {
+            let inner = &self.inner;
+            inner
+                .message_by_client_id(conversation, sender, client_msg_id)
+                .await
+        }
+        async fn unsent_messages(
+            &self,
+            conversation: &ConversationId,
+        ) -> Result<Vec<Message>, StorageError> {
+            self.inner.unsent_messages(conversation).await
+        }
+        async fn total_unread(&self) -> Result<u64, StorageError> {
+            self.inner.total_unread().await
+        }
+        async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
+            self.inner.outbox().await
+        }
+        async fn tombstones(
+            &self,
+            conversation: &ConversationId,
+        ) -> Result<SeqRanges, StorageError> {
+            self.inner.tombstones(conversation).await
+        }
+        async fn check_integrity(&self) -> Result<(), StorageError> {
+            self.inner.check_integrity().await
+        }
+    }
+
+    fn put_conversation(id: &str) -> WriteBatch {
+        let conv = Conversation::new(ConversationId::from(id), ConversationKind::Group);
+        WriteBatch {
+            ops: vec![WriteOp::PutConversation(conv)],
+        }
+    }
+
+    /// Steps `state` through one wait that must end with a commit, as `run` does.
+    async fn commit_next(state: &mut TestState) -> (BatchId, bool) {
+        let Wake::Written(id, result) = state.wait(Timestamp(u64::MAX)).await else {
+            panic!("expected a commit");
+        };
+        let ok = result.is_ok();
+        state.applying = None;
+        state.written(id, result);
+        state.start_write();
+        (id, ok)
+    }
+
+    #[test]
+    fn the_driver_goes_on_while_a_batch_commits_and_reads_the_server_again_when_it_is_done() {
+        let store = GatedStore::default();
+        let (open_first, open_second) = (store.gate(), store.gate());
+        let (mut state, _client, _events, transport) = start_on(Arc::new(store.clone()));
+        block_on(async {
+            state.execute(Output::Connect).await;
+            let feed = transport.0.lock().unwrap().feed.clone().unwrap();
+            // The first batch is handed to the store, which is still at it: the driver goes
+            // on, and what follows it reaches the wire before it committed.
+            state
+                .execute(Output::Write(BatchId(1), put_conversation("a")))
+                .await;
+            assert!(state.applying.is_some());
+            state
+                .execute(Output::Write(BatchId(2), put_conversation("b")))
+                .await;
+            state
+                .execute(Output::Request(RequestId(7), Request::Ping))
+                .await;
+            assert_eq!(transport.0.lock().unwrap().sent.len(), 1);
+            assert_eq!(store.inner.applied_batches(), 0);
+
+            // A batch waits behind the one being applied: the server is not read meanwhile.
+            let pong = Incoming::Response(
+                RequestId(7),
+                Response::Pong {
+                    server_time: Timestamp(5),
+                },
+            );
+            feed.unbounded_send(Ok(pong.clone())).unwrap();
+            {
+                let wait = state.wait(Timestamp(u64::MAX));
+                futures::pin_mut!(wait);
+                assert!(futures::poll!(wait.as_mut()).is_pending());
+            }
+
+            // They commit in order; once none waits, the server is read again.
+            open_first.send(true).unwrap();
+            assert_eq!(commit_next(&mut state).await, (BatchId(1), true));
+            assert!(state.queued.is_empty() && state.applying.is_some());
+            open_second.send(true).unwrap();
+            assert_eq!(commit_next(&mut state).await, (BatchId(2), true));
+            assert_eq!(store.inner.applied_batches(), 2);
+            match state.wait(Timestamp(u64::MAX)).await {
+                Wake::Incoming(Some(Ok(got))) => assert_eq!(got, pong),
+                _ => panic!("expected the pong"),
+            }
+        });
+    }
+
+    #[test]
+    fn after_a_failed_batch_the_ones_behind_it_are_dropped_unapplied() {
+        let store = GatedStore::default();
+        let open_first = store.gate();
+        let (mut state, _client, _events, _) = start_on(Arc::new(store.clone()));
+        block_on(async {
+            state
+                .execute(Output::Write(BatchId(1), put_conversation("a")))
+                .await;
+            state
+                .execute(Output::Write(BatchId(2), put_conversation("b")))
+                .await;
+            open_first.send(false).unwrap();
+            assert_eq!(commit_next(&mut state).await, (BatchId(1), false));
+            // The second batch was built on the first: applying it alone would leave the
+            // store at no commit boundary the engine ever knew.
+            assert!(state.queued.is_empty() && state.applying.is_none());
+            assert!(state.engine.is_stopped());
+            assert_eq!(store.inner.applied_batches(), 0);
+            let b = ConversationId::from("b");
+            assert_eq!(store.inner.conversation(&b).await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn a_command_waits_until_every_batch_before_it_committed() {
+        use futures::executor::LocalPool;
+        use futures::task::LocalSpawnExt;
+
+        let store = GatedStore::default();
+        let chat = ConversationId::from("c");
+        block_on(store.apply(put_conversation("c"))).unwrap();
+        let open_first = store.gate();
+        let mut config = config();
+        config.connect_on_start = false;
+        let runtime = ManualRuntime::new(Timestamp(1_000));
+        let (client, driver) = block_on(Client::start(
+            config,
+            store.clone(),
+            FakeTransport::default(),
+            runtime,
+        ))
+        .unwrap();
+        let mut pool = LocalPool::new();
+        let finished = pool.spawner().spawn_local_with_handle(driver).unwrap();
+        // The send's batch is held at the store: the send is not answered until it commits.
+        let send = client.send_text(&chat, "hello");
+        futures::pin_mut!(send);
+        assert!(pool
+            .run_until(async { futures::poll!(send.as_mut()) })
+            .is_pending());
+        pool.run_until_stalled();
+        assert!(pool
+            .run_until(async { futures::poll!(send.as_mut()) })
+            .is_pending());
+        assert!(store.inner.all_messages(&chat).is_empty());
+        open_first.send(true).unwrap();
+        let id = pool.run_until(send).unwrap();
+        assert_eq!(store.inner.all_messages(&chat)[0].client_msg_id, id);
+        pool.run_until(client.shutdown());
+        pool.run_until(finished);
     }
 
     /// The driver must be spawnable on a multi-threaded executor, and the client usable

@@ -22,7 +22,10 @@
 //! heals, disconnects, crashes now or armed before the next write batch / request / send
 //! ([`Sim::crash_before`]), server send errors, retries of failed messages, and time passing
 //! ([`Sim::drive_for`]). Send errors are transient unless [`ModelOptions::failed_sends`] is
-//! on (the default).
+//! on (the default). In the cases with an odd seed every write batch commits 0 to 30 ms
+//! after the engine emitted it (`SimConfig::commit_latency_ms`), as with a store that applies
+//! on its own thread: the engine handles later answers while batches are in flight, and a
+//! crash loses the ones not committed yet.
 //!
 //! # What is checked
 //!

@@ -19,7 +19,7 @@ use super::transition::{
 };
 use super::ModelOptions;
 use crate::server::ServerStore;
-use crate::sim::{LinkConfig, LinkDir, Sim, SimError};
+use crate::sim::{LinkConfig, LinkDir, Sim, SimConfig, SimError};
 use crate::Backend;
 
 /// Base one-way latency of every link.
@@ -52,7 +52,17 @@ impl<F: Backend> ModelRun<F> {
         case: &ModelCase,
         options: ModelOptions,
     ) -> Result<Self, String> {
-        let mut sim = Sim::new(factory, case.seed);
+        // Half the cases commit each write batch 0-30 ms after it was emitted (longer than a
+        // round trip), as a store with a writer thread may: the engine goes on with later
+        // server answers while its batches are in flight, and crashes lose them.
+        let mut sim = Sim::with_config(
+            factory,
+            SimConfig {
+                seed: case.seed,
+                commit_latency_ms: (case.seed % 2 == 1).then_some(30),
+                ..SimConfig::default()
+            },
+        );
         for spec in &CONVERSATIONS {
             sim.create_conversation(spec.id, spec.kind, spec.members.iter().copied())
                 .map_err(|e| format!("setup: {e}"))?;

@@ -16,24 +16,36 @@ impl<F: Backend> Sim<F> {
         self.now
     }
 
-    /// Advances to the earliest of the next frame delivery and the next device wakeup and
-    /// processes it. Returns `false` when nothing at all is scheduled.
+    /// Advances to the earliest of the next frame delivery, the next commit of an
+    /// uncommitted batch ([`SimConfig::commit_latency_ms`](super::SimConfig::commit_latency_ms))
+    /// and the next device wakeup, and processes it. Returns `false` when nothing at all is
+    /// scheduled.
     pub async fn step(&mut self) -> Result<bool, SimError> {
         self.flush_server();
         let frame_at = self.net.next_time();
+        let commit = self.next_commit();
         let wake = self.next_wakeup();
-        let take_frame = match (frame_at, wake) {
-            (None, None) => return Ok(false),
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            // Frames first on ties: a wakeup at the same instant sees what arrived.
-            (Some(f), Some((w, _))) => f <= w,
+        // Frames first on ties, then commits: a commit or a wakeup at the same instant sees
+        // what arrived, and a wakeup sees what committed.
+        let earliest = [
+            frame_at.map(|t| (t, 0)),
+            commit.map(|(t, _)| (t, 1)),
+            wake.map(|(t, _)| (t, 2)),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some((_, source)) = earliest else {
+            return Ok(false);
         };
-        if take_frame {
+        if source == 0 {
             if let Some((at, frame)) = self.net.pop_next() {
                 self.now = self.now.max(at);
                 self.deliver(frame).await?;
             }
+        } else if let (1, Some((at, d))) = (source, commit) {
+            self.now = self.now.max(at);
+            self.commit_next(d).await?;
         } else if let Some((at, d)) = wake {
             self.now = self.now.max(at);
             let now = self.now;
@@ -174,10 +186,13 @@ impl<F: Backend> Sim<F> {
     }
 
     pub(super) fn next_due(&self) -> Option<Timestamp> {
-        let wake = self.next_wakeup().map(|(t, _)| t);
-        match (self.net.next_time(), wake) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.net.next_time(),
+            self.next_commit().map(|(t, _)| t),
+            self.next_wakeup().map(|(t, _)| t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

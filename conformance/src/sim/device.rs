@@ -4,7 +4,10 @@
 //! links, write batches through the store, events into the log and the [`DispatchOracle`]),
 //! crashes and restarts from the store.
 
+use std::collections::VecDeque;
 use tidemark_engine::testing::{apply_write, start_from, Drain, Polled, Runaway};
+
+use tidemark_engine::storage::{BatchId, WriteBatch};
 use tidemark_engine::{
     ClientMsgId, ContentKind, ConversationId, DeviceId, Engine, EngineConfig, Event, Message,
     Output, Seq, Timestamp, UserId,
@@ -22,6 +25,17 @@ const MAX_OUTPUTS_PER_DRAIN: usize = 1_000_000;
 const MAX_RESTARTS_PER_STEP: u32 = 8;
 
 type CrashPredicate = Box<dyn FnMut(&Output) -> bool>;
+
+/// A write batch executed but not committed yet ([`SimConfig::commit_latency_ms`]): it
+/// commits at `at`.
+///
+/// [`SimConfig::commit_latency_ms`]: super::SimConfig::commit_latency_ms
+pub(super) struct Uncommitted {
+    pub(super) at: Timestamp,
+    pub(super) id: BatchId,
+    pub(super) batch: WriteBatch,
+}
+
 pub(super) struct Device<S> {
     pub(super) user: UserId,
     pub(super) id: DeviceId,
@@ -46,6 +60,8 @@ pub(super) struct Device<S> {
     pub(super) requests: RequestLog,
     /// The dispatch rules, fed what this device's driver executed.
     pub(super) dispatch: DispatchOracle,
+    /// Write batches handed to the store and not committed yet, oldest first.
+    pub(super) uncommitted: VecDeque<Uncommitted>,
 }
 
 pub(super) enum Drained {
@@ -56,12 +72,15 @@ pub(super) enum Drained {
 impl<F: Backend> Sim<F> {
     // ----- app commands -----
 
-    /// Runs `f` on device `d`'s engine at the current time, then executes its outputs.
+    /// Runs `f` on device `d`'s engine at the current time, then executes its outputs. As
+    /// the driver does, every batch emitted before commits first, and the command's own
+    /// before it returns.
     pub async fn command<R>(
         &mut self,
         d: usize,
         f: impl FnOnce(&mut Engine, Timestamp) -> R,
     ) -> Result<R, SimError> {
+        self.commit_all(d).await?;
         let now = self.now;
         let engine = self.devices[d]
             .engine
@@ -69,8 +88,17 @@ impl<F: Backend> Sim<F> {
             .ok_or(SimError::DeviceDown(d))?;
         let result = f(engine, now);
         self.run_device(d).await?;
+        self.commit_all(d).await?;
         self.flush_server();
         Ok(result)
+    }
+
+    /// Commits every uncommitted batch of device `d` now, running the device after each.
+    async fn commit_all(&mut self, d: usize) -> Result<(), SimError> {
+        while !self.devices[d].uncommitted.is_empty() {
+            self.commit_next(d).await?;
+        }
+        Ok(())
     }
 
     /// Sends a message from device `d`; the send is recorded for the invariants.
@@ -82,6 +110,7 @@ impl<F: Backend> Sim<F> {
         content: impl Into<Vec<u8>>,
     ) -> Result<ClientMsgId, SimError> {
         let conversation = conversation.into();
+        self.commit_all(d).await?;
         let now = self.now;
         let dev = &mut self.devices[d];
         let engine = dev.engine.as_mut().ok_or(SimError::DeviceDown(d))?;
@@ -103,6 +132,7 @@ impl<F: Backend> Sim<F> {
             self.sends.len() - 1,
         );
         self.run_device(d).await?;
+        self.commit_all(d).await?;
         self.flush_server();
         Ok(client_msg_id)
     }
@@ -290,29 +320,67 @@ impl<F: Backend> Sim<F> {
                     );
                 }
             }
-            Output::Write(id, batch) => {
-                let written = written_messages(&batch);
-                let dev = &mut self.devices[d];
-                // Only a running engine has outputs to execute.
-                let (Some(engine), Some(store)) = (dev.engine.as_mut(), dev.store.as_ref()) else {
-                    return;
-                };
-                if apply_write(engine, store, now, id, batch).await.is_ok() {
-                    for ((conversation, sender, client_msg_id), _) in &written {
-                        if sender != &dev.user {
-                            continue;
-                        }
-                        let k = (d, conversation.clone(), client_msg_id.clone());
-                        if let Some(&i) = self.send_index.get(&k) {
-                            self.sends[i].committed = true;
-                        }
-                    }
-                    dev.dispatch.committed(&written);
+            Output::Write(id, batch) => match self.config.commit_latency_ms {
+                None => self.commit(d, id, batch).await,
+                Some(latency) => {
+                    let delay = self.rng.below(latency.saturating_add(1));
+                    let dev = &mut self.devices[d];
+                    // In order: never before the batch ahead of it.
+                    let at = dev
+                        .uncommitted
+                        .back()
+                        .map_or(now, |w| w.at)
+                        .max(now.plus_millis(delay));
+                    dev.uncommitted.push_back(Uncommitted { at, id, batch });
                 }
-            }
+            },
             Output::Event(event) => self.record_event(d, event),
             Output::Timeout(at) => self.devices[d].wakeup = at,
         }
+    }
+
+    /// Applies batch `id` to device `d`'s store and tells its engine how that went.
+    async fn commit(&mut self, d: usize, id: BatchId, batch: WriteBatch) {
+        let now = self.now;
+        let written = written_messages(&batch);
+        let dev = &mut self.devices[d];
+        // Only a running engine has outputs to execute.
+        let (Some(engine), Some(store)) = (dev.engine.as_mut(), dev.store.as_ref()) else {
+            return;
+        };
+        if apply_write(engine, store, now, id, batch).await.is_ok() {
+            for ((conversation, sender, client_msg_id), _) in &written {
+                if sender != &dev.user {
+                    continue;
+                }
+                let k = (d, conversation.clone(), client_msg_id.clone());
+                if let Some(&i) = self.send_index.get(&k) {
+                    self.sends[i].committed = true;
+                }
+            }
+            dev.dispatch.committed(&written);
+        } else {
+            // The batches behind it were built on it: a driver drops them unapplied.
+            dev.uncommitted.clear();
+        }
+    }
+
+    /// Commits device `d`'s oldest uncommitted batch, then runs the device (the commit
+    /// releases events and sends; a failed one stops the engine, which restarts).
+    pub(super) async fn commit_next(&mut self, d: usize) -> Result<(), SimError> {
+        if let Some(write) = self.devices[d].uncommitted.pop_front() {
+            self.commit(d, write.id, write.batch).await;
+        }
+        self.run_device(d).await
+    }
+
+    /// The earliest uncommitted batch of any device: when it commits, and whose it is.
+    pub(super) fn next_commit(&self) -> Option<(Timestamp, usize)> {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter_map(|(d, dev)| dev.uncommitted.front().map(|w| (w.at, d)))
+            .min()
     }
 
     pub(super) fn record_event(&mut self, d: usize, event: Event) {
@@ -340,6 +408,8 @@ impl<F: Backend> Sim<F> {
         self.close_connection(d);
         let dev = &mut self.devices[d];
         dev.engine = None;
+        // What the store had not committed is lost with the process.
+        dev.uncommitted.clear();
         dev.wakeup = NEVER;
     }
 

@@ -95,6 +95,13 @@ pub struct SimConfig {
     pub max_steps: u64,
     /// Most simulated time one [`Sim::drive`] covers.
     pub max_drive_ms: u64,
+    /// `None`: a write batch commits as it is executed, before the device's next output
+    /// (a store applying inline, as the memory and browser stores do). `Some(ms)`: it commits
+    /// 0 to `ms` ms later (random, in order), as with a store that applies on its own thread
+    /// (the native SQLite store): meanwhile the device goes on with its next outputs and
+    /// inputs, its requests reach the wire before the batch is durable, and a crash loses
+    /// every batch not yet committed.
+    pub commit_latency_ms: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -106,6 +113,7 @@ impl Default for SimConfig {
             server: ServerConfig::default(),
             max_steps: 1_000_000,
             max_drive_ms: 3_600_000,
+            commit_latency_ms: None,
         }
     }
 }
@@ -227,6 +235,7 @@ impl<F: Backend> Sim<F> {
             kicked: false,
             requests: RequestLog::default(),
             dispatch: DispatchOracle::new(),
+            uncommitted: std::collections::VecDeque::new(),
         });
         self.run_device(index).await?;
         Ok(index)

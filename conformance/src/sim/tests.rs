@@ -1,7 +1,9 @@
 //! Unit tests of the harness pieces that do not need a working engine.
 
 use tidemark_engine::memory::MemoryStorage;
-use tidemark_engine::{ConversationKind, Seq, SeqRanges, Storage, Timestamp, WriteBatch};
+use tidemark_engine::{
+    ConversationKind, Seq, SeqRanges, Storage, SyncPolicy, Timestamp, WriteBatch,
+};
 
 use super::*;
 use crate::SharedBackend;
@@ -202,4 +204,72 @@ fn expected_unread_follows_the_servers_truth() {
     assert_eq!(unread(&server), 1);
     server.set_min_seq(&g, Seq(12)).unwrap();
     assert_eq!(unread(&server), 0);
+}
+
+/// A simulation whose batches commit up to 30 ms after they are emitted (beyond a 20 ms round trip), with bob's 300
+/// messages in `g` for alice's device to sync.
+async fn late_commits() -> Sim<SharedBackend<MemoryStorage>> {
+    let config = SimConfig {
+        seed: 11,
+        commit_latency_ms: Some(30),
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::with_config(SharedBackend::<MemoryStorage>::new(), config);
+    sim.create_conversation("g", ConversationKind::Group, ["alice", "bob"])
+        .unwrap();
+    for i in 0..300 {
+        sim.append_text("bob", "g", &format!("m{i}")).unwrap();
+    }
+    sim
+}
+
+#[tokio::test]
+async fn with_late_commits_the_engine_goes_on_while_its_batches_are_in_flight() {
+    let mut sim = late_commits().await;
+    let alice = sim
+        .add_device("alice", "phone", |c| {
+            c.policy = SyncPolicy::Full;
+            c.pull_max_messages = 50;
+        })
+        .await
+        .unwrap();
+    let mut most_in_flight = 0;
+    for _ in 0..10_000 {
+        if sim.is_quiescent() {
+            break;
+        }
+        assert!(sim.step().await.unwrap(), "{}", sim.describe_pending());
+        most_in_flight = most_in_flight.max(sim.devices[alice].uncommitted.len());
+    }
+    assert!(sim.is_quiescent(), "{}", sim.describe_pending());
+    assert!(
+        most_in_flight >= 2,
+        "at most {most_in_flight} batch in flight"
+    );
+    sim.check_invariants().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_loses_the_batches_not_yet_committed_and_the_device_resyncs() {
+    let mut sim = late_commits().await;
+    let alice = sim
+        .add_device("alice", "phone", |c| {
+            c.policy = SyncPolicy::Full;
+            c.pull_max_messages = 50;
+        })
+        .await
+        .unwrap();
+    for _ in 0..10_000 {
+        if sim.devices[alice].uncommitted.len() >= 2 {
+            break;
+        }
+        assert!(sim.step().await.unwrap(), "{}", sim.describe_pending());
+    }
+    assert!(sim.devices[alice].uncommitted.len() >= 2);
+    let committed = sim.store(alice).applied_batches();
+    sim.crash(alice).await.unwrap();
+    assert!(sim.devices[alice].uncommitted.is_empty());
+    sim.drive().await.unwrap();
+    assert!(sim.store(alice).applied_batches() > committed);
+    sim.check_invariants().await.unwrap();
 }
