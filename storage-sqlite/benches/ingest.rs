@@ -18,9 +18,12 @@
 //! the initial sync's account). `INGEST_ONLY=store` or `=baseline` runs one side alone, for
 //! `valgrind --tool=callgrind` (instructions per row: divide by `INGEST_MESSAGES`).
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::env_or;
 use futures::executor::block_on;
 use tidemark_engine::{
     ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage,
@@ -30,13 +33,6 @@ use tidemark_storage_sqlite::SqliteStorage;
 
 /// Messages per batch: a pull's page.
 const BATCH: usize = 1_000;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The i-th message of the account at `seq` of its conversation, as the server benches make
 /// it and a sync stores it.
