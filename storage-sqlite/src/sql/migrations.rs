@@ -340,6 +340,12 @@ mod tests {
     /// that version left it.
     fn store_at(version: usize) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
+        apply_up_to(&conn, version);
+        conn
+    }
+
+    /// Applies the migrations up to `version` to `conn`, as builds of those versions did.
+    fn apply_up_to(conn: &Connection, version: usize) {
         for m in &MIGRATIONS[..version] {
             conn.execute_batch(&format!(
                 "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
@@ -347,7 +353,6 @@ mod tests {
             ))
             .unwrap();
         }
-        conn
     }
 
     /// Migration 003 fills a pending change's sender from its change message, stored at the
@@ -519,5 +524,43 @@ mod tests {
             )
             .unwrap();
         assert_eq!(keys, 3);
+    }
+
+    /// How long migration 005 takes on a large version 4 store (1M messages over 1,000
+    /// conversations, in a file): the one-time cost of the upgrade at the first open. A
+    /// measurement, not a check: `cargo test --release -p tidemark-storage-sqlite --lib
+    /// version_5_upgrade_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; takes seconds in release"]
+    fn version_5_upgrade_cost() {
+        let dir = std::env::temp_dir().join(format!("tidemark-v5-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .unwrap();
+        apply_up_to(&conn, 4);
+        conn.execute_batch(
+            "BEGIN; \
+             WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 999999) \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, server_time, status, revoked) \
+             SELECT printf('conv%05d', n % 1000), n / 1000 + 1, \
+               printf('friend%d:%08d', n % 8, n), printf('friend%d', n % 8), 'text', \
+               CAST(printf('message %d: an ordinary line of chat, about sixty bytes long', n) \
+                 AS BLOB), n, n, 'sent', 0 FROM i ORDER BY n % 1000, n; \
+             COMMIT;",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        migrate(&conn).unwrap();
+        let took = started.elapsed();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1_000_000);
+        println!("migration 005 of 1M messages: {:.2} s", took.as_secs_f64());
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
