@@ -90,6 +90,23 @@ sdk_status=${PIPESTATUS[0]}
 sdk_line=$(grep -E '^web SDK scenarios: ' "$sdk_log" | tail -1)
 sdk_line=${sdk_line:-"web SDK scenarios: failed before running (exit $sdk_status)"}
 rm -f "$sdk_log"
+# The native bindings from Python (bindings/tests/python): the generated Python module over
+# the cdylib, against the real server. `cargo test --workspace --all-features` built the
+# cdylib and uniffi-bindgen (bindings/tests/generate.rs needs both; cargo test leaves the
+# cdylib in deps/) and the server: reuse them rather than build them again.
+echo "== python bindings (scripts/python-bindings-tests.sh)"
+py_log="$(mktemp)"
+ffi_lib="$(pwd)/target/debug/deps/libtidemark_ffi.so"
+[ -f "$ffi_lib" ] || ffi_lib=""
+bindgen_bin="$(pwd)/target/debug/uniffi-bindgen"
+[ -x "$bindgen_bin" ] || bindgen_bin=""
+TIDEMARK_FFI_LIB="$ffi_lib" TIDEMARK_BINDGEN="$bindgen_bin" TIDEMARK_SERVER_BIN="$server_bin" \
+    bash scripts/python-bindings-tests.sh 2>&1 | tee "$py_log"
+py_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$py_status
+py_line=$(grep -E '^python bindings: ' "$py_log" | tail -1)
+py_line=${py_line:-"python bindings: failed before running (exit $py_status)"}
+rm -f "$py_log"
 set -e
 # One closing line for the whole run (cargo prints one per test binary, the last often a
 # doc-test binary with nothing in it).
@@ -121,6 +138,7 @@ fi
 echo "$fuzz_line"
 echo "$web_line"
 echo "$sdk_line"
+echo "$py_line"
 echo "$summary"
 if [ "$status" -ne 0 ]; then
     exit "$status"

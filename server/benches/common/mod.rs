@@ -69,10 +69,14 @@ pub fn build_server_db(path: &Path, conversations: u64, messages: u64) {
 }
 
 /// Builds a server database at `path` with `fill` unless a complete one is there (a marker
-/// file beside it says so; a build cut short is started again).
+/// file beside it says so, holding the schema version it was built at; a build cut short, or
+/// made by a build with an older schema, is started again).
 pub fn build_once(path: &Path, fill: impl FnOnce(&mut SqliteServerStore)) {
     let done = path.with_extension("complete");
-    if done.exists() && path.exists() {
+    // The marker holds the schema version it was built at: a database from an older build
+    // is built again rather than migrated in every run's copy.
+    let version = tidemark_server::SERVER_SCHEMA_VERSION.to_string();
+    if path.exists() && std::fs::read_to_string(&done).is_ok_and(|v| v == version) {
         return;
     }
     let _ = std::fs::remove_file(path);
@@ -80,7 +84,7 @@ pub fn build_once(path: &Path, fill: impl FnOnce(&mut SqliteServerStore)) {
     let mut store = SqliteServerStore::open(path).expect("server store");
     fill(&mut store);
     drop(store);
-    std::fs::write(&done, b"").expect("marker");
+    std::fs::write(&done, version).expect("marker");
     eprintln!(
         "built {} in {:.1} s",
         path.display(),
