@@ -12,9 +12,12 @@
 //! The store is built once (about a minute in release) under `target/bench-data/` and reused.
 //! Run: `cargo bench -p tidemark-storage-sqlite --bench cold_start`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::env_or;
 use futures::executor::block_on;
 use tidemark_engine::{
     ClientMsgId, ContentKind, Conversation, ConversationId, ConversationKind, LatestMessage,
@@ -24,13 +27,6 @@ use tidemark_storage_sqlite::SqliteStorage;
 
 const PAGE: usize = 50;
 const ROUNDS: usize = 30;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn message(conv: &ConversationId, seq: u64) -> Message {
     Message {

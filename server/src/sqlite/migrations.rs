@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "002_change_cursor",
         sql: include_str!("../../migrations/002_change_cursor.sql"),
     },
+    Migration {
+        version: 3,
+        name: "003_messages_clustered",
+        sql: include_str!("../../migrations/003_messages_clustered.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it opens.
@@ -164,5 +169,144 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Applies the migrations up to `version` to `conn`, as builds of those versions did.
+    fn apply_up_to(conn: &Connection, version: usize) {
+        for m in &MIGRATIONS[..version] {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                m.sql, m.version
+            ))
+            .unwrap();
+        }
+    }
+
+    /// A version 2 store migrates to version 3 (messages keyed by (conversation, seq),
+    /// WITHOUT ROWID) with every row and column intact, a long content included, and a pull's
+    /// range query then reads the key's b-tree alone.
+    #[test]
+    fn version_2_messages_are_kept_in_conversation_order() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        apply_up_to(&conn, 2);
+        conn.execute_batch(
+            "INSERT INTO conversations (id, kind, max_seq, min_seq, last_activity) \
+               VALUES ('a', 'group', 3, 0, 9), ('b', 'direct', 2, 0, 8); \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, kind_name, \
+               target_seq, content, created_at, server_time) VALUES \
+               ('b', 1, 'x', 'bob', 'text', NULL, NULL, X'6869', 5, 6), \
+               ('a', 1, 'x', 'bob', 'custom', 'poll', NULL, X'01', 5, 7), \
+               ('a', 3, 'y', 'carol', 'edit', NULL, 1, X'02', -1, -2), \
+               ('b', 2, 'z', 'dave', 'revoke', NULL, 1, X'', 9, 10);",
+        )
+        .unwrap();
+        // A content far longer than a page's share of a WITHOUT ROWID row: overflow pages.
+        let long: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        conn.execute(
+            "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, server_time) VALUES ('a', 2, 'big', 'carol', 'file', ?1, 7, 8)",
+            [&long],
+        )
+        .unwrap();
+        let rows = |conn: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+            let mut st = conn
+                .prepare(
+                    "SELECT conversation, seq, client_msg_id, sender, kind, kind_name, \
+                     target_seq, content, created_at, server_time FROM messages \
+                     ORDER BY conversation, seq",
+                )
+                .unwrap();
+            let got = st
+                .query_map([], |r| (0..10).map(|i| r.get(i)).collect())
+                .unwrap();
+            got.collect::<Result<_, _>>().unwrap()
+        };
+        let before = rows(&conn);
+        assert_eq!(before.len(), 5);
+
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 3);
+        assert_eq!(rows(&conn), before);
+        let content: Vec<u8> = conn
+            .query_row(
+                "SELECT content FROM messages WHERE conversation = 'a' AND seq = 2",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(content, long);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT content FROM messages \
+                 WHERE conversation = 'a' AND seq BETWEEN 1 AND 3 ORDER BY seq",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert_eq!(
+            plan,
+            "SEARCH messages USING PRIMARY KEY (conversation=? AND seq>? AND seq<?)"
+        );
+        // The key is still unique, and the conversation still a foreign key.
+        assert!(conn
+            .execute(
+                "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+                   created_at, server_time) VALUES ('a', 3, 'w', 'bob', 'text', X'', 1, 1)",
+                [],
+            )
+            .is_err());
+        assert!(conn
+            .execute(
+                "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+                   created_at, server_time) VALUES ('nope', 1, 'w', 'bob', 'text', X'', 1, 1)",
+                [],
+            )
+            .is_err());
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    }
+
+    /// How long migration 003 takes on a large version 2 store (1M messages over 1,000
+    /// conversations, in a file): the one-time cost of the upgrade at the first open. A
+    /// measurement, not a check: `cargo test --release -p tidemark-server --features sqlite
+    /// --lib version_3_upgrade_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; takes seconds in release"]
+    fn version_3_upgrade_cost() {
+        let dir = std::env::temp_dir().join(format!("tidemark-srv-v3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = Connection::open(dir.join("server.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .unwrap();
+        apply_up_to(&conn, 2);
+        // Appended as a server appends them: conversations interleaved.
+        conn.execute_batch(
+            "BEGIN; \
+             WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 999) \
+             INSERT INTO conversations (id, kind, max_seq, min_seq, last_activity) \
+             SELECT printf('conv%05d', n), 'group', 1000, 0, 0 FROM i; \
+             WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 999999) \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, server_time) \
+             SELECT printf('conv%05d', n % 1000), n / 1000 + 1, \
+               printf('friend%d:%08d', n % 8, n), printf('friend%d', n % 8), 'text', \
+               CAST(printf('message %d: an ordinary line of chat, about sixty bytes long', n) \
+                 AS BLOB), n, n FROM i; \
+             COMMIT;",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        migrate(&conn).unwrap();
+        let took = started.elapsed();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1_000_000);
+        println!("migration 003 of 1M messages: {:.2} s", took.as_secs_f64());
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -609,7 +609,7 @@ fn queries_use_their_indexes() {
         (
             "SELECT seq FROM messages WHERE conversation = 'c' AND seq BETWEEN 1 AND 9
              ORDER BY seq LIMIT 5",
-            "INDEX sqlite_autoindex_messages_1 (conversation=? AND seq>? AND seq<?)",
+            "SEARCH messages USING PRIMARY KEY (conversation=? AND seq>? AND seq<?)",
         ),
         (
             "SELECT seq FROM sent WHERE sender = 'a' AND client_msg_id = 'm'",

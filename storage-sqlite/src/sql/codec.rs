@@ -256,10 +256,13 @@ pub(crate) fn encode_conversation_kind(kind: ConversationKind) -> &'static str {
 }
 
 /// A [`MessageStatus`] as status and failure reason.
+/// `messages.status` of a sent message.
+const SENT: &str = "sent";
+
 pub(crate) fn encode_status(status: &MessageStatus) -> (&'static str, Option<&str>) {
     match status {
         MessageStatus::Pending => ("pending", None),
-        MessageStatus::Sent => ("sent", None),
+        MessageStatus::Sent => (SENT, None),
         MessageStatus::Failed { reason } => ("failed", Some(reason)),
     }
 }
@@ -341,6 +344,21 @@ macro_rules! message_columns {
 }
 pub(crate) use message_columns;
 
+/// The key of the conversation whose id is the parameter `$param` (`"?1"`), as a constant
+/// subquery that SQLite runs once per execution: for statements that name a conversation by
+/// id and seek the message indexes (keyed by `conversation_key` since migration 005). An id
+/// without a key has no messages, and the subquery's NULL matches no row.
+macro_rules! key_of {
+    ($param:literal) => {
+        concat!(
+            "(SELECT key FROM conversation_keys WHERE id = ",
+            $param,
+            ")"
+        )
+    };
+}
+pub(crate) use key_of;
+
 /// Decodes a row selected with [`message_columns!`].
 pub(crate) fn decode_message(row: &Row<'_>) -> Result<Message, StorageError> {
     let conversation: String = get(row, 0)?;
@@ -404,9 +422,19 @@ impl<'a> MessageRow<'a> {
         })
     }
 
-    pub(crate) fn params(&self) -> [&dyn ToSql; 14] {
+    /// The columns after the conversation's key (`key`), bound as `?1` (statements that
+    /// write a message name `conversation_key` before [`message_columns!`]).
+    pub(crate) fn keyed_params<'s>(&'s self, key: &'s i64) -> [&'s dyn ToSql; 15] {
+        let mut params: [&dyn ToSql; 15] = [key; 15];
+        params[1] = &self.m.conversation.0;
+        params[2..].copy_from_slice(&self.columns_after_conversation());
+        params
+    }
+
+    /// The columns after the conversation (`seq` to `revoked`, in [`message_columns!`]
+    /// order): a multi-row insert binds the conversation and its key once for every row.
+    pub(crate) fn columns_after_conversation(&self) -> [&dyn ToSql; 13] {
         [
-            &self.m.conversation.0,
             &self.seq,
             &self.m.client_msg_id.0,
             &self.m.sender.0,
@@ -422,7 +450,35 @@ impl<'a> MessageRow<'a> {
             &self.m.revoked,
         ]
     }
+
+    /// For a plain sent message (no kind name or target, not failed, never edited or
+    /// revoked: what a sync mostly stores) the columns that vary, in [`PLAIN_MESSAGE_COLUMNS`]
+    /// order; the others are the literals [`PLAIN_MESSAGE_VALUES`]. Fewer bound values per row.
+    pub(crate) fn plain_columns(&self) -> Option<[&dyn ToSql; 7]> {
+        let plain = self.kind.name.is_none()
+            && self.kind.target.is_none()
+            && self.status == SENT
+            && self.reason.is_none()
+            && self.edit_seq.is_none()
+            && !self.m.revoked;
+        plain.then_some([
+            &self.seq,
+            &self.m.client_msg_id.0,
+            &self.m.sender.0,
+            &self.kind.kind,
+            &self.m.content,
+            &self.created_at,
+            &self.server_time,
+        ])
+    }
 }
+
+/// The columns [`MessageRow::plain_columns`] binds, then those it leaves to
+/// [`PLAIN_MESSAGE_VALUES`].
+pub(crate) const PLAIN_MESSAGE_COLUMNS: &str = "seq, client_msg_id, sender, kind, content, \
+     created_at, server_time, kind_name, target_seq, status, failure_reason, edit_seq, revoked";
+/// The values of a plain sent message's last six [`PLAIN_MESSAGE_COLUMNS`].
+pub(crate) const PLAIN_MESSAGE_VALUES: &str = "NULL, NULL, 'sent', NULL, NULL, 0";
 
 /// A conversation's columns, converted and borrowed, bound in [`conversation_columns!`] order.
 pub(crate) struct ConversationRow<'a> {

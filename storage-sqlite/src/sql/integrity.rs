@@ -18,10 +18,16 @@ const ALL_TOMBSTONES: &str = "SELECT conversation, ranges FROM tombstones";
 const ALL_MESSAGES: &str = concat!("SELECT ", message_columns!(), " FROM messages");
 const SEQS: &str =
     "SELECT conversation, seq FROM messages WHERE seq IS NOT NULL ORDER BY conversation, seq";
+// A message whose key is not its conversation's: its uniqueness was checked under another
+// conversation (only damage or a bug of the write path does this).
+const MISKEYED_MESSAGE: &str = "SELECT m.conversation, m.client_msg_id FROM messages m \
+     WHERE m.conversation_key IS NOT \
+     (SELECT k.key FROM conversation_keys k WHERE k.id = m.conversation) LIMIT 1";
 // An outbox entry needs an unsent row of its conversation and client id (whatever the
 // sender: the store does not know who "this device" is).
 const ORPHAN_OUTBOX: &str = "SELECT o.client_msg_id FROM outbox o \
-     WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation = o.conversation \
+     WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_key = \
+     (SELECT key FROM conversation_keys k WHERE k.id = o.conversation) \
      AND m.seq IS NULL AND m.client_msg_id = o.client_msg_id) \
      ORDER BY o.client_msg_id LIMIT 1";
 
@@ -92,6 +98,18 @@ fn damage_checks(conn: &Connection) -> Result<(Ranges, Ranges), StorageError> {
         Ok(())
     })?;
     each_row(conn, ALL_MESSAGES, |row| decode_message(row).map(drop))?;
+    let miskeyed: Option<(String, String)> = conn
+        .prepare_cached(MISKEYED_MESSAGE)
+        .and_then(|mut s| {
+            let mut rows = s.query([])?;
+            rows.next()?.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
+        })
+        .map_err(|e| storage_error(e, "checking the message keys"))?;
+    if let Some((conv, id)) = miskeyed {
+        return Err(corrupt(format!(
+            "{conv}: message {id} is filed under another conversation's key"
+        )));
+    }
     each_row(conn, OUTBOX, |row| decode_outbox(row).map(drop))?;
     each_row(conn, PENDING_CHANGES, |row| {
         decode_pending_change(row).map(drop)

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "004_sync_token",
         sql: include_str!("../../migrations/004_sync_token.sql"),
     },
+    Migration {
+        version: 5,
+        name: "005_conversation_keys",
+        sql: include_str!("../../migrations/005_conversation_keys.sql"),
+    },
 ];
 
 /// The schema version this build writes and the highest it can open.
@@ -143,6 +148,22 @@ pub(crate) fn user_version(conn: &Connection) -> Result<u64, StorageError> {
 mod tests {
     use super::*;
 
+    /// Messages of conversation `conv` matching `filter` (a WHERE tail), decoded as the read
+    /// path decodes them, with SQL that every schema version understands.
+    fn raw_messages(conn: &Connection, conv: &str, filter: &str) -> Vec<tidemark_engine::Message> {
+        let sql = format!(
+            "SELECT {} FROM messages WHERE conversation = '{conv}' AND {filter}",
+            super::super::codec::message_columns!()
+        );
+        let mut stmt = conn.prepare(&sql).unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            out.push(super::super::codec::decode_message(row).unwrap());
+        }
+        out
+    }
+
     #[test]
     fn migrations_are_numbered_in_order() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
@@ -234,13 +255,22 @@ mod tests {
             super::super::read::messages_page(conn, &c, None, Direction::After, 10).unwrap()
         };
         let unsent = |conn: &Connection| super::super::read::unsent_messages(conn, &c).unwrap();
-        let (page_before, unsent_before) = (page(&conn), unsent(&conn));
+        // The read path's message queries need version 5's keys: before the migration the
+        // same rows are read by hand, in the same orders.
+        let (page_before, unsent_before) = (
+            raw_messages(&conn, "c", "seq IS NOT NULL ORDER BY seq"),
+            raw_messages(
+                &conn,
+                "c",
+                "seq IS NULL ORDER BY created_at, client_msg_id, sender",
+            ),
+        );
         assert_eq!(page_before.len(), 2);
         assert_eq!(unsent_before.len(), 2);
 
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         let after = super::super::read::load_snapshot(&conn).unwrap();
         // Migration 004 adds the sync token, absent in an older store: the next connect
         // lists everything, as an older build did.
@@ -306,18 +336,30 @@ mod tests {
         super::super::integrity::check(&conn).unwrap();
     }
 
-    /// Migration 003 fills a pending change's sender from its change message, stored at the
-    /// change's seq in the same batch as the pending change.
-    #[test]
-    fn version_2_pending_changes_learn_their_sender() {
+    /// A new store in memory brought to `version` by the migrations up to it, as a build of
+    /// that version left it.
+    fn store_at(version: usize) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        for m in &MIGRATIONS[..2] {
+        apply_up_to(&conn, version);
+        conn
+    }
+
+    /// Applies the migrations up to `version` to `conn`, as builds of those versions did.
+    fn apply_up_to(conn: &Connection, version: usize) {
+        for m in &MIGRATIONS[..version] {
             conn.execute_batch(&format!(
                 "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
                 m.sql, m.version
             ))
             .unwrap();
         }
+    }
+
+    /// Migration 003 fills a pending change's sender from its change message, stored at the
+    /// change's seq in the same batch as the pending change.
+    #[test]
+    fn version_2_pending_changes_learn_their_sender() {
+        let conn = store_at(2);
         conn.execute_batch(
             "INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, target_seq, \
                content, created_at, server_time, status, revoked) \
@@ -332,5 +374,193 @@ mod tests {
             .pending_changes;
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].sender, tidemark_engine::UserId::from("carol"));
+    }
+
+    /// Every column of every message row, by rowid: what a migration must keep.
+    fn message_rows(conn: &Connection) -> Vec<Vec<rusqlite::types::Value>> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, conversation, seq, client_msg_id, sender, kind, kind_name, \
+                 target_seq, content, created_at, server_time, status, failure_reason, \
+                 edit_seq, revoked FROM messages ORDER BY id",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| (0..15).map(|i| r.get(i)).collect())
+            .unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// A version 4 store (message indexes keyed by the conversation id as text) migrates to
+    /// version 5 with every row intact, rowid and all, each filed under its conversation's
+    /// key; reads find the rows, and the merge rules hold on them: one client id of two
+    /// senders, the same ids in two conversations, a pending send and its echo, conflicts.
+    #[test]
+    fn version_4_store_migrates_to_conversation_keys() {
+        use super::super::{integrity, read, write};
+        use tidemark_engine::{
+            ClientMsgId, ConversationId, Direction, MessageStatus, Seq, UserId, WriteBatch, WriteOp,
+        };
+
+        let conn = store_at(4);
+        conn.execute_batch(
+            "INSERT INTO conversations (id, kind, server_max_seq, server_min_seq, held, \
+               read_seq, not_unread, unread, last_activity, deleted) \
+               VALUES ('a', 'group', 3, 0, '[[1,3]]', 1, '[]', 2, 9, '[]'), \
+                      ('b', 'direct', 4, 0, '[[1,2],[4,4]]', 0, '[]', 3, 8, '[[3,3]]'); \
+             INSERT INTO messages (id, conversation, seq, client_msg_id, sender, kind, \
+               kind_name, target_seq, content, created_at, server_time, status, \
+               failure_reason, edit_seq, revoked) VALUES \
+               (10, 'a', 1, 'x', 'bob', 'text', NULL, NULL, X'6869', 5, 6, 'sent', NULL, NULL, 0), \
+               (11, 'a', 2, 'x', 'carol', 'custom', 'poll', NULL, X'01', 6, 7, 'sent', NULL, 3, 0), \
+               (12, 'a', 3, 'y', 'carol', 'edit', NULL, 2, X'02', 7, 8, 'sent', NULL, NULL, 0), \
+               (13, 'a', NULL, 'mine-1', 'me', 'text', NULL, NULL, X'03', 10, NULL, 'pending', NULL, NULL, 0), \
+               (14, 'a', NULL, 'mine-2', 'me', 'text', NULL, NULL, X'04', 11, NULL, 'failed', 'no route', NULL, 0), \
+               (20, 'b', 1, 'x', 'bob', 'text', NULL, NULL, X'', 5, 6, 'sent', NULL, NULL, 1), \
+               (21, 'b', 2, 'mine-1', 'me', 'image', NULL, NULL, X'05', 9, 9, 'sent', NULL, NULL, 0), \
+               (22, 'b', 4, 'z', 'dave', 'revoke', NULL, 1, X'', 9, 10, 'sent', NULL, NULL, 0); \
+             INSERT INTO outbox (client_msg_id, conversation, kind, content, created_at, \
+               attempts) VALUES ('mine-1', 'a', 'text', X'03', 10, 1); \
+             INSERT INTO tombstones (conversation, ranges) VALUES ('b', '[[3,3]]');",
+        )
+        .unwrap();
+        let rows_before = message_rows(&conn);
+        let sent_before = raw_messages(&conn, "a", "seq IS NOT NULL ORDER BY seq");
+        let unsent_before = raw_messages(&conn, "a", "seq IS NULL ORDER BY created_at");
+        let snapshot_before = read::load_snapshot(&conn).unwrap();
+
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), 5);
+        assert_eq!(message_rows(&conn), rows_before);
+        let keyed: Vec<(String, i64)> = conn
+            .prepare("SELECT id, key FROM conversation_keys ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keyed.len(), 2);
+        assert_ne!(keyed[0].1, keyed[1].1);
+        let filed_elsewhere: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages m JOIN conversation_keys k \
+                 ON k.key = m.conversation_key WHERE k.id IS NOT m.conversation",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(filed_elsewhere, 0);
+        integrity::check(&conn).unwrap();
+        assert_eq!(read::load_snapshot(&conn).unwrap(), snapshot_before);
+
+        let (a, b) = (ConversationId::from("a"), ConversationId::from("b"));
+        assert_eq!(
+            read::messages_page(&conn, &a, None, Direction::After, 10).unwrap(),
+            sent_before
+        );
+        assert_eq!(read::unsent_messages(&conn, &a).unwrap(), unsent_before);
+        let by_id = |conv: &ConversationId, sender: &str, id: &str| {
+            read::message_by_client_id(&conn, conv, &UserId::from(sender), &ClientMsgId::from(id))
+                .unwrap()
+        };
+        assert_eq!(by_id(&a, "carol", "x").as_ref(), Some(&sent_before[1]));
+        assert_eq!(by_id(&a, "bob", "x").as_ref(), Some(&sent_before[0]));
+        assert!(by_id(&b, "bob", "x").is_some_and(|m| m.revoked && m.seq == Some(Seq(1))));
+        assert_eq!(by_id(&b, "carol", "x"), None);
+
+        let apply = |ops: Vec<WriteOp>| {
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+            let applied = write::apply_batch(&tx, WriteBatch { ops });
+            if applied.is_ok() {
+                tx.commit().unwrap();
+            }
+            applied
+        };
+        let at = |m: &tidemark_engine::Message, conv: &ConversationId, seq: u64| {
+            tidemark_engine::Message {
+                conversation: conv.clone(),
+                seq: Some(Seq(seq)),
+                status: MessageStatus::Sent,
+                ..m.clone()
+            }
+        };
+        // The echo of the pending send takes its row; bob's client id in b is carol's too.
+        let echo = at(&unsent_before[0], &a, 4);
+        let carols = at(&sent_before[1], &b, 5);
+        apply(vec![WriteOp::PutMessages(vec![echo.clone()])]).unwrap();
+        apply(vec![WriteOp::PutMessages(vec![carols.clone()])]).unwrap();
+        assert_eq!(by_id(&a, "me", "mine-1"), Some(echo));
+        assert_eq!(by_id(&b, "carol", "x"), Some(carols));
+        assert_eq!(read::unsent_messages(&conn, &a).unwrap().len(), 1);
+        let rowid: i64 = conn
+            .query_row(
+                "SELECT id FROM messages WHERE seq = 4 AND conversation = 'a'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rowid, 13, "the pending row became the sent one");
+        // Conflicts with migrated rows are still refused: bob's x at another seq, and
+        // another message at a held seq.
+        for clash in [at(&sent_before[0], &a, 6), {
+            let mut m = at(&sent_before[0], &a, 2);
+            m.client_msg_id = ClientMsgId::from("other");
+            m
+        }] {
+            assert!(matches!(
+                apply(vec![WriteOp::PutMessages(vec![clash])]),
+                Err(tidemark_engine::StorageError::Rejected(_))
+            ));
+        }
+        // A conversation new since the migration gets a key of its own.
+        let c = ConversationId::from("c");
+        apply(vec![WriteOp::PutMessages(vec![at(&sent_before[0], &c, 1)])]).unwrap();
+        assert_eq!(by_id(&c, "bob", "x").map(|m| m.conversation), Some(c));
+        let keys: i64 = conn
+            .query_row(
+                "SELECT count(DISTINCT key) FROM conversation_keys",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(keys, 3);
+    }
+
+    /// How long migration 005 takes on a large version 4 store (1M messages over 1,000
+    /// conversations, in a file): the one-time cost of the upgrade at the first open. A
+    /// measurement, not a check: `cargo test --release -p tidemark-storage-sqlite --lib
+    /// version_5_upgrade_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; takes seconds in release"]
+    fn version_5_upgrade_cost() {
+        let dir = std::env::temp_dir().join(format!("tidemark-v5-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .unwrap();
+        apply_up_to(&conn, 4);
+        conn.execute_batch(
+            "BEGIN; \
+             WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 999999) \
+             INSERT INTO messages (conversation, seq, client_msg_id, sender, kind, content, \
+               created_at, server_time, status, revoked) \
+             SELECT printf('conv%05d', n % 1000), n / 1000 + 1, \
+               printf('friend%d:%08d', n % 8, n), printf('friend%d', n % 8), 'text', \
+               CAST(printf('message %d: an ordinary line of chat, about sixty bytes long', n) \
+                 AS BLOB), n, n, 'sent', 0 FROM i ORDER BY n % 1000, n; \
+             COMMIT;",
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        migrate(&conn).unwrap();
+        let took = started.elapsed();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1_000_000);
+        println!("migration 005 of 1M messages: {:.2} s", took.as_secs_f64());
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

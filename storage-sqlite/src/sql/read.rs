@@ -11,7 +11,7 @@ use tidemark_engine::{
 
 use super::codec::{
     conversation_columns, decode_conversation, decode_message, decode_outbox,
-    decode_pending_change, decode_tombstones, limit, message_columns, outbox_columns,
+    decode_pending_change, decode_tombstones, key_of, limit, message_columns, outbox_columns,
     pending_change_columns,
 };
 use super::error::storage_error;
@@ -46,32 +46,44 @@ pub(crate) const LIST_OLDER: &str = concat!(
 pub(crate) const MESSAGES_BEFORE: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
 );
 pub(crate) const MESSAGES_NEWEST: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT ?2"
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND seq IS NOT NULL ORDER BY seq DESC LIMIT ?2"
 );
 pub(crate) const MESSAGES_AFTER: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND seq > ?2 ORDER BY seq ASC LIMIT ?3"
 );
 pub(crate) const MESSAGES_OLDEST: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq IS NOT NULL ORDER BY seq ASC LIMIT ?2"
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND seq IS NOT NULL ORDER BY seq ASC LIMIT ?2"
 );
 pub(crate) const MESSAGE_BY_CLIENT_ID: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND sender = ?2 AND client_msg_id = ?3"
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND sender = ?2 AND client_msg_id = ?3"
 );
 pub(crate) const UNSENT: &str = concat!(
     "SELECT ",
     message_columns!(),
-    " FROM messages WHERE conversation = ?1 AND seq IS NULL \
+    " FROM messages WHERE conversation_key = ",
+    key_of!("?1"),
+    " AND seq IS NULL \
      ORDER BY created_at, client_msg_id, sender"
 );
 pub(crate) const OUTBOX: &str = concat!(
@@ -358,9 +370,9 @@ mod tests {
             (MESSAGES_NEWEST, vec![c, n], "SEARCH messages USING INDEX"),
             (MESSAGES_AFTER, vec![c, s, n], "SEARCH messages USING INDEX"),
             (MESSAGES_OLDEST, vec![c, n], "SEARCH messages USING INDEX"),
-            (MESSAGE_BY_CLIENT_ID, vec![c, c, c], "SEARCH messages USING INDEX sqlite_autoindex_messages_1 (conversation=? AND sender=? AND client_msg_id=?)"),
+            (MESSAGE_BY_CLIENT_ID, vec![c, c, c], "SEARCH messages USING INDEX sqlite_autoindex_messages_1 (conversation_key=? AND sender=? AND client_msg_id=?)"),
             // Unsent rows are few (the outbox): found by the seq index, then sorted.
-            (UNSENT, vec![c], "SEARCH messages USING INDEX sqlite_autoindex_messages_2 (conversation=? AND seq=?)"),
+            (UNSENT, vec![c], "SEARCH messages USING INDEX sqlite_autoindex_messages_2 (conversation_key=? AND seq=?)"),
         ];
         // Stores never run ANALYZE, so the plans without statistics are the ones that count;
         // with statistics of a large store they must stay the same.
