@@ -206,9 +206,10 @@ fn expected_unread_follows_the_servers_truth() {
     assert_eq!(unread(&server), 0);
 }
 
-/// A simulation whose batches commit up to 30 ms after they are emitted (beyond a 20 ms round trip), with bob's 300
-/// messages in `g` for alice's device to sync.
-async fn late_commits() -> Sim<SharedBackend<MemoryStorage>> {
+/// A simulation whose batches commit up to 30 ms after they are emitted (beyond a 20 ms round
+/// trip), with bob's 300 messages in `g`, and alice's device (full sync, pulls of 50) added
+/// to sync them. Returns the simulation and alice's device.
+async fn late_commits() -> (Sim<SharedBackend<MemoryStorage>>, usize) {
     let config = SimConfig {
         seed: 11,
         commit_latency_ms: Some(30),
@@ -220,12 +221,6 @@ async fn late_commits() -> Sim<SharedBackend<MemoryStorage>> {
     for i in 0..300 {
         sim.append_text("bob", "g", &format!("m{i}")).unwrap();
     }
-    sim
-}
-
-#[tokio::test]
-async fn with_late_commits_the_engine_goes_on_while_its_batches_are_in_flight() {
-    let mut sim = late_commits().await;
     let alice = sim
         .add_device("alice", "phone", |c| {
             c.policy = SyncPolicy::Full;
@@ -233,6 +228,12 @@ async fn with_late_commits_the_engine_goes_on_while_its_batches_are_in_flight() 
         })
         .await
         .unwrap();
+    (sim, alice)
+}
+
+#[tokio::test]
+async fn with_late_commits_the_engine_goes_on_while_its_batches_are_in_flight() {
+    let (mut sim, alice) = late_commits().await;
     let mut most_in_flight = 0;
     for _ in 0..10_000 {
         if sim.is_quiescent() {
@@ -251,14 +252,7 @@ async fn with_late_commits_the_engine_goes_on_while_its_batches_are_in_flight() 
 
 #[tokio::test]
 async fn a_crash_loses_the_batches_not_yet_committed_and_the_device_resyncs() {
-    let mut sim = late_commits().await;
-    let alice = sim
-        .add_device("alice", "phone", |c| {
-            c.policy = SyncPolicy::Full;
-            c.pull_max_messages = 50;
-        })
-        .await
-        .unwrap();
+    let (mut sim, alice) = late_commits().await;
     for _ in 0..10_000 {
         if sim.devices[alice].uncommitted.len() >= 2 {
             break;
