@@ -13,9 +13,10 @@
 //! The engine allows that (events and sends wait for their own batch's commit). At most
 //! [`QUEUED_WRITES`] batches wait behind the one being applied; then the driver stops reading
 //! the server until the store catches up, so memory stays bounded by a few pages. A store that
-//! applies inline (the memory store, the browser's) has finished when the driver first polls
-//! it, and then nothing overlaps: each batch commits before the next output is looked at, as
-//! if awaited. A command first waits until every emitted batch committed, so it sees (and its
+//! applies inline (the memory store) has finished when the driver first polls it, and then
+//! nothing overlaps: each batch commits before the next output is looked at, as if awaited.
+//! The browser store runs SQLite inline but then awaits IndexedDB or OPFS: the driver goes on
+//! during that wait. A command first waits until every emitted batch committed, so it sees (and its
 //! answer reports) a store that holds everything the engine did before it. After a failed
 //! write the batches queued behind it are dropped unapplied: they were built on top of it.
 //!
