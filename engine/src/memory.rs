@@ -64,6 +64,9 @@ struct Inner {
     fail_applies: usize,
     /// Snapshot loads still to fail (fault injection).
     fail_loads: usize,
+    /// Gates the next applies wait on (fault injection): each, once opened, lets its apply
+    /// go on (`true`) or fails it (`false`).
+    held_applies: std::collections::VecDeque<futures::channel::oneshot::Receiver<bool>>,
     /// Batches committed so far.
     applied: u64,
 }
@@ -444,6 +447,18 @@ impl MemoryStorage {
 
     // Test support: behind the `testing` feature, so an app cannot call it by mistake.
     #[cfg(any(test, feature = "testing"))]
+    /// Fault injection: the next [`Storage::apply`] not yet held waits, as a store writing on
+    /// a thread of its own does, until the returned sender is used: `true` lets it apply,
+    /// `false` (or dropping the sender) fails it with [`StorageError::Backend`], changing
+    /// nothing. Each call holds one more apply, in order.
+    pub fn hold_next_apply(&self) -> futures::channel::oneshot::Sender<bool> {
+        let (open, gate) = futures::channel::oneshot::channel();
+        self.lock_recovering().held_applies.push_back(gate);
+        open
+    }
+
+    // Test support: behind the `testing` feature, so an app cannot call it by mistake.
+    #[cfg(any(test, feature = "testing"))]
     /// Fault injection: the next `n` calls to [`Storage::load_snapshot`] return
     /// [`StorageError::Backend`]. Replaces any count still pending.
     pub fn fail_next_loads(&self, n: usize) {
@@ -613,6 +628,12 @@ impl Storage for MemoryStorage {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
+        let held = self.lock()?.held_applies.pop_front();
+        if let Some(gate) = held {
+            if gate.await != Ok(true) {
+                return Err(injected("apply"));
+            }
+        }
         self.apply_sync(batch)
     }
 
@@ -954,6 +975,25 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, StorageError::Rejected(_)));
         assert_eq!(state(&store), State::default());
+    }
+
+    #[test]
+    fn a_held_apply_waits_for_its_gate_and_a_closed_one_changes_nothing() {
+        let store = MemoryStorage::new();
+        let (fail, pass) = (store.hold_next_apply(), store.hold_next_apply());
+        let batch = || WriteBatch {
+            ops: vec![WriteOp::PutConversation(conversation("c", 1, 0))],
+        };
+        let mut first = store.apply(batch());
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        fail.send(false).unwrap();
+        assert!(matches!(block_on(first), Err(StorageError::Backend { .. })));
+        assert_eq!(state(&store), State::default());
+        pass.send(true).unwrap();
+        block_on(store.apply(batch())).unwrap();
+        assert_eq!(store.applied_batches(), 1);
     }
 
     #[test]

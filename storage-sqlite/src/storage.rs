@@ -158,7 +158,8 @@ impl SqliteStorage {
             #[cfg(not(target_family = "wasm"))]
             writer: crate::writer::Writer::start({
                 let (conn, health) = (Arc::clone(&conn), Arc::clone(&health));
-                move |batch| apply_checked(&conn, &health, batch)
+                // `apply` hands over batches with changes only.
+                move |batch| apply_changes(&conn, &health, batch)
             }),
             conn,
             health,
@@ -257,15 +258,24 @@ fn apply_empty(health: &Health, batch: &WriteBatch) -> Option<Result<Applied, St
         .then(|| health.refusal().map_or(Ok(Applied::default()), Err))
 }
 
-/// [`Storage::apply`]'s work, on whichever thread runs it.
+/// [`Storage::apply`]'s work on the calling thread.
 fn apply_checked(
     conn: &Mutex<Connection>,
     health: &Health,
     batch: WriteBatch,
 ) -> Result<Applied, StorageError> {
-    if let Some(result) = apply_empty(health, &batch) {
-        return result;
+    match apply_empty(health, &batch) {
+        Some(result) => result,
+        None => apply_changes(conn, health, batch),
     }
+}
+
+/// A batch with changes (see [`apply_empty`]), on whichever thread runs it.
+fn apply_changes(
+    conn: &Mutex<Connection>,
+    health: &Health,
+    batch: WriteBatch,
+) -> Result<Applied, StorageError> {
     // A store with damage, known or being looked for, takes no write: SQLite does not check
     // every page it writes beside, so a write can build on a damaged page.
     health.wait_for_check();

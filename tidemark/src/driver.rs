@@ -900,8 +900,7 @@ mod tests {
     use tidemark_engine::protocol::Push;
     use tidemark_engine::storage::WriteOp;
     use tidemark_engine::{
-        Conversation, ConversationCursor, ConversationKind, DeviceId, Direction, MemoryStorage,
-        MessageStatus, OutboxEntry, SeqRanges, UserId,
+        Conversation, ConversationKind, DeviceId, MemoryStorage, MessageStatus, UserId,
     };
 
     /// What the fake transport saw.
@@ -977,112 +976,18 @@ mod tests {
 
     /// A client and its driver's state, for tests that step the driver by hand.
     fn start(storage: MemoryStorage) -> (TestState, Client, EventStream, FakeTransport) {
-        start_on(Arc::new(storage))
-    }
-
-    /// [`start`] on any store.
-    fn start_on(storage: Arc<dyn Storage>) -> (TestState, Client, EventStream, FakeTransport) {
         let transport = FakeTransport::default();
         let runtime = ManualRuntime::new(Timestamp(1_000));
         let snapshot = block_on(storage.load_snapshot()).unwrap();
-        let (client, state) = pair(config(), snapshot, storage, transport.clone(), runtime);
+        let (client, state) = pair(
+            config(),
+            snapshot,
+            Arc::new(storage),
+            transport.clone(),
+            runtime,
+        );
         let events = client.events();
         (state, client, events, transport)
-    }
-
-    /// A memory store whose applies wait for the test, as a store applying on its own thread
-    /// does: each takes the next gate and, once the test opens it, applies (`true`) or fails
-    /// (`false`). Applies beyond the gates go straight through.
-    #[derive(Clone, Default)]
-    struct GatedStore {
-        inner: MemoryStorage,
-        gates: Arc<Mutex<std::collections::VecDeque<oneshot::Receiver<bool>>>>,
-    }
-
-    impl GatedStore {
-        /// A gate for the next apply, opened by sending on the returned sender.
-        fn gate(&self) -> oneshot::Sender<bool> {
-            let (open, gate) = oneshot::channel();
-            self.gates.lock().unwrap().push_back(gate);
-            open
-        }
-    }
-
-    #[cfg_attr(target_family = "wasm", async_trait::async_trait(?Send))]
-    #[cfg_attr(not(target_family = "wasm"), async_trait::async_trait)]
-    impl Storage for GatedStore {
-        async fn load_snapshot(&self) -> Result<SyncSnapshot, StorageError> {
-            self.inner.load_snapshot().await
-        }
-        async fn apply(&self, batch: WriteBatch) -> Result<Applied, StorageError> {
-            let gate = self.gates.lock().unwrap().pop_front();
-            if let Some(gate) = gate {
-                if !gate.await.unwrap() {
-                    return Err(StorageError::Backend {
-                        detail: "failed by the test".into(),
-                        source: None,
-                    });
-                }
-            }
-            self.inner.apply(batch).await
-        }
-        async fn conversation(
-            &self,
-            id: &ConversationId,
-        ) -> Result<Option<Conversation>, StorageError> {
-            self.inner.conversation(id).await
-        }
-        async fn conversations_page(
-            &self,
-            after: Option<ConversationCursor>,
-            limit: usize,
-        ) -> Result<Vec<Conversation>, StorageError> {
-            self.inner.conversations_page(after, limit).await
-        }
-        async fn messages_page(
-            &self,
-            conversation: &ConversationId,
-            anchor: Option<Seq>,
-            direction: Direction,
-            limit: usize,
-        ) -> Result<Vec<Message>, StorageError> {
-            let inner = &self.inner;
-            inner
-                .messages_page(conversation, anchor, direction, limit)
-                .await
-        }
-        async fn message_by_client_id(
-            &self,
-            conversation: &ConversationId,
-            sender: &UserId,
-            client_msg_id: &ClientMsgId,
-        ) -> Result<Option<Message>, StorageError> {
-            let inner = &self.inner;
-            inner
-                .message_by_client_id(conversation, sender, client_msg_id)
-                .await
-        }
-        async fn unsent_messages(
-            &self,
-            conversation: &ConversationId,
-        ) -> Result<Vec<Message>, StorageError> {
-            self.inner.unsent_messages(conversation).await
-        }
-        async fn total_unread(&self) -> Result<u64, StorageError> {
-            self.inner.total_unread().await
-        }
-        async fn outbox(&self) -> Result<Vec<OutboxEntry>, StorageError> {
-            self.inner.outbox().await
-        }
-        async fn tombstones(
-            &self,
-            conversation: &ConversationId,
-        ) -> Result<SeqRanges, StorageError> {
-            self.inner.tombstones(conversation).await
-        }
-        async fn check_integrity(&self) -> Result<(), StorageError> {
-            self.inner.check_integrity().await
-        }
     }
 
     fn put_conversation(id: &str) -> WriteBatch {
@@ -1106,9 +1011,9 @@ mod tests {
 
     #[test]
     fn the_driver_goes_on_while_a_batch_commits_and_reads_the_server_again_when_it_is_done() {
-        let store = GatedStore::default();
-        let (open_first, open_second) = (store.gate(), store.gate());
-        let (mut state, _client, _events, transport) = start_on(Arc::new(store.clone()));
+        let store = MemoryStorage::new();
+        let (open_first, open_second) = (store.hold_next_apply(), store.hold_next_apply());
+        let (mut state, _client, _events, transport) = start(store.clone());
         block_on(async {
             state.execute(Output::Connect).await;
             let feed = transport.0.lock().unwrap().feed.clone().unwrap();
@@ -1125,7 +1030,7 @@ mod tests {
                 .execute(Output::Request(RequestId(7), Request::Ping))
                 .await;
             assert_eq!(transport.0.lock().unwrap().sent.len(), 1);
-            assert_eq!(store.inner.applied_batches(), 0);
+            assert_eq!(store.applied_batches(), 0);
 
             // A batch waits behind the one being applied: the server is not read meanwhile.
             let pong = Incoming::Response(
@@ -1147,7 +1052,7 @@ mod tests {
             assert!(state.queued.is_empty() && state.applying.is_some());
             open_second.send(true).unwrap();
             assert_eq!(commit_next(&mut state).await, (BatchId(2), true));
-            assert_eq!(store.inner.applied_batches(), 2);
+            assert_eq!(store.applied_batches(), 2);
             match state.wait(Timestamp(u64::MAX)).await {
                 Wake::Incoming(Some(Ok(got))) => assert_eq!(got, pong),
                 _ => panic!("expected the pong"),
@@ -1157,9 +1062,9 @@ mod tests {
 
     #[test]
     fn after_a_failed_batch_the_ones_behind_it_are_dropped_unapplied() {
-        let store = GatedStore::default();
-        let open_first = store.gate();
-        let (mut state, _client, _events, _) = start_on(Arc::new(store.clone()));
+        let store = MemoryStorage::new();
+        let open_first = store.hold_next_apply();
+        let (mut state, _client, _events, _) = start(store.clone());
         block_on(async {
             state
                 .execute(Output::Write(BatchId(1), put_conversation("a")))
@@ -1173,9 +1078,9 @@ mod tests {
             // store at no commit boundary the engine ever knew.
             assert!(state.queued.is_empty() && state.applying.is_none());
             assert!(state.engine.is_stopped());
-            assert_eq!(store.inner.applied_batches(), 0);
+            assert_eq!(store.applied_batches(), 0);
             let b = ConversationId::from("b");
-            assert_eq!(store.inner.conversation(&b).await.unwrap(), None);
+            assert_eq!(store.conversation(&b).await.unwrap(), None);
         });
     }
 
@@ -1184,10 +1089,10 @@ mod tests {
         use futures::executor::LocalPool;
         use futures::task::LocalSpawnExt;
 
-        let store = GatedStore::default();
+        let store = MemoryStorage::new();
         let chat = ConversationId::from("c");
         block_on(store.apply(put_conversation("c"))).unwrap();
-        let open_first = store.gate();
+        let open_first = store.hold_next_apply();
         let mut config = config();
         config.connect_on_start = false;
         let runtime = ManualRuntime::new(Timestamp(1_000));
@@ -1210,10 +1115,10 @@ mod tests {
         assert!(pool
             .run_until(async { futures::poll!(send.as_mut()) })
             .is_pending());
-        assert!(store.inner.all_messages(&chat).is_empty());
+        assert!(store.all_messages(&chat).is_empty());
         open_first.send(true).unwrap();
         let id = pool.run_until(send).unwrap();
-        assert_eq!(store.inner.all_messages(&chat)[0].client_msg_id, id);
+        assert_eq!(store.all_messages(&chat)[0].client_msg_id, id);
         pool.run_until(client.shutdown());
         pool.run_until(finished);
     }
